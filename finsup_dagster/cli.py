@@ -1,0 +1,245 @@
+"""The ``finsup`` command: the books from a terminal.
+
+Every report takes ``--json``. Bad input prints one line, ``error: …``, and
+exits non-zero; nothing here ever shows a traceback to the user.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+from finsup_dagster import settings
+from finsup_dagster.ledger import audit_log, balance, controls, db, migrate
+from finsup_dagster.ledger.errors import LedgerError
+from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
+from finsup_dagster.ledger.reports import transaction_logs
+from finsup_dagster.ledger.revenue_files import ingest_file
+
+app = typer.Typer(
+    name="finsup",
+    help="finsup: the books, payouts and audit trail of an autonomous agent business.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+out = Console(highlight=False, soft_wrap=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def actor() -> str:
+    return os.environ.get("FINSUP_ACTOR") or getpass.getuser()
+
+
+def engine() -> Engine:
+    return db.make_engine()
+
+
+def emit_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+@app.command()
+def demo() -> None:
+    """Set up the embedded stack, land the sample data, run the main job, print balances."""
+    from finsup_dagster import demo as demo_run
+
+    ok = demo_run.run()
+    out.print("[bold]books job[/bold]: " + ("succeeded" if ok else "FAILED (see `make dev`, Runs)"))
+    available_balance(currency=None, as_json=False)
+    verify_audit_chain(as_json=False)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def init() -> None:
+    """Create the books, or migrate them to the newest schema (safe to repeat)."""
+    eng = engine()
+    before, after = migrate.upgrade(eng)
+    if before == after:
+        out.print(f"books up to date at revision {after} ({_where(eng)})")
+    else:
+        with db.write(eng) as conn:
+            audit_log.log(
+                conn, "books_migrated", "books", "schema", actor=actor(),
+                detail={"from": before, "to": after},
+            )  # fmt: skip
+        out.print(
+            f"books {'created' if before is None else 'migrated'} at revision {after} ({_where(eng)})"
+        )
+
+
+def _where(eng: Engine) -> str:
+    return eng.url.render_as_string(hide_password=True)
+
+
+@app.command("ingest-revenue")
+def ingest_revenue(
+    paths: Annotated[list[Path], typer.Argument(help="CSV or JSONL revenue files.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Ingest revenue events; rejected rows go to a rejects file beside each input.
+
+    Exits 1 when any row was rejected (the valid rows are still ingested).
+    """
+    for path in paths:
+        if not path.is_file():
+            fail(f"{path}: no such file")
+    eng = engine()
+    results = []
+    for path in paths:
+        res = ingest_file(eng, path, actor=actor())
+        results.append(
+            {"file": str(path), **res.result.summary(),
+             "rejects_file": str(res.rejects_path) if res.rejects_path else None}
+        )  # fmt: skip
+    if as_json:
+        emit_json(results)
+    else:
+        table = Table(
+            "file", "inserted", "unchanged", "status advanced", "rejected", "rejects file"
+        )
+        for r in results:
+            table.add_row(
+                r["file"], str(r["inserted"]), str(r["unchanged"]), str(r["status_advanced"]),
+                str(r["rejected"]), r["rejects_file"] or "",
+            )  # fmt: skip
+        out.print(table)
+    if any(r["rejected"] for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("available-balance")
+def available_balance(
+    currency: Annotated[str | None, typer.Option(help="Only this ISO 4217 currency.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Available balance per currency, with the parts it is made of."""
+    code = normalise_currency(currency) if currency else None
+    with db.read(engine()) as conn:
+        rows = [b.as_dict() for b in balance.available_balances(conn, code)]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(
+        "currency", "available", "confirmed revenue", "deductions", "reserve", "committed"
+    )
+    for r in rows:
+        cur = r["currency"]
+        table.add_row(
+            cur,
+            *(format_minor(r[k], cur) for k in ("available_minor", "confirmed_revenue_minor",
+              "deductions_minor", "reserve_minor", "committed_minor")),
+        )  # fmt: skip
+    out.print(table)
+
+
+@app.command("set-reserve")
+def set_reserve(
+    amount: Annotated[
+        str, typer.Argument(help="Decimal amount in major units, e.g. 500.00; 0 clears it.")
+    ],
+    currency: Annotated[str, typer.Option(help="ISO 4217 currency.")],
+    reason: Annotated[str, typer.Option(help="Why; kept in the transaction log.")],
+) -> None:
+    """Hold back part of a currency's balance from payouts."""
+    code = normalise_currency(currency)
+    minor = 0 if amount.strip() in ("0", "0.0", "0.00") else to_minor(amount, code)
+    with db.write(engine()) as conn:
+        controls.set_reserve(conn, code, minor, actor(), reason)
+    out.print(f"reserve for {code} set to {format_minor(minor, code)}")
+
+
+@app.command("report-transaction-logs")
+def report_transaction_logs(
+    since: Annotated[str | None, typer.Option(help="ISO 8601 instant with offset.")] = None,
+    entity: Annotated[str | None, typer.Option(help="Entity type, e.g. payout_batch.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 1000,
+    as_json: JsonFlag = False,
+) -> None:
+    """The transaction log, oldest first."""
+    from finsup_dagster.ledger.clock import parse_instant
+
+    since_utc = parse_instant(since) if since else None
+    with db.read(engine()) as conn:
+        rows = transaction_logs(conn, since_utc, entity, limit)
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("seq", "at", "actor", "action", "entity", "amount", "detail")
+    for r in rows:
+        amount = (
+            format_minor(r["amount_minor"], r["currency"]) + f" {r['currency']}"
+            if r["currency"] and r["amount_minor"] is not None
+            else ""
+        )
+        table.add_row(
+            str(r["seq"]), r["occurred_at"], r["actor"], r["action"],
+            f"{r['entity_type']}:{r['entity_id']}", amount,
+            json.dumps(r["detail"], sort_keys=True)[:120],
+        )  # fmt: skip
+    out.print(table)
+
+
+@app.command("verify-audit-chain")
+def verify_audit_chain(as_json: JsonFlag = False) -> None:
+    """Recompute the transaction log's hash chain; exit 1 naming the first broken row."""
+    with db.read(engine()) as conn:
+        report = audit_log.verify(conn)
+    if as_json:
+        emit_json(report.__dict__)
+    elif report.ok:
+        out.print(f"audit chain intact: {report.rows} rows, head {report.head_hash}")
+    else:
+        typer.echo(f"audit chain BROKEN at row {report.first_bad_seq}: {report.problem}", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: turns every expected failure into one line on stderr."""
+    settings.apply_local_defaults()
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        code = _one_line("aborted", 130)
+    except typer.TyperException as exc:  # usage errors, bad parameters
+        fmt = getattr(exc, "format_message", None)
+        code = _one_line(fmt() if callable(fmt) else str(exc), 2)
+    except LedgerError as exc:
+        code = _one_line(str(exc), 2)
+    except DBAPIError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if "no such table" in first or ("relation" in first and "does not exist" in first):
+            first = "the books are not initialised: run `finsup init`"
+        else:
+            first = f"database error: {first}"
+        code = _one_line(first, 3)
+    except OSError as exc:
+        code = _one_line(str(exc), 2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(message: str, code: int) -> int:
+    typer.echo(f"error: {message}", err=True)
+    return code

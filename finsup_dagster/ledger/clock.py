@@ -1,0 +1,35 @@
+"""UTC instants in one canonical text form.
+
+The books store instants as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` text: it sorts in
+time order, reads the same on SQLite and PostgreSQL, and hashes identically
+wherever it is recomputed (the event hash and the audit chain depend on that).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from finsup_dagster.ledger.errors import InvalidInput
+
+
+def canonical(instant: datetime) -> str:
+    if instant.tzinfo is None:
+        raise InvalidInput(f"time {instant.isoformat()} has no UTC offset")
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_instant(raw: object) -> str:
+    """ISO 8601 with an offset (or Z) to the canonical UTC form; naive times are refused."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidInput(f"time must be an ISO 8601 string with an offset, got {raw!r}")
+    try:
+        parsed = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise InvalidInput(f"time {raw!r} is not ISO 8601") from None
+    if parsed.tzinfo is None:
+        raise InvalidInput(f"time {raw!r} has no UTC offset; write e.g. 2026-01-31T12:00:00+00:00")
+    return canonical(parsed)
+
+
+def now() -> str:
+    return canonical(datetime.now(UTC))

@@ -1,0 +1,139 @@
+"""Connecting to the books and opening write transactions.
+
+SQLite gets WAL (readers never block the writer), foreign keys, a busy
+timeout, and ``BEGIN IMMEDIATE`` so a writer takes the write lock up front
+instead of failing when it upgrades from reader to writer halfway through.
+On PostgreSQL every write transaction first locks the single audit-chain head
+row, which serialises writers exactly as SQLite does; readers are never blocked.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from finsup_dagster.ledger.errors import SchemaNotReady
+from finsup_dagster.ledger.schema import audit_chain_head
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def finsup_home() -> Path:
+    return Path(os.environ.get("FINSUP_HOME", ".finsup"))
+
+
+def default_ledger_url() -> str:
+    """``FINSUP_LEDGER_URL``, else a SQLite file under ``FINSUP_HOME``."""
+    url = os.environ.get("FINSUP_LEDGER_URL")
+    if url:
+        return url
+    return f"sqlite:///{finsup_home() / 'ledger.db'}"
+
+
+def normalise_url(url: str) -> str:
+    """Bare ``postgresql://`` URLs use psycopg 3, the driver we ship."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's BEGIN below, not pysqlite, decide where transactions start.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("finsup_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
+    url = normalise_url(url or default_ledger_url())
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def is_sqlite(conn: Connection | Engine) -> bool:
+    return conn.dialect.name == "sqlite"
+
+
+@contextmanager
+def read(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction: on SQLite a deferred BEGIN, so it never waits for writers."""
+    with engine.connect().execution_options(finsup_begin="DEFERRED") as conn, conn.begin():
+        yield conn
+
+
+@contextmanager
+def write(engine: Engine, retries: int = 8) -> Iterator[Connection]:
+    """A serialised write transaction over the books.
+
+    Holds the writer lock from its first statement, so a balance read inside it
+    is still true when the reservation that depends on it commits.
+    """
+    conn = _begin_locked(engine, retries)
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        conn.close()
+        raise
+    conn.commit()
+    conn.close()
+
+
+def _begin_locked(engine: Engine, retries: int) -> Connection:
+    for attempt in range(retries + 1):
+        conn = engine.connect()
+        try:
+            conn.begin()
+            row = conn.execute(
+                sa.select(audit_chain_head.c.seq)
+                .where(audit_chain_head.c.id == 1)
+                .with_for_update()
+            ).first()
+        except (OperationalError, ProgrammingError) as exc:
+            conn.rollback()
+            conn.close()
+            if _is_missing_table(exc):
+                raise SchemaNotReady("the books are not initialised: run `finsup init`") from None
+            # SQLite already waited busy_timeout; PostgreSQL lock waits do not
+            # raise. What is left is a transient fault worth one more try.
+            if attempt == retries or isinstance(exc, ProgrammingError):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+            continue
+        if row is None:
+            conn.rollback()
+            conn.close()
+            raise SchemaNotReady("the books are not initialised: run `finsup init`")
+        return conn
+    raise AssertionError("unreachable")
+
+
+def _is_missing_table(exc: OperationalError | ProgrammingError) -> bool:
+    text = str(exc.orig).lower()
+    return "no such table" in text or "does not exist" in text

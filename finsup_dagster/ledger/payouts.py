@@ -1,0 +1,124 @@
+"""Payout batches: created only where the available balance covers them.
+
+``create_batch`` runs inside a books write transaction, which holds the
+writer lock from its first statement: the balance it reads cannot change
+before the reservation it posts commits, so two creators running at once can
+never commit the same money twice.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from finsup_dagster.ledger import audit_log, clock
+from finsup_dagster.ledger.balance import available_minor
+from finsup_dagster.ledger.controls import ensure_not_frozen
+from finsup_dagster.ledger.errors import InsufficientFunds, InvalidInput
+from finsup_dagster.ledger.journal import Account, debit_credit, post_entry
+from finsup_dagster.ledger.money import exponent, format_minor
+from finsup_dagster.ledger.schema import earnings, payout_batches, payout_items
+
+PAYOUT_METHODS = ("paypal", "payoneer", "bank")
+
+
+@dataclass(frozen=True)
+class ItemRequest:
+    amount_minor: int
+    beneficiary_id: int | None = None
+    destination_masked: str | None = None
+    earning_ids: Sequence[int] = field(default_factory=tuple)
+
+
+def new_batch_id() -> str:
+    return f"pb_{datetime.now(UTC):%Y%m%d%H%M%S}_{secrets.token_hex(5)}"
+
+
+def create_batch(
+    conn: Connection,
+    *,
+    method: str,
+    currency: str,
+    items: Sequence[ItemRequest],
+    created_by: str,
+    required_approvals: int = 1,
+    batch_id: str | None = None,
+) -> str:
+    """Checks and reserves the available balance, then writes the batch, pending approval."""
+    ensure_not_frozen(conn, "creating a payout batch")
+    if method not in PAYOUT_METHODS:
+        raise InvalidInput(f"payout method {method!r} is not one of {', '.join(PAYOUT_METHODS)}")
+    exponent(currency)
+    if not items:
+        raise InvalidInput("a payout batch needs at least one item")
+    if any(isinstance(i.amount_minor, bool) or not isinstance(i.amount_minor, int)
+           or i.amount_minor <= 0 for i in items):  # fmt: skip
+        raise InvalidInput("every payout item needs a positive integer amount in minor units")
+    total = sum(i.amount_minor for i in items)
+    available = available_minor(conn, currency)
+    if total > available:
+        raise InsufficientFunds(
+            f"batch of {format_minor(total, currency)} {currency} exceeds the available "
+            f"{format_minor(available, currency)} {currency}"
+        )
+    batch_id = batch_id or new_batch_id()
+    now = clock.now()
+    entry_id = post_entry(
+        conn, "payout_reserved", f"payout batch {batch_id} reserved",
+        debit_credit(Account.BENEFICIARY_PAYOUTS, Account.PAYOUTS_PAYABLE, currency, total),
+        reference=("payout_batch", batch_id),
+    )  # fmt: skip
+    conn.execute(
+        sa.insert(payout_batches).values(
+            id=batch_id, method=method, currency=currency, total_minor=total,
+            item_count=len(items), status="pending_approval",
+            required_approvals=required_approvals, approval_version=0,
+            created_by=created_by, created_at=now, updated_at=now,
+            reservation_entry_id=entry_id,
+        )
+    )  # fmt: skip
+    for item in items:
+        item_id = conn.execute(
+            sa.insert(payout_items)
+            .values(
+                batch_id=batch_id, beneficiary_id=item.beneficiary_id,
+                destination_masked=item.destination_masked, amount_minor=item.amount_minor,
+                currency=currency, status="pending", updated_at=now,
+            )
+            .returning(payout_items.c.id)
+        ).scalar_one()  # fmt: skip
+        _claim_earnings(conn, item_id, item.earning_ids, currency)
+    audit_log.log(
+        conn, "batch_created", "payout_batch", batch_id, actor=created_by,
+        amount_minor=total, currency=currency,
+        detail={"method": method, "items": len(items), "available_before": available,
+                "reservation_entry_id": entry_id, "required_approvals": required_approvals},
+    )  # fmt: skip
+    return batch_id
+
+
+def _claim_earnings(
+    conn: Connection, item_id: int, earning_ids: Sequence[int], currency: str
+) -> None:
+    """Marks earnings as batched; an earning already in a live batch refuses the whole batch."""
+    if not earning_ids:
+        return
+    claimed = conn.execute(
+        sa.update(earnings)
+        .where(
+            earnings.c.id.in_(list(earning_ids)),
+            earnings.c.status == "accrued",
+            earnings.c.payout_item_id.is_(None),
+            earnings.c.currency == currency,
+        )
+        .values(status="batched", payout_item_id=item_id)
+    ).rowcount
+    if claimed != len(set(earning_ids)):
+        raise InvalidInput(
+            "some earnings are not accrued in this currency or are already in a live batch"
+        )

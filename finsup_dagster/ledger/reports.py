@@ -1,0 +1,38 @@
+"""Read-only queries behind the CLI and the assets."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from finsup_dagster.ledger.schema import revenue_events, transaction_log
+
+
+def transaction_logs(
+    conn: Connection, since: str | None = None, entity_type: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    t = transaction_log.c
+    stmt = sa.select(transaction_log).order_by(t.seq)
+    if since:
+        stmt = stmt.where(t.occurred_at >= since)
+    if entity_type:
+        stmt = stmt.where(t.entity_type == entity_type)
+    rows = conn.execute(stmt.limit(limit)).mappings().all()
+    return [{**row, "detail": json.loads(row["detail"])} for row in rows]
+
+
+def revenue_counts(conn: Connection) -> list[dict[str, Any]]:
+    """Events and minor-unit totals per currency, kind and status."""
+    t = revenue_events.c
+    rows = conn.execute(
+        sa.select(t.currency, t.kind, t.status, sa.func.count(), sa.func.sum(t.amount_minor))
+        .group_by(t.currency, t.kind, t.status)
+        .order_by(t.currency, t.kind, t.status)
+    )
+    return [
+        {"currency": c, "kind": k, "status": s, "events": int(n), "amount_minor": int(total)}
+        for c, k, s, n, total in rows
+    ]

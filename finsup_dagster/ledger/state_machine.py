@@ -1,0 +1,159 @@
+"""The payout state machine: allowed transitions as data, one function to move.
+
+Every batch and item status change in finsup goes through ``move_batch`` or
+``move_item``, which check the transition, write the journal postings the
+money side of it needs, and append the transaction-log row, all inside the
+caller's write transaction.
+
+Items carry the money. Their statuses fall in three money classes:
+``committed`` (reserved, not yet paid), ``paid`` and ``released`` (the
+reservation given back to the available balance). Moving between classes
+posts:
+
+    committed → paid      Dr liabilities:payouts_payable  Cr assets:gateway_clearing
+    committed → released  Dr liabilities:payouts_payable  Cr expenses:beneficiary_payouts
+    paid      → released  Dr assets:gateway_clearing      Cr expenses:beneficiary_payouts
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from finsup_dagster.ledger import audit_log, clock
+from finsup_dagster.ledger.errors import IllegalTransition, NotFound
+from finsup_dagster.ledger.journal import Account, Posting, debit_credit, post_entry
+from finsup_dagster.ledger.schema import earnings, payout_batches, payout_items
+
+BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending_approval": frozenset({"approved", "denied", "cancelled"}),
+    "approved": frozenset({"submitting", "cancelled"}),
+    "submitting": frozenset({"submitted", "failed"}),
+    "submitted": frozenset({"completed", "partially_completed", "failed"}),
+    "completed": frozenset(),
+    "partially_completed": frozenset(),
+    "failed": frozenset(),
+    "denied": frozenset(),
+    "cancelled": frozenset(),
+}
+
+ITEM_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"submitted", "cancelled", "failed"}),
+    "submitted": frozenset(
+        {"unclaimed", "held", "success", "failed", "returned", "blocked", "refunded"}
+    ),
+    "unclaimed": frozenset({"success", "returned", "failed", "refunded"}),
+    "held": frozenset({"success", "failed", "blocked", "returned"}),
+    "success": frozenset({"returned", "refunded"}),
+    "failed": frozenset(),
+    "returned": frozenset(),
+    "blocked": frozenset(),
+    "refunded": frozenset(),
+    "cancelled": frozenset(),
+}
+
+ITEM_MONEY_CLASS: dict[str, str] = {
+    "pending": "committed", "submitted": "committed", "unclaimed": "committed",
+    "held": "committed", "success": "paid", "failed": "released", "returned": "released",
+    "blocked": "released", "refunded": "released", "cancelled": "released",
+}  # fmt: skip
+
+_CLASS_POSTINGS: dict[tuple[str, str], tuple[str, str]] = {
+    ("committed", "paid"): (Account.PAYOUTS_PAYABLE, Account.GATEWAY_CLEARING),
+    ("committed", "released"): (Account.PAYOUTS_PAYABLE, Account.BENEFICIARY_PAYOUTS),
+    ("paid", "released"): (Account.GATEWAY_CLEARING, Account.BENEFICIARY_PAYOUTS),
+}
+
+# A batch that ends without paying cascades its open items to these statuses.
+_BATCH_ITEM_CASCADE = {"denied": "cancelled", "cancelled": "cancelled"}
+
+LIVE_BATCH_STATUSES = frozenset(s for s, nxt in BATCH_TRANSITIONS.items() if nxt)
+
+
+def check(transitions: dict[str, frozenset[str]], what: str, current: str, target: str) -> None:
+    if target not in transitions:
+        raise IllegalTransition(f"{what}: unknown status {target!r}")
+    if target not in transitions.get(current, frozenset()):
+        allowed = ", ".join(sorted(transitions.get(current, ()))) or "nothing (final)"
+        raise IllegalTransition(
+            f"{what} is {current}; it cannot become {target} (allowed: {allowed})"
+        )
+
+
+def move_batch(
+    conn: Connection, batch_id: str, target: str, actor: str, reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
+    batch = conn.execute(sa.select(payout_batches).where(payout_batches.c.id == batch_id)).first()
+    if batch is None:
+        raise NotFound(f"no payout batch {batch_id!r}")
+    check(BATCH_TRANSITIONS, f"batch {batch_id}", batch.status, target)
+    changed = conn.execute(
+        sa.update(payout_batches)
+        .where(payout_batches.c.id == batch_id, payout_batches.c.status == batch.status)
+        .values(status=target, updated_at=clock.now())
+    ).rowcount
+    if changed != 1:  # pragma: no cover - the write lock makes this unreachable
+        raise IllegalTransition(f"batch {batch_id} changed underneath us")
+    audit_log.log(
+        conn, f"batch_{target}", "payout_batch", batch_id, actor=actor,
+        amount_minor=batch.total_minor, currency=batch.currency,
+        detail={"from": batch.status, "to": target, "reason": reason, **(detail or {})},
+    )  # fmt: skip
+    cascade = _BATCH_ITEM_CASCADE.get(target)
+    if cascade:
+        open_items = (
+            conn.execute(
+                sa.select(payout_items.c.id).where(
+                    payout_items.c.batch_id == batch_id,
+                    payout_items.c.status.in_(
+                        [s for s, c in ITEM_MONEY_CLASS.items() if c == "committed"]
+                    ),
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for item_id in open_items:
+            move_item(conn, item_id, cascade, actor, reason=f"batch {target}")
+
+
+def move_item(
+    conn: Connection, item_id: int, target: str, actor: str, reason: str | None = None
+) -> None:
+    item = conn.execute(sa.select(payout_items).where(payout_items.c.id == item_id)).first()
+    if item is None:
+        raise NotFound(f"no payout item {item_id}")
+    check(ITEM_TRANSITIONS, f"item {item_id}", item.status, target)
+    conn.execute(
+        sa.update(payout_items)
+        .where(payout_items.c.id == item_id)
+        .values(status=target, updated_at=clock.now())
+    )
+    before, after = ITEM_MONEY_CLASS[item.status], ITEM_MONEY_CLASS[target]
+    entry_id = None
+    if before != after:
+        debit, credit = _CLASS_POSTINGS[(before, after)]
+        lines: list[Posting] = debit_credit(debit, credit, item.currency, item.amount_minor)
+        entry_id = post_entry(
+            conn, f"payout_item_{after}", f"payout item {item_id} {item.status} → {target}",
+            lines, reference=("payout_item", str(item_id)),
+        )  # fmt: skip
+        # Released money returns the earnings to accrued so a later batch can pay them.
+        earning_status = {"paid": "paid", "released": "accrued"}[after]
+        conn.execute(
+            sa.update(earnings)
+            .where(earnings.c.payout_item_id == item_id)
+            .values(
+                status=earning_status,
+                payout_item_id=item_id if after == "paid" else None,
+            )
+        )
+    audit_log.log(
+        conn, f"item_{target}", "payout_item", str(item_id), actor=actor,
+        amount_minor=item.amount_minor, currency=item.currency,
+        detail={"batch_id": item.batch_id, "from": item.status, "to": target,
+                "reason": reason, "entry_id": entry_id},
+    )  # fmt: skip
