@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from finsup_dagster import settings
-from finsup_dagster.ledger import audit_log, balance, controls, db, migrate
+from finsup_dagster.ledger import audit_log, balance, controls, db
 from finsup_dagster.ledger.errors import LedgerError
 from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
 from finsup_dagster.ledger.reports import transaction_logs
@@ -72,6 +72,8 @@ def demo() -> None:
 @app.command()
 def init() -> None:
     """Create the books, or migrate them to the newest schema (safe to repeat)."""
+    from finsup_dagster.ledger import migrate  # Alembic costs a third of a second to import
+
     eng = engine()
     before, after = migrate.upgrade(eng)
     if before == after:

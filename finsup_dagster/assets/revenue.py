@@ -42,7 +42,7 @@ def revenue_events(
     total = IngestResult()
     per_file = []
     for path in landed_revenue_files(ledger.landing):
-        res = ingest_file(ledger.engine, path, actor=f"dagster:{context.run_id[:8]}")
+        res = ingest_file(ledger.engine, path, actor=f"dagster:{context.run.run_id[:8]}")
         total.merge(res.result)
         per_file.append({"file": path.name, **res.result.summary(),
                          "rejects_file": res.rejects_path.name if res.rejects_path else ""})  # fmt: skip
