@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from finsup_dagster.ledger import db, migrate
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 SAMPLE_DATA = Path(__file__).with_name("sample_data")
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
@@ -38,18 +42,20 @@ def land_samples(landing: Path) -> list[Path]:
     return copied
 
 
-def run_books_job() -> bool:
-    """Runs the ``books`` job in process against the persistent instance."""
+def run_job(name: str, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    """Runs a job in process against the persistent instance, so the run shows in the UI."""
     import dagster as dg
 
     from finsup_dagster.definitions import defs
 
     prepare_instance(Path(os.environ["DAGSTER_HOME"]))
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("books").execute_in_process(
-            instance=instance, raise_on_error=False
+        return defs.resolve_job_def(name).execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            tags=tags,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
-    return result.success
 
 
 def run() -> bool:
@@ -57,4 +63,4 @@ def run() -> bool:
     migrate.upgrade(engine)
     engine.dispose()
     land_samples(db.finsup_home() / "landing")
-    return run_books_job()
+    return run_job("books").success

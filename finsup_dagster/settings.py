@@ -1,9 +1,10 @@
-"""Which environment we are in, and the embedded defaults for local runs.
+"""Which environment we are in, the embedded defaults, and policies read from the environment.
 
-Definitions read every setting through ``dg.EnvVar``. Local entry points
-(the ``finsup`` CLI, ``make demo``, ``make dev``) call ``apply_local_defaults``
-first, so an unset variable falls back to the embedded stack under
-``FINSUP_HOME``: SQLite ledger, DuckDB warehouse, Dagster instance.
+Dagster definitions read every setting through ``dg.EnvVar``. Local entry
+points (the ``finsup`` CLI, ``make demo``, ``make dev``) call
+``apply_local_defaults`` first, so an unset variable falls back to the
+embedded stack under ``FINSUP_HOME``. With ``FINSUP_DEPLOYMENT=production``
+nothing is filled in: every variable must be set.
 """
 
 from __future__ import annotations
@@ -11,7 +12,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from finsup_dagster.ledger.approvals import ApprovalPolicy
+from finsup_dagster.ledger.batching import BatchPolicy
+from finsup_dagster.ledger.errors import LedgerError
+from finsup_dagster.ledger.money import parse_amount_map
+from finsup_dagster.ledger.secret_box import SecretBox
+
 DEPLOYMENTS = ("local", "ci", "production")
+
+# Payout policy defaults: documented in docs/payouts.md.
+POLICY_DEFAULTS = {
+    "FINSUP_MIN_ITEM": "*=1.00",
+    "FINSUP_MAX_BATCH_TOTAL": "*=50000.00",
+    "FINSUP_DUAL_APPROVAL_OVER": "*=10000.00",
+    "FINSUP_LOCKOUT_ATTEMPTS": "5",
+    "FINSUP_LOCKOUT_MINUTES": "15",
+}
 
 
 def deployment() -> str:
@@ -19,7 +35,7 @@ def deployment() -> str:
     explicit = os.environ.get("FINSUP_DEPLOYMENT")
     if explicit:
         if explicit not in DEPLOYMENTS:
-            raise ValueError(
+            raise LedgerError(
                 f"FINSUP_DEPLOYMENT={explicit!r} is not one of {', '.join(DEPLOYMENTS)}"
             )
         return explicit
@@ -31,17 +47,69 @@ def local_defaults(home: Path) -> dict[str, str]:
     return {
         "FINSUP_HOME": str(home),
         "FINSUP_LEDGER_URL": f"sqlite:///{home / 'ledger.db'}",
-        "FINSUP_WAREHOUSE_PATH": str(home / "warehouse.duckdb"),
         "DAGSTER_HOME": str(home / "dagster_home"),
+        **POLICY_DEFAULTS,
     }
 
 
 def apply_local_defaults() -> dict[str, str]:
-    """Fills unset variables with the embedded defaults; production must set them all."""
+    """Fills unset variables with the embedded defaults (never in production)."""
+    if deployment() == "production":
+        return {}
     home = Path(os.environ.get("FINSUP_HOME", ".finsup"))
     applied = {}
     for key, value in local_defaults(home).items():
-        if key not in os.environ and deployment() != "production":
+        if key not in os.environ:
             os.environ[key] = value
             applied[key] = value
     return applied
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name, POLICY_DEFAULTS.get(name))
+    if value is None:
+        raise LedgerError(f"{name} is not set")
+    return value
+
+
+def batch_policy() -> BatchPolicy:
+    return BatchPolicy(
+        min_item=parse_amount_map(_env("FINSUP_MIN_ITEM")),
+        max_batch_total=parse_amount_map(_env("FINSUP_MAX_BATCH_TOTAL")),
+        dual_approval_over=parse_amount_map(_env("FINSUP_DUAL_APPROVAL_OVER")),
+    )
+
+
+def approval_policy() -> ApprovalPolicy:
+    try:
+        return ApprovalPolicy(
+            lockout_attempts=int(_env("FINSUP_LOCKOUT_ATTEMPTS")),
+            lockout_minutes=int(_env("FINSUP_LOCKOUT_MINUTES")),
+        )
+    except ValueError:
+        raise LedgerError(
+            "FINSUP_LOCKOUT_ATTEMPTS and FINSUP_LOCKOUT_MINUTES must be whole numbers"
+        ) from None
+
+
+def demo_key_path() -> Path:
+    return Path(os.environ.get("FINSUP_HOME", ".finsup")) / "demo-secret.key"
+
+
+def secret_box() -> SecretBox:
+    """From ``FINSUP_SECRET_KEY``; only the demo (``FINSUP_DEMO=1``) may fall back to a local key file."""
+    key = os.environ.get("FINSUP_SECRET_KEY")
+    if key:
+        return SecretBox(key)
+    if os.environ.get("FINSUP_DEMO") == "1" and deployment() != "production":
+        from finsup_dagster.ledger.secret_box import generate_key
+
+        path = demo_key_path()
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(generate_key())
+            path.chmod(0o600)
+        return SecretBox(path.read_text().strip())
+    raise LedgerError(
+        "FINSUP_SECRET_KEY is not set: create one with `finsup generate-secret-key` and export it"
+    )

@@ -34,7 +34,7 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def row_digest(prev_hash: str, row: Mapping[str, Any]) -> str:
+def row_digest(prev_hash: str, row: Mapping[Any, Any]) -> str:
     body = canonical_json([prev_hash, *(row[f] for f in _HASHED_FIELDS)])
     return hashlib.sha256(body.encode()).hexdigest()
 

@@ -120,3 +120,30 @@ class Money:
 
     def __str__(self) -> str:
         return f"{format_minor(self.minor, self.currency)} {self.currency}"
+
+
+def parse_amount_map(text: str | None) -> dict[str, str]:
+    """``"USD=1000.00,JPY=150000,*=1000"`` → ``{"USD": "1000.00", ...}``; checked, not converted.
+
+    ``*`` applies to every currency not named, in that currency's major units.
+    """
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        code, sep, amount = part.partition("=")
+        code = code.strip().upper()
+        if not sep:
+            raise InvalidInput(f"{part.strip()!r} is not CURRENCY=AMOUNT")
+        if code != "*":
+            to_minor(amount, normalise_currency(code))
+        else:
+            to_minor(amount, "USD")  # a shape check; converted per currency later
+        out[code] = amount.strip()
+    return out
+
+
+def amount_for(amounts: dict[str, str], currency: str) -> int | None:
+    """The minor-unit amount a map gives ``currency``, or None when it names none."""
+    raw = amounts.get(currency, amounts.get("*"))
+    return None if raw is None else to_minor(raw, currency)

@@ -16,10 +16,15 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from finsup_dagster.ledger import audit_log, clock
+from finsup_dagster.ledger import audit_log, clock, state_machine
 from finsup_dagster.ledger.balance import available_minor
 from finsup_dagster.ledger.controls import ensure_not_frozen
-from finsup_dagster.ledger.errors import InsufficientFunds, InvalidInput
+from finsup_dagster.ledger.errors import (
+    IllegalTransition,
+    InsufficientFunds,
+    InvalidInput,
+    NotFound,
+)
 from finsup_dagster.ledger.journal import Account, debit_credit, post_entry
 from finsup_dagster.ledger.money import exponent, format_minor
 from finsup_dagster.ledger.schema import earnings, payout_batches, payout_items
@@ -122,3 +127,33 @@ def _claim_earnings(
         raise InvalidInput(
             "some earnings are not accrued in this currency or are already in a live batch"
         )
+
+
+def idempotency_key(batch_id: str, approval_version: int) -> str:
+    """The gateway's idempotency key (PayPal sender_batch_id, Payoneer client reference)."""
+    return f"{batch_id}-v{approval_version}"
+
+
+def start_submission(conn: Connection, batch_id: str, approval_version: int, actor: str) -> str:
+    """Moves an approved batch to ``submitting`` and stores its idempotency key first.
+
+    Running it again for the same approval version (a re-executed step, a
+    repeated sensor tick) finds the batch already submitting with the same key
+    and changes nothing; the key is what a gateway call must reuse.
+    """
+    batch = conn.execute(sa.select(payout_batches).where(payout_batches.c.id == batch_id)).first()
+    if batch is None:
+        raise NotFound(f"no payout batch {batch_id!r}")
+    key = idempotency_key(batch_id, approval_version)
+    if batch.status == "submitting" and batch.idempotency_key == key:
+        return key
+    ensure_not_frozen(conn, f"submitting batch {batch_id}")
+    if batch.approval_version != approval_version:
+        raise IllegalTransition(
+            f"batch {batch_id} is at approval version {batch.approval_version}, not {approval_version}"
+        )
+    conn.execute(
+        sa.update(payout_batches).where(payout_batches.c.id == batch_id).values(idempotency_key=key)
+    )
+    state_machine.move_batch(conn, batch_id, "submitting", actor, detail={"idempotency_key": key})
+    return key

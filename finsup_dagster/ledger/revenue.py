@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from finsup_dagster.ledger import audit_log, clock, db
 from finsup_dagster.ledger.audit_log import LogRecord
 from finsup_dagster.ledger.errors import InvalidInput
+from finsup_dagster.ledger.files import Rejected
 from finsup_dagster.ledger.journal import Account, Posting, debit_credit, post_entry
 from finsup_dagster.ledger.money import normalise_currency, to_minor
 from finsup_dagster.ledger.schema import revenue_events
@@ -107,13 +108,6 @@ def parse_event(raw: Mapping[str, Any]) -> RevenueEvent:
     digest = event_hash(source, external_id, amount_minor, currency, occurred_at, kind)
     return RevenueEvent(source, external_id, kind, amount_minor, currency, occurred_at, status,
                         digest)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Rejected:
-    row: int
-    reason: str
-    record: Mapping[str, Any]
 
 
 @dataclass

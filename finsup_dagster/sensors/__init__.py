@@ -1,0 +1,1 @@
+"""Sensors: approved batches → submission runs."""

@@ -1,59 +1,20 @@
-"""The ``finsup`` command: the books from a terminal.
-
-Every report takes ``--json``. Bad input prints one line, ``error: …``, and
-exits non-zero; nothing here ever shows a traceback to the user.
-"""
+"""`finsup` commands over the books: init, revenue, balances, reserves, the audit chain."""
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 
-from finsup_dagster import settings
+from finsup_dagster.cli.common import JsonFlag, actor, app, emit_json, engine, fail, out
 from finsup_dagster.ledger import audit_log, balance, controls, db
-from finsup_dagster.ledger.errors import LedgerError
 from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
 from finsup_dagster.ledger.reports import transaction_logs
 from finsup_dagster.ledger.revenue_files import ingest_file
-
-app = typer.Typer(
-    name="finsup",
-    help="finsup: the books, payouts and audit trail of an autonomous agent business.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-out = Console(highlight=False, soft_wrap=True)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def actor() -> str:
-    return os.environ.get("FINSUP_ACTOR") or getpass.getuser()
-
-
-def engine() -> Engine:
-    return db.make_engine()
-
-
-def emit_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
 @app.command()
@@ -214,34 +175,3 @@ def verify_audit_chain(as_json: JsonFlag = False) -> None:
         typer.echo(f"audit chain BROKEN at row {report.first_bad_seq}: {report.problem}", err=True)
     if not report.ok:
         raise typer.Exit(1)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: turns every expected failure into one line on stderr."""
-    settings.apply_local_defaults()
-    try:
-        code = app(args=argv, standalone_mode=False)
-    except typer.Exit as exc:
-        code = exc.exit_code
-    except typer.Abort:
-        code = _one_line("aborted", 130)
-    except typer.TyperException as exc:  # usage errors, bad parameters
-        fmt = getattr(exc, "format_message", None)
-        code = _one_line(fmt() if callable(fmt) else str(exc), 2)
-    except LedgerError as exc:
-        code = _one_line(str(exc), 2)
-    except DBAPIError as exc:
-        first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if "no such table" in first or ("relation" in first and "does not exist" in first):
-            first = "the books are not initialised: run `finsup init`"
-        else:
-            first = f"database error: {first}"
-        code = _one_line(first, 3)
-    except OSError as exc:
-        code = _one_line(str(exc), 2)
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-def _one_line(message: str, code: int) -> int:
-    typer.echo(f"error: {message}", err=True)
-    return code

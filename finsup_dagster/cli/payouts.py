@@ -1,0 +1,277 @@
+"""`finsup` commands for beneficiaries, earnings, payout batches, approvers and the kill switch."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+from rich.table import Table
+
+from finsup_dagster import settings
+from finsup_dagster.cli.common import JsonFlag, actor, app, emit_json, engine, fail, out
+from finsup_dagster.ledger import approvals, beneficiaries, controls, db, earnings
+from finsup_dagster.ledger.batching import pending_batches
+from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
+
+Approver = Annotated[str, typer.Option("--approver", help="Approver name.")]
+Code = Annotated[
+    str | None,
+    typer.Option(
+        "--code", help="Current TOTP code from the approver's app (asked for when omitted)."
+    ),
+]
+Reason = Annotated[str, typer.Option("--reason", help="Why; kept in the transaction log.")]
+
+
+def _code(code: str | None) -> str:
+    return code if code is not None else str(typer.prompt("TOTP code", hide_input=True))
+
+
+def _files(paths: list[Path]) -> None:
+    for path in paths:
+        if not path.is_file():
+            fail(f"{path}: no such file")
+
+
+@app.command("import-beneficiaries")
+def import_beneficiaries(
+    path: Annotated[Path, typer.Argument(help="CSV or JSONL of beneficiaries.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Create or update beneficiaries; each changed field is logged. Exits 1 if any row was rejected."""
+    _files([path])
+    res = beneficiaries.import_file(engine(), path, actor=actor())
+    summary = res.summary()
+    if as_json:
+        emit_json(summary)
+    else:
+        out.print(", ".join(f"{k} {v}" for k, v in summary.items() if v is not None))
+    if res.rejected:
+        raise typer.Exit(1)
+
+
+@app.command("ingest-earnings")
+def ingest_earnings(
+    paths: Annotated[list[Path], typer.Argument(help="CSV or JSONL earnings files.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Record earnings with the revenue that funds them. Exits 1 if any row was rejected."""
+    _files(paths)
+    eng = engine()
+    results = [
+        {"file": str(p), **earnings.ingest_file(eng, p, actor=actor()).summary()} for p in paths
+    ]
+    if as_json:
+        emit_json(results)
+    else:
+        table = Table("file", "created", "unchanged", "rejected", "rejects file")
+        for r in results:
+            table.add_row(
+                r["file"],
+                str(r["created"]),
+                str(r["unchanged"]),
+                str(r["rejected"]),
+                r["rejects_file"] or "",
+            )
+        out.print(table)
+    if any(r["rejected"] for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("create-payout-batches")
+def create_payout_batches(as_json: JsonFlag = False) -> None:
+    """Build batches from accrued earnings by running the payout_batches asset through Dagster."""
+    from finsup_dagster.demo import run_job
+
+    with db.read(engine()) as conn:
+        controls.ensure_not_frozen(conn, "creating payout batches")
+    result = run_job("create_payout_batches", tags={"finsup/actor": actor()})
+    if not result.success:
+        fail(f"the create_payout_batches run failed: {_first_failure(result)}", 1)
+    [mat] = result.asset_materializations_for_node("ledger__payout_batches")
+    batches = cast(list[dict[str, Any]], mat.metadata["batches_json"].value)
+    if as_json:
+        emit_json(batches)
+        return
+    table = Table("batch", "method", "currency", "total", "items", "approvals needed")
+    for b in batches:
+        table.add_row(b["batch_id"], b["method"], b["currency"], format_minor(b["total_minor"], b["currency"]),
+                      str(b["item_count"]), str(b["required_approvals"]))  # fmt: skip
+    out.print(
+        table
+        if batches
+        else "no batch created: nothing eligible is accrued, or nothing fits the balance"
+    )
+    out.print(f"run {result.run_id} (see it under Runs in the Dagster UI)")
+
+
+def _first_failure(result: Any) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            return str(event.step_failure_data.error.message).strip().splitlines()[-1]
+    return "see the run in the Dagster UI"
+
+
+@app.command("report-pending-approval")
+def report_pending_approval(as_json: JsonFlag = False) -> None:
+    """Every batch pending approval: items, masked destinations, and the revenue funding each item."""
+    batches = pending_batches(engine())
+    if as_json:
+        emit_json(batches)
+        return
+    if not batches:
+        out.print("no batch is pending approval")
+    for b in batches:
+        cur = b["currency"]
+        out.print(
+            f"[bold]{b['batch_id']}[/bold] {b['method']} {format_minor(b['total_minor'], cur)} {cur}, "
+            f"{b['item_count']} items, needs {b['required_approvals']} approval(s), created by {b['created_by']}"
+        )
+        table = Table("beneficiary", "destination", "amount", "funded by (revenue events)")
+        for item in b["items"]:
+            funded = "\n".join(
+                f"{f['source']}:{f['external_id']} {f['event_hash'][:12]}… {format_minor(f['amount_minor'], cur)}"
+                for f in item["funded_by"]
+            )
+            table.add_row(item["beneficiary"] or "", item["destination"] or "",
+                          format_minor(item["amount_minor"], cur), funded)  # fmt: skip
+        out.print(table)
+
+
+@app.command("generate-secret-key")
+def generate_secret_key() -> None:
+    """Print a new key for FINSUP_SECRET_KEY (keep it in your secret store)."""
+    from finsup_dagster.ledger.secret_box import generate_key
+
+    typer.echo(generate_key())
+
+
+@app.command("add-approver")
+def add_approver(
+    name: Annotated[str, typer.Argument(help="Approver name, e.g. alice@example.com.")],
+    limit: Annotated[
+        str, typer.Option("--limit", help="Largest batch total this approver may approve.")
+    ],
+    currency: Annotated[str, typer.Option("--currency", help="Currency of the limit.")],
+) -> None:
+    """Enrol an approver: prints the otpauth URI once, and a QR code to scan."""
+    box = settings.secret_box()
+    code = normalise_currency(currency)
+    limit_minor = to_minor(limit, code)
+    with db.write(engine()) as conn:
+        secret = approvals.add_approver(conn, name, limit_minor, code, box, actor())
+    uri = approvals.provisioning_uri(secret, name)
+    out.print(f"approver {name} added, limit {format_minor(limit_minor, code)} {code}")
+    out.print("Scan this into an authenticator app now; it is not shown again:")
+    typer.echo(uri)
+    _print_qr(uri)
+
+
+def _print_qr(text: str) -> None:
+    import qrcode
+
+    qr = qrcode.QRCode(border=1)
+    qr.add_data(text)
+    buffer = io.StringIO()
+    qr.print_ascii(out=buffer, invert=True)
+    typer.echo(buffer.getvalue())
+
+
+@app.command("disable-approver")
+def disable_approver(name: Annotated[str, typer.Argument(help="Approver name.")]) -> None:
+    """Stop an approver from approving anything."""
+    with db.write(engine()) as conn:
+        approvals.disable_approver(conn, name, actor())
+    out.print(f"approver {name} disabled")
+
+
+def _authorised(
+    approver: str, code: str | None, what: str, entity: tuple[str, str], action: Any
+) -> Any:
+    return approvals.authorised(
+        engine(),
+        approver,
+        _code(code),
+        settings.secret_box(),
+        settings.approval_policy(),
+        what,
+        entity,
+        action,
+    )
+
+
+@app.command("approve-payout-batch")
+def approve_payout_batch(
+    batch_id: Annotated[str, typer.Argument(help="Batch id, e.g. pb_20261125...")],
+    approver: Approver,
+    code: Code = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve a batch pending approval with your TOTP code."""
+    result = _authorised(approver, code, "batch_approval", ("payout_batch", batch_id),
+                         lambda conn, who: approvals.approve(conn, who, batch_id))  # fmt: skip
+    if as_json:
+        emit_json(result)
+    elif result["status"] == "approved":
+        out.print(
+            f"batch {batch_id} approved ({result['approvals']} of {result['required_approvals']})"
+        )
+    else:
+        out.print(f"approval recorded: {result['approvals']} of {result['required_approvals']}; "
+                  "a second approver is needed")  # fmt: skip
+
+
+@app.command("deny-payout-batch")
+def deny_payout_batch(
+    batch_id: Annotated[str, typer.Argument(help="Batch id.")],
+    approver: Approver,
+    reason: Reason,
+    code: Code = None,
+) -> None:
+    """Deny a batch pending approval; its amount is released and its earnings accrue again."""
+    _authorised(approver, code, "batch_denial", ("payout_batch", batch_id),
+                lambda conn, who: approvals.deny(conn, who, batch_id, reason))  # fmt: skip
+    out.print(f"batch {batch_id} denied")
+
+
+@app.command("cancel-payout-batch")
+def cancel_payout_batch(
+    batch_id: Annotated[str, typer.Argument(help="Batch id.")],
+    reason: Reason,
+    approver: Annotated[
+        str | None, typer.Option("--approver", help="Needed for an approved batch.")
+    ] = None,
+    code: Code = None,
+) -> None:
+    """Cancel a pending (or, with an approver's code, an approved) batch, releasing its amount."""
+    if approver is None:
+        with db.write(engine()) as conn:
+            approvals.cancel(conn, actor(), batch_id, reason, with_code=False)
+    else:
+        _authorised(approver, code, "batch_cancellation", ("payout_batch", batch_id),
+                    lambda conn, who: approvals.cancel(conn, who.name, batch_id, reason, with_code=True))  # fmt: skip
+    out.print(f"batch {batch_id} cancelled; its amount is available again")
+
+
+@app.command("freeze-payouts")
+def freeze_payouts(reason: Reason) -> None:
+    """Kill switch: no batch is created, approved or submitted until unfrozen."""
+    with db.write(engine()) as conn:
+        controls.set_payouts_frozen(conn, True, actor(), reason)
+    out.print(f"payouts frozen by {actor()}: {reason}")
+
+
+@app.command("unfreeze-payouts")
+def unfreeze_payouts(
+    approver: Approver,
+    code: Code = None,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why it is safe again.")
+    ] = "cleared by an approver",
+) -> None:
+    """Lift the kill switch; needs an approver's TOTP code."""
+    _authorised(approver, code, "unfreeze", ("control", controls.PAYOUTS_FROZEN),
+                lambda conn, who: controls.set_payouts_frozen(conn, False, who.name, reason))  # fmt: skip
+    out.print(f"payouts unfrozen by {approver}")

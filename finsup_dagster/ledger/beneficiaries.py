@@ -1,0 +1,204 @@
+"""Beneficiaries: who the agents earn for, and whether they may be paid.
+
+Import files (CSV/JSONL) have the columns ``external_id, name, payout_method,
+destination, country`` and optionally ``email, kyc_status, sanctions_status,
+screened_at, blocked, tax_id, tax_form_status``. Re-importing updates the row
+in place and logs each changed field (tax ids only ever masked).
+
+Destinations by method: ``paypal`` an email address; ``payoneer`` a payee id;
+``bank`` ``IBAN/BIC`` (the IBAN's check digits are verified).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from finsup_dagster.ledger import audit_log, clock, db
+from finsup_dagster.ledger.errors import InvalidInput
+from finsup_dagster.ledger.files import Rejected, read_records, split_malformed, write_rejects
+from finsup_dagster.ledger.masking import mask_tax_id
+from finsup_dagster.ledger.schema import beneficiaries
+
+COLUMNS = (
+    "external_id", "name", "email", "payout_method", "destination", "country", "kyc_status",
+    "sanctions_status", "screened_at", "blocked", "tax_id", "tax_form_status",
+)  # fmt: skip
+REQUIRED = ("external_id", "name", "payout_method", "destination", "country")
+KYC = ("unverified", "pending", "verified", "rejected")
+SANCTIONS = ("not_screened", "clear", "potential_match", "sanctioned")
+TAX_FORMS = ("missing", "requested", "received", "verified", "expired")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+_PAYEE = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
+_BIC = re.compile(r"^[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?$")
+
+
+def _iban_ok(iban: str) -> bool:
+    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}", iban):
+        return False
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+
+
+def check_destination(method: str, destination: str) -> str:
+    dest = destination.strip()
+    if method == "paypal":
+        if not _EMAIL.match(dest):
+            raise InvalidInput(f"paypal destination {dest!r} is not an email address")
+        return dest.lower()
+    if method == "payoneer":
+        if not _PAYEE.match(dest):
+            raise InvalidInput(f"payoneer destination {dest!r} is not a payee id")
+        return dest
+    if method == "bank":
+        iban, _, bic = dest.replace(" ", "").upper().partition("/")
+        if not _iban_ok(iban):
+            raise InvalidInput("bank destination has an invalid IBAN (write IBAN/BIC)")
+        if not _BIC.match(bic):
+            raise InvalidInput("bank destination has an invalid BIC (write IBAN/BIC)")
+        return f"{iban}/{bic}"
+    raise InvalidInput(f"payout_method {method!r} is not one of paypal, payoneer, bank")
+
+
+def _choice(raw: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = str(raw.get(name) or default).strip().lower()
+    if value not in allowed:
+        raise InvalidInput(f"{name} {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _flag(raw: Mapping[str, Any], name: str) -> bool:
+    value = raw.get(name)
+    if isinstance(value, bool):
+        return value
+    text = str(value or "false").strip().lower()
+    if text not in ("true", "false", "yes", "no", "1", "0"):
+        raise InvalidInput(f"{name} {value!r} is not true or false")
+    return text in ("true", "yes", "1")
+
+
+def parse_beneficiary(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Validates one record into the columns stored (tax id masked here, before anything else)."""
+
+    def text(name: str) -> str:
+        value = raw.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput(f"{name} is missing")
+        return value.strip()
+
+    method = text("payout_method").lower()
+    country = text("country").upper()
+    if not re.fullmatch(r"[A-Z]{2}", country):
+        raise InvalidInput(f"country {country!r} is not an ISO 3166 two-letter code")
+    tax_id = raw.get("tax_id")
+    email = (raw.get("email") or "").strip() or None
+    if email and not _EMAIL.match(email):
+        raise InvalidInput(f"email {email!r} is not an email address")
+    screened = raw.get("screened_at")
+    return {
+        "external_id": text("external_id"),
+        "name": text("name"),
+        "email": email,
+        "payout_method": method,
+        "destination": check_destination(method, text("destination")),
+        "country": country,
+        "kyc_status": _choice(raw, "kyc_status", KYC, "unverified"),
+        "sanctions_status": _choice(raw, "sanctions_status", SANCTIONS, "not_screened"),
+        "screened_at": clock.parse_instant(screened) if screened else None,
+        "blocked": _flag(raw, "blocked"),
+        "tax_id_masked": mask_tax_id(tax_id)
+        if isinstance(tax_id, str) and tax_id.strip()
+        else None,
+        "tax_form_status": _choice(raw, "tax_form_status", TAX_FORMS, "missing"),
+    }
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    rejects_path: Path | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged,
+                "rejected": len(self.rejected),
+                "rejects_file": str(self.rejects_path) if self.rejects_path else None}  # fmt: skip
+
+
+def upsert(conn: Connection, record: dict[str, Any], actor: str) -> str:
+    """Creates or updates one beneficiary; returns created, updated or unchanged."""
+    t = beneficiaries.c
+    current = (
+        conn.execute(sa.select(beneficiaries).where(t.external_id == record["external_id"]))
+        .mappings()
+        .first()
+    )
+    now = clock.now()
+    if current is None:
+        conn.execute(sa.insert(beneficiaries).values(**record, created_at=now, updated_at=now))
+        audit_log.log(conn, "beneficiary_created", "beneficiary", record["external_id"], actor=actor,
+                      detail={k: v for k, v in record.items() if k != "destination"})  # fmt: skip
+        return "created"
+    changes = {k: v for k, v in record.items() if current[k] != v}
+    if not changes:
+        return "unchanged"
+    conn.execute(
+        sa.update(beneficiaries).where(t.id == current["id"]).values(**changes, updated_at=now)
+    )
+    audit_log.log(
+        conn, "beneficiary_updated", "beneficiary", record["external_id"], actor=actor,
+        detail={"changed": {k: {"from": _shown(k, current[k]), "to": _shown(k, v)} for k, v in changes.items()}},
+    )  # fmt: skip
+    return "updated"
+
+
+def _shown(column: str, value: Any) -> Any:
+    # Destinations are payment details: the log says that one changed, not to what.
+    return "(changed)" if column == "destination" else value
+
+
+def import_file(engine: Engine, path: Path, actor: str = "system") -> ImportResult:
+    result = ImportResult()
+    records = list(split_malformed(read_records(path, REQUIRED), result.rejected))
+    with db.write(engine) as conn:
+        for row, raw in records:
+            try:
+                outcome = upsert(conn, parse_beneficiary(raw), actor)
+            except InvalidInput as exc:
+                result.rejected.append(Rejected(row, str(exc), _without_tax_id(raw)))
+                continue
+            setattr(result, outcome, getattr(result, outcome) + 1)
+    result.rejected.sort(key=lambda r: r.row)
+    result.rejects_path = write_rejects(
+        path,
+        [Rejected(r.row, r.reason, _without_tax_id(r.record)) for r in result.rejected],
+        COLUMNS,
+    )
+    return result
+
+
+def _without_tax_id(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Rejects files are kept around: they hold the tax id masked, never in full."""
+    out = dict(raw)
+    if isinstance(out.get("tax_id"), str) and out["tax_id"].strip():
+        out["tax_id"] = mask_tax_id(out["tax_id"])
+    return out
+
+
+def ineligibility(row: Mapping[Any, Any]) -> str | None:
+    """Why a beneficiary may not be paid now, or None."""
+    if row["blocked"]:
+        return "blocked"
+    if row["sanctions_status"] != "clear":
+        return f"sanctions screening {row['sanctions_status']}"
+    if row["kyc_status"] != "verified":
+        return f"KYC {row['kyc_status']}"
+    return None

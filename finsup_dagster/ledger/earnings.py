@@ -1,0 +1,193 @@
+"""Earnings: what the swarm decided each beneficiary earned, and the revenue that funds it.
+
+Files (CSV/JSONL) have ``external_id, beneficiary, amount, currency,
+event_hashes`` and optionally ``earned_at, description``. ``beneficiary`` is the
+beneficiary's external id; ``event_hashes`` lists the revenue events that fund
+the earning (in CSV separated by ``;`` or spaces, in JSONL a list or such a
+string).
+
+An earning is refused when its beneficiary or any cited event is unknown,
+when a cited event is not a confirmed sale in the earning's currency, or when
+it would take more than what is left of the revenue it cites. Funding is
+allocated over the cited events in the order given, each giving what it has
+left; ``earning_sources`` records how much each event funds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from finsup_dagster.ledger import audit_log, clock, db
+from finsup_dagster.ledger.errors import InvalidInput
+from finsup_dagster.ledger.files import Rejected, read_records, split_malformed, write_rejects
+from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
+from finsup_dagster.ledger.schema import beneficiaries, earning_sources, earnings, revenue_events
+
+COLUMNS = (
+    "external_id",
+    "beneficiary",
+    "amount",
+    "currency",
+    "event_hashes",
+    "earned_at",
+    "description",
+)
+REQUIRED = ("external_id", "beneficiary", "amount", "currency", "event_hashes")
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class EarningInput:
+    external_id: str
+    beneficiary: str
+    amount_minor: int
+    currency: str
+    event_hashes: tuple[str, ...]
+    earned_at: str
+    description: str | None
+
+
+def parse_earning(raw: Mapping[str, Any]) -> EarningInput:
+    ext = str(raw.get("external_id") or "").strip()
+    who = str(raw.get("beneficiary") or "").strip()
+    if not ext:
+        raise InvalidInput("external_id is missing")
+    if not who:
+        raise InvalidInput("beneficiary is missing")
+    currency = normalise_currency(raw.get("currency"))
+    amount = to_minor(raw.get("amount"), currency)
+    cited = raw.get("event_hashes")
+    parts = cited if isinstance(cited, list) else re.split(r"[;\s]+", str(cited or "").strip())
+    hashes = tuple(dict.fromkeys(str(h).strip().lower() for h in parts if str(h).strip()))
+    if not hashes:
+        raise InvalidInput("event_hashes is empty: an earning must cite the revenue that funds it")
+    bad = [h for h in hashes if not _HASH.match(h)]
+    if bad:
+        raise InvalidInput(f"event hash {bad[0][:20]!r} is not 64 hex characters")
+    earned = raw.get("earned_at")
+    return EarningInput(
+        ext, who, amount, currency, hashes,
+        clock.parse_instant(earned) if earned else clock.now(),
+        (str(raw.get("description")).strip() or None) if raw.get("description") else None,
+    )  # fmt: skip
+
+
+def remaining_funding(conn: Connection, hashes: tuple[str, ...]) -> dict[str, tuple[Any, int]]:
+    """For each known event: (its row, minor units not yet funding an earning)."""
+    ev = revenue_events.c
+    rows = {
+        r.event_hash: r
+        for r in conn.execute(sa.select(revenue_events).where(ev.event_hash.in_(hashes)))
+    }
+    used = dict(
+        conn.execute(
+            sa.select(earning_sources.c.event_hash, sa.func.sum(earning_sources.c.amount_minor))
+            .where(earning_sources.c.event_hash.in_(hashes))
+            .group_by(earning_sources.c.event_hash)
+        ).all()
+    )
+    return {h: (row, row.amount_minor - int(used.get(h) or 0)) for h, row in rows.items()}
+
+
+def add_earning(conn: Connection, earning: EarningInput, actor: str) -> str:
+    """Records one earning with its funding; returns created or unchanged; raises InvalidInput."""
+    existing = conn.execute(
+        sa.select(earnings).where(earnings.c.external_id == earning.external_id)
+    ).first()
+    ben = conn.execute(
+        sa.select(beneficiaries.c.id).where(beneficiaries.c.external_id == earning.beneficiary)
+    ).scalar_one_or_none()
+    if ben is None:
+        raise InvalidInput(f"unknown beneficiary {earning.beneficiary!r}")
+    if existing is not None:
+        if (existing.beneficiary_id, existing.amount_minor, existing.currency) == (
+            ben,
+            earning.amount_minor,
+            earning.currency,
+        ):
+            return "unchanged"
+        raise InvalidInput(
+            f"earning {earning.external_id!r} already exists with another beneficiary or amount"
+        )
+    funding = remaining_funding(conn, earning.event_hashes)
+    unknown = [h for h in earning.event_hashes if h not in funding]
+    if unknown:
+        raise InvalidInput(f"unknown revenue event {unknown[0][:12]}…")
+    for h in earning.event_hashes:
+        row, _ = funding[h]
+        if row.kind != "sale" or row.status != "confirmed":
+            raise InvalidInput(
+                f"revenue event {h[:12]}… is a {row.status} {row.kind}, not a confirmed sale"
+            )
+        if row.currency != earning.currency:
+            raise InvalidInput(
+                f"revenue event {h[:12]}… is in {row.currency}, the earning in {earning.currency}"
+            )
+    left = sum(rest for _, rest in funding.values())
+    if earning.amount_minor > left:
+        cur = earning.currency
+        raise InvalidInput(
+            f"earning of {format_minor(earning.amount_minor, cur)} {cur} exceeds the "
+            f"{format_minor(left, cur)} {cur} of confirmed revenue its events have left"
+        )
+    earning_id = conn.execute(
+        sa.insert(earnings)
+        .values(
+            external_id=earning.external_id, beneficiary_id=ben, amount_minor=earning.amount_minor,
+            currency=earning.currency, status="accrued", description=earning.description,
+            earned_at=earning.earned_at, created_at=clock.now(),
+        )
+        .returning(earnings.c.id)
+    ).scalar_one()  # fmt: skip
+    need, sources = earning.amount_minor, []
+    for h in earning.event_hashes:
+        take = min(need, funding[h][1])
+        if take > 0:
+            sources.append({"earning_id": earning_id, "event_hash": h, "amount_minor": take})
+            need -= take
+    conn.execute(sa.insert(earning_sources), sources)
+    audit_log.log(
+        conn, "earning_accrued", "earning", earning.external_id, actor=actor,
+        amount_minor=earning.amount_minor, currency=earning.currency,
+        detail={"beneficiary": earning.beneficiary,
+                "funded_by": {s["event_hash"]: s["amount_minor"] for s in sources}},
+    )  # fmt: skip
+    return "created"
+
+
+@dataclass
+class EarningsResult:
+    created: int = 0
+    unchanged: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    rejects_path: Path | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"created": self.created, "unchanged": self.unchanged, "rejected": len(self.rejected),
+                "rejects_file": str(self.rejects_path) if self.rejects_path else None}  # fmt: skip
+
+
+def ingest_file(engine: Engine, path: Path, actor: str = "system") -> EarningsResult:
+    """Every valid earning goes in (one savepoint each); the rest go to the rejects file."""
+    result = EarningsResult()
+    records = list(split_malformed(read_records(path, REQUIRED), result.rejected))
+    with db.write(engine) as conn:
+        for row, raw in records:
+            try:
+                earning = parse_earning(raw)
+                with conn.begin_nested():
+                    outcome = add_earning(conn, earning, actor)
+            except InvalidInput as exc:
+                result.rejected.append(Rejected(row, str(exc), raw))
+                continue
+            setattr(result, outcome, getattr(result, outcome) + 1)
+    result.rejected.sort(key=lambda r: r.row)
+    result.rejects_path = write_rejects(path, result.rejected, COLUMNS)
+    return result
