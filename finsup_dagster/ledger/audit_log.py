@@ -112,11 +112,17 @@ def verify(conn: Connection, batch_size: int = 10_000) -> ChainReport:
             break
         for row in rows:
             if row["seq"] != expected_seq:
-                where = expected_seq if row["seq"] > expected_seq else row["seq"]
-                return ChainReport(
-                    False, count, prev, where,
-                    f"row {expected_seq} is missing (next row is {row['seq']})",
-                )  # fmt: skip
+                if row["seq"] > expected_seq:
+                    where, problem = (
+                        expected_seq,
+                        f"row {expected_seq} is missing (next row is {row['seq']})",
+                    )
+                else:
+                    where, problem = (
+                        row["seq"],
+                        f"row {row['seq']} is out of sequence (expected row {expected_seq})",
+                    )
+                return ChainReport(False, count, prev, where, problem)
             if row["prev_hash"] != prev:
                 return ChainReport(
                     False, count, prev, row["seq"],

@@ -167,19 +167,21 @@ def pending_batches(engine: Engine) -> list[dict[str, Any]]:
                 .where(payout_items.c.batch_id == batch["id"])
                 .order_by(payout_items.c.id)
             ).mappings().all()  # fmt: skip
+            es, ev = earning_sources.c, revenue_events.c
             funding = conn.execute(
-                sa.select(earnings.c.payout_item_id, earning_sources.c.event_hash, earning_sources.c.amount_minor,
-                          revenue_events.c.source, revenue_events.c.external_id, revenue_events.c.occurred_at)
-                .join(earning_sources, earning_sources.c.earning_id == earnings.c.id)
-                .join(revenue_events, revenue_events.c.event_hash == earning_sources.c.event_hash)
+                sa.select(earnings.c.payout_item_id, es.event_hash, sa.func.sum(es.amount_minor).label("amount_minor"),
+                          ev.source, ev.external_id, ev.occurred_at)
+                .join(earning_sources, es.earning_id == earnings.c.id)
+                .join(revenue_events, ev.event_hash == es.event_hash)
                 .where(earnings.c.payout_item_id.in_([i["id"] for i in items]))
-                .order_by(earning_sources.c.event_hash)
+                .group_by(earnings.c.payout_item_id, es.event_hash, ev.source, ev.external_id, ev.occurred_at)
+                .order_by(ev.occurred_at, es.event_hash)
             ).mappings().all()  # fmt: skip
             by_item: dict[int, list[dict[str, Any]]] = defaultdict(list)
             for f in funding:
                 by_item[f["payout_item_id"]].append(
                     {"event_hash": f["event_hash"], "source": f["source"], "external_id": f["external_id"],
-                     "occurred_at": f["occurred_at"], "amount_minor": f["amount_minor"]}
+                     "occurred_at": f["occurred_at"], "amount_minor": int(f["amount_minor"])}
                 )  # fmt: skip
             out.append({
                 "batch_id": batch["id"], "method": batch["method"], "currency": batch["currency"],

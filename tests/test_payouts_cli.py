@@ -1,0 +1,170 @@
+"""The payout workflow through the `finsup` command, as an operator and approvers run it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import dagster as dg
+import pyotp
+import pytest
+
+from finsup_dagster.ledger.revenue import event_hash
+from finsup_dagster.ledger.secret_box import generate_key
+from tests.test_cli import assert_one_line_error, run, run_json
+from tests.test_revenue import write_csv
+
+
+def write_rows(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def payout_env(finsup_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FINSUP_SECRET_KEY", generate_key())
+    monkeypatch.setenv("DAGSTER_HOME", str(finsup_env / "dagster_home"))
+    monkeypatch.setenv("FINSUP_DUAL_APPROVAL_OVER", "USD=100.00")
+    assert run("init").returncode == 0
+    return finsup_env
+
+
+def enrol(name: str, limit: str) -> str:
+    proc = run("add-approver", name, "--limit", limit, "--currency", "USD")
+    assert proc.returncode == 0, proc.stderr
+    match = re.search(r"otpauth://totp/[^\s]*secret=([A-Z2-7]+)", proc.stdout)
+    assert match, proc.stdout
+    assert "█" in proc.stdout or "▀" in proc.stdout, "a QR code is printed"
+    return match.group(1)
+
+
+def wrong_code(secret: str) -> str:
+    valid = {pyotp.TOTP(secret).at(time.time() + d) for d in (-30, 0, 30, 60)}
+    return next(c for c in ("000000", "000001", "000002", "000003", "000004") if c not in valid)
+
+
+def test_operator_and_approvers_end_to_end(payout_env: Path, tmp_path: Path) -> None:
+    revenue = write_csv(tmp_path / "rev.csv", [
+        ["paypal", "S1", "150.00", "USD", "2026-11-20T10:00:00Z", "sale", "confirmed"],
+        ["paypal", "S2", "50.00", "USD", "2026-11-20T11:00:00Z", "sale", "confirmed"],
+    ])  # fmt: skip
+    assert run("ingest-revenue", str(revenue)).returncode == 0
+
+    h1 = event_hash("paypal", "S1", 15000, "USD", "2026-11-20T10:00:00.000000Z", "sale")
+    h2 = event_hash("paypal", "S2", 5000, "USD", "2026-11-20T11:00:00.000000Z", "sale")
+
+    people = write_rows(
+        tmp_path / "people.csv",
+        [
+            "external_id",
+            "name",
+            "payout_method",
+            "destination",
+            "country",
+            "kyc_status",
+            "sanctions_status",
+            "tax_id",
+        ],
+        [
+            ["ann", "Ann", "paypal", "ann@example.com", "US", "verified", "clear", "123-45-6789"],
+            ["bob", "Bob", "paypal", "bob@example.com", "US", "pending", "clear", ""],
+            ["bad", "Bad", "paypal", "not-an-email", "US", "verified", "clear", "999-99-1234"],
+        ],
+    )
+    proc = run("import-beneficiaries", str(people), "--json")
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["created"] == 2
+    rejects = (tmp_path / "people.csv.rejects.csv").read_text()
+    assert (
+        "not an email address" in rejects and "****1234" in rejects and "999-99-1234" not in rejects
+    )
+
+    work = write_rows(
+        tmp_path / "earnings.csv",
+        ["external_id", "beneficiary", "amount", "currency", "event_hashes"],
+        [
+            ["E1", "ann", "120.00", "USD", h1],
+            ["E2", "ann", "40.00", "USD", f"{h1};{h2}"],
+            ["E3", "bob", "10.00", "USD", h2],
+            ["E4", "ann", "60.00", "USD", h2],
+        ],
+    )
+    proc = run("ingest-earnings", str(work), "--json")
+    assert proc.returncode == 1
+    [summary] = json.loads(proc.stdout)
+    assert (summary["created"], summary["rejected"]) == (3, 1)
+    assert "exceeds the 30.00 USD" in (tmp_path / "earnings.csv.rejects.csv").read_text()
+
+    batches = run_json("create-payout-batches")
+    assert [(b["method"], b["currency"], b["total_minor"], b["item_count"], b["required_approvals"]) for b in batches] == [
+        ("paypal", "USD", 16000, 1, 2)
+    ]  # fmt: skip
+    batch = batches[0]["batch_id"]
+    instance = dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"])
+    assert [r.job_name for r in instance.get_runs()] == ["create_payout_batches"], (
+        "the run shows in the UI"
+    )
+    assert run_json("create-payout-batches") == [], "building again creates nothing"
+
+    [pending] = run_json("report-pending-approval")
+    [item] = pending["items"]
+    assert (item["beneficiary"], item["destination"], item["amount_minor"]) == (
+        "ann",
+        "a***@example.com",
+        16000,
+    )
+    assert {f["event_hash"]: f["amount_minor"] for f in item["funded_by"]} == {h1: 15000, h2: 1000}
+
+    assert_one_line_error(run("add-approver", "x", "--limit", "1", "--currency", "USD",
+                              env={k: v for k, v in os.environ.items() if k != "FINSUP_SECRET_KEY"}),
+                          "FINSUP_SECRET_KEY is not set")  # fmt: skip
+    carol, dave, erin = enrol("carol", "500.00"), enrol("dave", "500.00"), enrol("erin", "500.00")
+    code = pyotp.TOTP(carol).now()
+    out = run("approve-payout-batch", batch, "--approver", "carol", "--code", code)
+    assert out.returncode == 0 and "a second approver is needed" in out.stdout
+    assert_one_line_error(
+        run("approve-payout-batch", batch, "--approver", "carol", "--code", code), "already used"
+    )
+    assert_one_line_error(
+        run("approve-payout-batch", batch, "--approver", "dave", "--code", wrong_code(dave)),
+        "wrong or expired",
+    )
+    assert_one_line_error(run("approve-payout-batch", "pb_nope", "--approver", "erin", "--code", pyotp.TOTP(erin).now()),
+                          "no payout batch 'pb_nope'")  # fmt: skip
+
+    assert run("freeze-payouts", "--reason", "audit").returncode == 0
+    assert_one_line_error(run("create-payout-batches"), "payouts are frozen")
+    unfreeze = run(
+        "unfreeze-payouts",
+        "--approver",
+        "carol",
+        "--code",
+        pyotp.TOTP(carol).at(
+            pyotp.TOTP(carol).timecode(__import__("datetime").datetime.now()) * 30 + 30
+        ),
+    )
+    assert unfreeze.returncode == 0, unfreeze.stderr
+
+    approved = run_json(
+        "approve-payout-batch", batch, "--approver", "dave", "--code", pyotp.TOTP(dave).now()
+    )
+    assert approved["status"] == "approved" and approved["approval_version"] == 1
+    assert run_json("report-pending-approval") == []
+    assert_one_line_error(
+        run("cancel-payout-batch", batch, "--reason", "oops"), "needs --approver and --code"
+    )
+
+    log = run("report-transaction-logs", "--json", "--limit", "1000").stdout
+    assert carol not in log and dave not in log and code not in log
+    actions = [r["action"] for r in json.loads(log)]
+    for expected in ("beneficiary_created", "earning_accrued", "batch_created", "batch_approval_recorded",
+                     "batch_approval_refused", "payouts_frozen", "payouts_unfrozen", "batch_approved"):  # fmt: skip
+        assert expected in actions
+    assert run("verify-audit-chain").returncode == 0

@@ -1,0 +1,74 @@
+"""approved_batches_sensor and the submit job: one submission per approval, never two."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from finsup_dagster.jobs import submit_payout_batch
+from finsup_dagster.ledger import db, reports
+from finsup_dagster.ledger.batching import BatchPolicy, build_batches
+from finsup_dagster.ledger.schema import payout_batches
+from finsup_dagster.resources import LedgerResource
+from finsup_dagster.sensors.approved_batches import approved_batches_sensor
+from tests.payout_fixtures import approve, approver, beneficiary, earning, sale
+
+POLICY = BatchPolicy(dual_approval_over={"*": "1000000"})
+
+
+def tick(ledger: LedgerResource, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
+    context = dg.build_sensor_context(cursor=cursor, resources={"ledger": ledger})
+    data = approved_batches_sensor.evaluate_tick(context)
+    return list(data.run_requests or []), data.cursor
+
+
+def test_each_approval_gives_one_run_request_and_the_job_submits_once(
+    engine: Engine, ledger_url: str, tmp_path: Path
+) -> None:
+    ledger = LedgerResource(url=ledger_url, home=str(tmp_path))
+    h = sale(engine, "S1", "100.00")
+    for name in ("ann", "bob"):
+        beneficiary(engine, name)
+    earning(engine, "E1", "ann", "10.00", h)
+    [first] = build_batches(engine, POLICY, "maker").batches
+    carol = approver(engine, "carol")
+
+    requests, cursor = tick(ledger, None)
+    assert requests == [], "a pending batch is not submitted"
+
+    approve(engine, carol, first["batch_id"])
+    requests, cursor = tick(ledger, cursor)
+    assert [r.run_key for r in requests] == [f"{first['batch_id']}:v1"]
+    config = requests[0].run_config["ops"]["start_batch_submission"]["config"]
+    assert config == {"batch_id": first["batch_id"], "approval_version": 1}
+
+    again, cursor_after = tick(ledger, cursor)
+    assert again == [] and cursor_after == cursor, "a repeated tick asks for nothing new"
+    replay, _ = tick(ledger, None)  # a lost cursor asks again, with the same run key
+    assert [r.run_key for r in replay] == [f"{first['batch_id']}:v1"]
+
+    earning(engine, "E2", "bob", "20.00", h)
+    [second] = build_batches(engine, POLICY, "maker").batches
+    approve(engine, carol, second["batch_id"])
+    requests, cursor = tick(ledger, cursor)
+    assert [r.run_key for r in requests] == [f"{second['batch_id']}:v1"]
+
+    for _ in range(2):  # a re-executed run reuses the stored idempotency key
+        result = submit_payout_batch.execute_in_process(
+            run_config=requests[0].run_config, resources={"ledger": ledger}
+        )
+        assert result.success
+        assert result.output_for_node("start_batch_submission") == f"{second['batch_id']}-v1"
+    with db.read(engine) as conn:
+        statuses = dict(conn.execute(sa.select(payout_batches.c.id, payout_batches.c.status)).all())
+        submitting = [
+            r for r in reports.transaction_logs(conn) if r["action"] == "batch_submitting"
+        ]
+    assert statuses == {first["batch_id"]: "approved", second["batch_id"]: "submitting"}
+    assert len(submitting) == 1
+
+    requests, _ = tick(ledger, cursor)
+    assert requests == [], "a batch already submitting is not requested again"
