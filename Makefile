@@ -34,9 +34,7 @@ demo: install
 	$(BIN)/finsup demo
 
 dev: install
-	$(BIN)/finsup init
-	$(BIN)/python -c "from finsup_dagster.demo import prepare_instance; from pathlib import Path; prepare_instance(Path('$(DAGSTER_HOME)'))"
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/finsup dev
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,7 +2,8 @@
 
 Initialises the books, lands the bundled sample files, runs the ``books``
 job through the Dagster instance under ``DAGSTER_HOME`` (so the run shows in
-the UI), and returns what the CLI prints.
+the UI), imports the sample beneficiaries and runs ``create_payout_batches``,
+which leaves batches pending approval.
 """
 
 from __future__ import annotations
@@ -58,9 +59,18 @@ def run_job(name: str, tags: dict[str, str] | None = None) -> dg.ExecuteInProces
         )
 
 
-def run() -> bool:
+def run() -> dict[str, bool]:
+    """The demo: books job, then beneficiaries and the payout batches job. Returns run outcomes."""
+    from finsup_dagster.ledger import beneficiaries
+
     engine = db.make_engine()
     migrate.upgrade(engine)
+    landing = db.finsup_home() / "landing"
+    land_samples(landing)
+    outcome = {"books": run_job("books").success}
+    beneficiaries.import_file(engine, landing / "beneficiaries.csv", actor="demo")
     engine.dispose()
-    land_samples(db.finsup_home() / "landing")
-    return run_job("books").success
+    outcome["create_payout_batches"] = run_job(
+        "create_payout_batches", tags={"finsup/actor": "demo"}
+    ).success
+    return outcome

@@ -15,8 +15,8 @@ books_job = dg.define_asset_job(
 
 create_payout_batches_job = dg.define_asset_job(
     "create_payout_batches",
-    selection=dg.AssetSelection.assets(["ledger", "payout_batches"]),
-    description="Build payout batches from accrued earnings, pending approval.",
+    selection=dg.AssetSelection.assets(["ledger", "earnings"], ["ledger", "payout_batches"]),
+    description="Take in landed earnings, then build payout batches from accrued earnings, pending approval.",
 )
 
 

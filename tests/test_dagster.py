@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -23,12 +24,13 @@ ASSETS = [revenue_events, available_balance, journal_balanced, audit_chain_intac
 
 
 @pytest.fixture
-def ledger(ledger_url: str, tmp_path: Path) -> LedgerResource:
+def ledger(ledger_url: str, tmp_path: Path) -> Iterator[LedgerResource]:
     home = tmp_path / "home"
     shutil.copytree(SAMPLE_DATA / "revenue", home / "landing" / "revenue")
     resource = LedgerResource(url=ledger_url, home=str(home))
     migrate.upgrade(resource.engine)
-    return resource
+    yield resource
+    resource.engine.dispose()
 
 
 def materialize(ledger: LedgerResource) -> dg.ExecuteInProcessResult:
@@ -79,6 +81,11 @@ def test_definitions_load_with_env_resources() -> None:
     job = defs.resolve_job_def("books")
     keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     assert keys == {"ledger/revenue_events", "ledger/available_balance"}
+    payout_keys = {
+        k.to_user_string()
+        for k in defs.resolve_job_def("create_payout_batches").asset_layer.executable_asset_keys
+    }
+    assert payout_keys == {"ledger/earnings", "ledger/payout_batches"}
     for spec in defs.resolve_all_asset_specs():
         assert spec.code_version, spec.key
         assert spec.owners and spec.description and spec.kinds, spec.key
@@ -92,9 +99,16 @@ def test_finsup_demo_runs_the_main_job_through_the_instance(tmp_path: Path) -> N
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "books job: succeeded" in proc.stdout
-    assert "459.15" in proc.stdout and "audit chain intact" in proc.stdout
+    assert (
+        "229.15" in proc.stdout and "audit chain intact" in proc.stdout
+    )  # 459.15 less 230.00 committed
     home = tmp_path / ".finsup" / "dagster_home"
     assert (home / "dagster.yaml").read_text().count("enabled: false") == 1
     instance = dg.DagsterInstance.from_config(str(home))
     runs = instance.get_runs()
-    assert [(r.job_name, r.status) for r in runs] == [("books", dg.DagsterRunStatus.SUCCESS)]
+    assert sorted((r.job_name, r.status) for r in runs) == [
+        ("books", dg.DagsterRunStatus.SUCCESS),
+        ("create_payout_batches", dg.DagsterRunStatus.SUCCESS),
+    ]
+    assert "create_payout_batches job: succeeded" in proc.stdout
+    assert "chen" in proc.stdout and "DE89 **** 3000" in proc.stdout, "a batch is pending approval"

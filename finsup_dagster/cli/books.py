@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -19,15 +20,38 @@ from finsup_dagster.ledger.revenue_files import ingest_file
 
 @app.command()
 def demo() -> None:
-    """Set up the embedded stack, land the sample data, run the main job, print balances."""
+    """Set up the embedded stack, land the sample data, run the jobs, print what came out."""
     from finsup_dagster import demo as demo_run
+    from finsup_dagster.cli.payouts import report_pending_approval
 
-    ok = demo_run.run()
-    out.print("[bold]books job[/bold]: " + ("succeeded" if ok else "FAILED (see `make dev`, Runs)"))
+    outcome = demo_run.run()
+    for job, ok in outcome.items():
+        out.print(
+            f"[bold]{job}[/bold] job: " + ("succeeded" if ok else "FAILED (see `make dev`, Runs)")
+        )
     available_balance(currency=None, as_json=False)
+    report_pending_approval(as_json=False)
     verify_audit_chain(as_json=False)
-    if not ok:
+    out.print(
+        "Next: `make dev` for the Dagster UI; docs/payouts.md to enrol approvers and approve."
+    )
+    if not all(outcome.values()):
         raise typer.Exit(1)
+
+
+@app.command()
+def dev() -> None:
+    """Start the Dagster UI (dagster dev) on the embedded defaults."""
+    import os
+    import shutil
+
+    from finsup_dagster.demo import prepare_instance
+    from finsup_dagster.ledger import migrate
+
+    migrate.upgrade(engine())
+    prepare_instance(Path(os.environ["DAGSTER_HOME"]))
+    dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
+    os.execv(dagster, [dagster, "dev", "-m", "finsup_dagster.definitions"])
 
 
 @app.command()
