@@ -18,6 +18,7 @@ transaction log and otherwise ignored.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from finsup_dagster.ledger import audit_log, clock, db
 from finsup_dagster.ledger.audit_log import LogRecord
+from finsup_dagster.ledger.bulk import insert_rows, select_where_in
 from finsup_dagster.ledger.errors import InvalidInput
 from finsup_dagster.ledger.files import Rejected
 from finsup_dagster.ledger.journal import Account, Posting, debit_credit, post_entry
@@ -40,6 +42,7 @@ STATUSES = ("projected", "confirmed", "reversed")
 STATUS_RANK = {s: i for i, s in enumerate(STATUSES)}
 FIELDS = ("source", "external_id", "amount", "currency", "occurred_at", "kind", "status")
 HASH_VERSION = "finsup-revenue-v1"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _US = "\x1f"
 
 # Confirming an event moves money between these accounts; reversing moves it back.
@@ -79,15 +82,17 @@ class RevenueEvent:
 
 def _text(raw: Mapping[str, Any], name: str, lower: bool = False) -> str:
     value = raw.get(name)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise InvalidInput(f"{name} is missing")
     if not isinstance(value, str):
+        if value is None:
+            raise InvalidInput(f"{name} is missing")
         raise InvalidInput(f"{name} must be a string, got {value!r}")
     value = value.strip()
-    if any(ord(ch) < 32 for ch in value):
-        raise InvalidInput(f"{name} contains control characters")
+    if not value:
+        raise InvalidInput(f"{name} is missing")
     if len(value) > 128:
         raise InvalidInput(f"{name} is longer than 128 characters")
+    if _CONTROL.search(value):
+        raise InvalidInput(f"{name} contains control characters")
     return value.lower() if lower else value
 
 
@@ -145,7 +150,7 @@ def ingest(
     *,
     source_file: str | None = None,
     actor: str = "system",
-    chunk_size: int = 5_000,
+    chunk_size: int = 20_000,
 ) -> IngestResult:
     """Upserts events, forward-only, a chunk per write transaction.
 
@@ -164,18 +169,20 @@ def ingest(
 def _lookup(
     conn: Connection, external_ids: list[str]
 ) -> dict[tuple[str, str, str], tuple[str, str]]:
-    found: dict[tuple[str, str, str], tuple[str, str]] = {}
-    t = revenue_events.c
-    for start in range(0, len(external_ids), 500):
-        part = external_ids[start : start + 500]
-        rows = conn.execute(
-            sa.select(t.external_id, t.source, t.kind, t.event_hash, t.status).where(
-                t.external_id.in_(part)
-            )
-        )
-        for ext, src, kind, digest, status in rows:
-            found[(ext, src, kind)] = (digest, status)
-    return found
+    rows = select_where_in(
+        conn,
+        revenue_events,
+        ("external_id", "source", "kind", "event_hash", "status"),
+        "external_id",
+        external_ids,
+    )
+    return {(ext, src, kind): (digest, status) for ext, src, kind, digest, status in rows}
+
+
+_INSERT_COLUMNS = (
+    "event_hash", "source", "external_id", "kind", "amount_minor", "currency", "occurred_at", "status",
+    "ingested_at", "status_changed_at", "source_file", "confirmed_entry_id",
+)  # fmt: skip
 
 
 def _ingest_chunk(
@@ -237,20 +244,12 @@ def _ingest_chunk(
 
     now = clock.now()
     if new:
-        conn.execute(
-            sa.insert(revenue_events),
-            [
-                {
-                    "event_hash": ev.event_hash, "source": ev.source,
-                    "external_id": ev.external_id, "kind": ev.kind,
-                    "amount_minor": ev.amount_minor, "currency": ev.currency,
-                    "occurred_at": ev.occurred_at, "status": ev.status, "ingested_at": now,
-                    "status_changed_at": now, "source_file": source_file,
-                    "confirmed_entry_id": confirm_entry if ev.status == "confirmed" else None,
-                    "reversed_entry_id": None,
-                }
-                for ev in new.values()
-            ],
+        insert_rows(
+            conn, revenue_events, _INSERT_COLUMNS,
+            [(ev.event_hash, ev.source, ev.external_id, ev.kind, ev.amount_minor, ev.currency,
+              ev.occurred_at, ev.status, now, now, source_file,
+              confirm_entry if ev.status == "confirmed" else None)
+             for ev in new.values()],
         )  # fmt: skip
         result.inserted = len(new)
         digest = hashlib.sha256("".join(sorted(ev.event_hash for ev in new.values())).encode())

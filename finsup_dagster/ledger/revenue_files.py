@@ -27,7 +27,7 @@ class FileResult:
 
 
 def ingest_file(
-    engine: Engine, path: Path, actor: str = "system", chunk_size: int = 5_000
+    engine: Engine, path: Path, actor: str = "system", chunk_size: int = 20_000
 ) -> FileResult:
     """Ingests every valid row; writes the others to a rejects file beside the input."""
     rejected: list[Rejected] = []

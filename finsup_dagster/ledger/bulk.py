@@ -1,0 +1,63 @@
+"""Bulk reads and writes where the per-row cost of the general path shows.
+
+Ingestion moves hundreds of thousands of rows; through SQLAlchemy's
+executemany each row costs parameter processing, and on PostgreSQL a round
+trip. Here: ``COPY`` on PostgreSQL and the driver's own executemany on
+SQLite, both inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from finsup_dagster.ledger.db import is_sqlite
+
+SQLITE_IN_LIMIT = 900  # well under SQLite's bound-variable limit on every version we meet
+
+
+def insert_rows(
+    conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    if not rows:
+        return
+    names = ", ".join(columns)
+    if is_sqlite(conn):
+        marks = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(
+            f"INSERT INTO {table.name} ({names}) VALUES ({marks})", list(map(tuple, rows))
+        )
+        return
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def select_where_in(
+    conn: Connection, table: sa.Table, columns: Sequence[str], key: str, values: Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    """``SELECT columns FROM table WHERE key IN values``, in as few statements as the database allows."""
+    if not values:
+        return []
+    names = ", ".join(columns)
+    if not is_sqlite(conn):
+        result = conn.exec_driver_sql(
+            f"SELECT {names} FROM {table.name} WHERE {key} = ANY(%s)", (list(values),)
+        )
+        return [tuple(r) for r in result]
+    out: list[tuple[Any, ...]] = []
+    for start in range(0, len(values), SQLITE_IN_LIMIT):
+        part = values[start : start + SQLITE_IN_LIMIT]
+        marks = ", ".join("?" for _ in part)
+        out.extend(
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                f"SELECT {names} FROM {table.name} WHERE {key} IN ({marks})", tuple(part)
+            )
+        )
+    return out
