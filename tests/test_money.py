@@ -21,7 +21,7 @@ from finsup_dagster.ledger.money import Money, exponent, format_minor, to_minor
         ("1500.0", "JPY", 1500),
         ("1.234", "KWD", 1234),
         ("1.2", "KWD", 1200),
-        ("92233720368547758.07", "USD", 9223372036854775807),
+        ("1000000000000.00", "USD", 10**14),  # the largest amount accepted
     ],
 )
 def test_decimal_strings_become_exact_minor_units(amount: str, currency: str, minor: int) -> None:
@@ -44,6 +44,7 @@ def test_decimal_strings_become_exact_minor_units(amount: str, currency: str, mi
         ("0.00", "USD", "is zero"),
         ("", "USD", "is not a decimal number"),
         ("10.00", "XXX", "unknown currency 'XXX'"),
+        ("1000000000000.01", "USD", "larger than finsup accepts"),
     ],
 )
 def test_bad_amounts_are_refused_with_one_line(amount: object, currency: str, message: str) -> None:

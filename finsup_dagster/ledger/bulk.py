@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from finsup_dagster.ledger.db import is_sqlite
 
@@ -61,3 +61,33 @@ def select_where_in(
             )
         )
     return out
+
+
+class TableStats:
+    """Keeps PostgreSQL's planner statistics fresh while a bulk load grows a table.
+
+    Without statistics (autovacuum off, or not yet run after a big load) the
+    planner scans the whole table for each chunk's lookup instead of using the
+    index; ``ANALYZE`` after every 10% of growth keeps the lookups on the index.
+    """
+
+    def __init__(self, engine: Engine, table: sa.Table) -> None:
+        self.engine, self.table = engine, table
+        self.enabled = engine.dialect.name == "postgresql"
+        self.since = 0
+        self.rows = 0
+        if self.enabled:
+            with engine.connect() as conn:
+                self.rows = int(
+                    conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                )
+
+    def grew(self, inserted: int) -> None:
+        if not self.enabled:
+            return
+        self.since += inserted
+        if self.since >= max(10_000, self.rows // 10):
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(f"ANALYZE {self.table.name}")
+            self.rows += self.since
+            self.since = 0

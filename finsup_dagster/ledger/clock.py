@@ -15,8 +15,12 @@ from finsup_dagster.ledger.errors import InvalidInput
 def canonical(instant: datetime) -> str:
     if instant.tzinfo is None:
         raise InvalidInput(f"time {instant.isoformat()} has no UTC offset")
+    try:
+        instant = instant.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"time {instant.isoformat()} is out of range") from None
     # isoformat is C and much faster than strftime; the naive UTC value prints as we want.
-    return instant.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return instant.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_instant(raw: object) -> str:

@@ -40,6 +40,10 @@ CURRENCY_EXPONENTS: dict[str, int] = {code: 2 for code in _TWO_DECIMAL} | _EXPON
 
 _DECIMAL = re.compile(r"^(\d+)(?:\.(\d+))?$")
 
+# 10^14 minor units (a trillion dollars) per amount: far above any real payment,
+# and low enough that a full ingestion chunk of them still sums inside 64 bits.
+MAX_MINOR = 10**14
+
 
 def exponent(currency: str) -> int:
     """Number of decimal places of ``currency``; refuses unknown codes."""
@@ -90,6 +94,10 @@ def to_minor(amount: object, currency: str) -> int:
     minor = int(whole) * 10**exp + (int(frac.ljust(exp, "0")) if exp else 0)
     if minor == 0:
         raise InvalidInput(f"amount {amount!r} is zero")
+    if minor > MAX_MINOR:
+        raise InvalidInput(
+            f"amount {amount!r} is larger than finsup accepts ({MAX_MINOR} minor units)"
+        )
     return minor
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from finsup_dagster.ledger import audit_log, clock, db
 from finsup_dagster.ledger.audit_log import LogRecord
-from finsup_dagster.ledger.bulk import insert_rows, select_where_in
+from finsup_dagster.ledger.bulk import TableStats, insert_rows, select_where_in
 from finsup_dagster.ledger.errors import InvalidInput
 from finsup_dagster.ledger.files import Rejected
 from finsup_dagster.ledger.journal import Account, Posting, debit_credit, post_entry
@@ -43,6 +43,7 @@ STATUS_RANK = {s: i for i, s in enumerate(STATUSES)}
 FIELDS = ("source", "external_id", "amount", "currency", "occurred_at", "kind", "status")
 HASH_VERSION = "finsup-revenue-v1"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone escape from JSON: cannot be hashed as UTF-8
 _US = "\x1f"
 
 # Confirming an event moves money between these accounts; reversing moves it back.
@@ -80,7 +81,7 @@ class RevenueEvent:
         return (self.external_id, self.source, self.kind)
 
 
-def _text(raw: Mapping[str, Any], name: str, lower: bool = False) -> str:
+def _text(raw: Mapping[str, Any], name: str, lower: bool = False, max_len: int = 128) -> str:
     value = raw.get(name)
     if not isinstance(value, str):
         if value is None:
@@ -89,16 +90,18 @@ def _text(raw: Mapping[str, Any], name: str, lower: bool = False) -> str:
     value = value.strip()
     if not value:
         raise InvalidInput(f"{name} is missing")
-    if len(value) > 128:
-        raise InvalidInput(f"{name} is longer than 128 characters")
+    if len(value) > max_len:
+        raise InvalidInput(f"{name} is longer than {max_len} characters")
     if _CONTROL.search(value):
         raise InvalidInput(f"{name} contains control characters")
+    if _SURROGATE.search(value):
+        raise InvalidInput(f"{name} is not valid Unicode text")
     return value.lower() if lower else value
 
 
 def parse_event(raw: Mapping[str, Any]) -> RevenueEvent:
     """Validates one record (strings in major units) into a canonical event."""
-    source = _text(raw, "source", lower=True)
+    source = _text(raw, "source", lower=True, max_len=64)
     external_id = _text(raw, "external_id")
     kind = _text(raw, "kind", lower=True)
     if kind not in KINDS:
@@ -160,9 +163,12 @@ def ingest(
     """
     total = IngestResult()
     iterator = iter(events)
+    stats = TableStats(engine, revenue_events)
     while chunk := list(islice(iterator, chunk_size)):
         with db.write(engine) as conn:
-            total.merge(_ingest_chunk(conn, chunk, source_file, actor))
+            part = _ingest_chunk(conn, chunk, source_file, actor)
+        total.merge(part)
+        stats.grew(part.inserted)
     return total
 
 
