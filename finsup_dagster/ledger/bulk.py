@@ -77,10 +77,11 @@ class TableStats:
         self.since = 0
         self.rows = 0
         if self.enabled:
-            with engine.connect() as conn:
-                self.rows = int(
-                    conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-                )
+            with engine.connect() as conn:  # the planner's own estimate: free, unlike count(*)
+                estimate = conn.exec_driver_sql(
+                    "SELECT reltuples FROM pg_class WHERE relname = %s", (table.name,)
+                ).scalar()
+            self.rows = max(int(estimate or 0), 0)
 
     def grew(self, inserted: int) -> None:
         if not self.enabled:
