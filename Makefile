@@ -41,9 +41,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy finsup_dagster benchmarks
 
+# Two workers: the suite is mostly waiting on databases and subprocesses.
 test: lint
-	$(BIN)/dagster definitions validate -w workspace.yaml
-	$(BIN)/pytest
+	DAGSTER_HOME=$$(mktemp -d) $(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/pytest -n 2
 
 fmt: install
 	$(BIN)/ruff check --fix .

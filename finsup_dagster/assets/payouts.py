@@ -1,27 +1,17 @@
 """Earnings from the swarm and the payout batches built from them."""
 
 import json
-from pathlib import Path
 
 import dagster as dg
 
 from finsup_dagster.assets.balances import available_balance
+from finsup_dagster.assets.landing import landed_files
 from finsup_dagster.assets.metadata import markdown_table
 from finsup_dagster.assets.revenue import OWNERS, revenue_events
 from finsup_dagster.ledger import earnings as earnings_lib
 from finsup_dagster.ledger.batching import build_batches
 from finsup_dagster.ledger.money import format_minor
 from finsup_dagster.resources import LedgerResource, PayoutPolicyResource
-
-
-def landed_files(landing: Path, kind: str) -> list[Path]:
-    folder = landing / kind
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in (".csv", ".jsonl") and ".rejects." not in p.name
-    )  # fmt: skip
 
 
 @dg.asset(

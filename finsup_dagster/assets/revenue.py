@@ -1,9 +1,8 @@
 """Revenue landed as files becomes canonical events in the ledger."""
 
-from pathlib import Path
-
 import dagster as dg
 
+from finsup_dagster.assets.landing import landed_files
 from finsup_dagster.assets.metadata import markdown_table, money_by_currency
 from finsup_dagster.ledger import db
 from finsup_dagster.ledger.reports import revenue_counts
@@ -12,16 +11,6 @@ from finsup_dagster.ledger.revenue_files import ingest_file
 from finsup_dagster.resources import LedgerResource
 
 OWNERS = ["team:finance-engineering"]
-
-
-def landed_revenue_files(landing: Path) -> list[Path]:
-    folder = landing / "revenue"
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in (".csv", ".jsonl") and ".rejects." not in p.name
-    )  # fmt: skip
 
 
 @dg.asset(
@@ -41,7 +30,7 @@ def revenue_events(
 ) -> dg.MaterializeResult:
     total = IngestResult()
     per_file = []
-    for path in landed_revenue_files(ledger.landing):
+    for path in landed_files(ledger.landing, "revenue"):
         res = ingest_file(ledger.engine, path, actor=f"dagster:{context.run.run_id[:8]}")
         total.merge(res.result)
         per_file.append({"file": path.name, **res.result.summary(),

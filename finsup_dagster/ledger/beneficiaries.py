@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from finsup_dagster.ledger import audit_log, clock, db
+from finsup_dagster.ledger import audit_log, clock
 from finsup_dagster.ledger.errors import InvalidInput
-from finsup_dagster.ledger.files import Rejected, read_records, split_malformed, write_rejects
+from finsup_dagster.ledger.files import RowsResult, apply_rows
 from finsup_dagster.ledger.masking import mask_tax_id
 from finsup_dagster.ledger.schema import beneficiaries
 
@@ -119,20 +118,6 @@ def parse_beneficiary(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-@dataclass
-class ImportResult:
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
-    rejects_path: Path | None = None
-
-    def summary(self) -> dict[str, Any]:
-        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged,
-                "rejected": len(self.rejected),
-                "rejects_file": str(self.rejects_path) if self.rejects_path else None}  # fmt: skip
-
-
 def upsert(conn: Connection, record: dict[str, Any], actor: str) -> str:
     """Creates or updates one beneficiary; returns created, updated or unchanged."""
     t = beneficiaries.c
@@ -165,24 +150,11 @@ def _shown(column: str, value: Any) -> Any:
     return "(changed)" if column == "destination" else value
 
 
-def import_file(engine: Engine, path: Path, actor: str = "system") -> ImportResult:
-    result = ImportResult()
-    records = list(split_malformed(read_records(path, REQUIRED), result.rejected))
-    with db.write(engine) as conn:
-        for row, raw in records:
-            try:
-                outcome = upsert(conn, parse_beneficiary(raw), actor)
-            except InvalidInput as exc:
-                result.rejected.append(Rejected(row, str(exc), _without_tax_id(raw)))
-                continue
-            setattr(result, outcome, getattr(result, outcome) + 1)
-    result.rejected.sort(key=lambda r: r.row)
-    result.rejects_path = write_rejects(
-        path,
-        [Rejected(r.row, r.reason, _without_tax_id(r.record)) for r in result.rejected],
-        COLUMNS,
-    )
-    return result
+def import_file(engine: Engine, path: Path, actor: str = "system") -> RowsResult:
+    return apply_rows(
+        engine, path, REQUIRED, COLUMNS, ("created", "updated", "unchanged"),
+        lambda conn, raw: upsert(conn, parse_beneficiary(raw), actor), scrub=_without_tax_id,
+    )  # fmt: skip
 
 
 def _without_tax_id(raw: Mapping[str, Any]) -> dict[str, Any]:

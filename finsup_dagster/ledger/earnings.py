@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from finsup_dagster.ledger import audit_log, clock, db
+from finsup_dagster.ledger import audit_log, clock
 from finsup_dagster.ledger.errors import InvalidInput
-from finsup_dagster.ledger.files import Rejected, read_records, split_malformed, write_rejects
+from finsup_dagster.ledger.files import RowsResult, apply_rows
 from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
 from finsup_dagster.ledger.schema import beneficiaries, earning_sources, earnings, revenue_events
 
@@ -162,32 +162,9 @@ def add_earning(conn: Connection, earning: EarningInput, actor: str) -> str:
     return "created"
 
 
-@dataclass
-class EarningsResult:
-    created: int = 0
-    unchanged: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
-    rejects_path: Path | None = None
-
-    def summary(self) -> dict[str, Any]:
-        return {"created": self.created, "unchanged": self.unchanged, "rejected": len(self.rejected),
-                "rejects_file": str(self.rejects_path) if self.rejects_path else None}  # fmt: skip
-
-
-def ingest_file(engine: Engine, path: Path, actor: str = "system") -> EarningsResult:
-    """Every valid earning goes in (one savepoint each); the rest go to the rejects file."""
-    result = EarningsResult()
-    records = list(split_malformed(read_records(path, REQUIRED), result.rejected))
-    with db.write(engine) as conn:
-        for row, raw in records:
-            try:
-                earning = parse_earning(raw)
-                with conn.begin_nested():
-                    outcome = add_earning(conn, earning, actor)
-            except InvalidInput as exc:
-                result.rejected.append(Rejected(row, str(exc), raw))
-                continue
-            setattr(result, outcome, getattr(result, outcome) + 1)
-    result.rejected.sort(key=lambda r: r.row)
-    result.rejects_path = write_rejects(path, result.rejected, COLUMNS)
-    return result
+def ingest_file(engine: Engine, path: Path, actor: str = "system") -> RowsResult:
+    """Every valid earning goes in; the rest go to the rejects file."""
+    return apply_rows(
+        engine, path, REQUIRED, COLUMNS, ("created", "unchanged"),
+        lambda conn, raw: add_earning(conn, parse_earning(raw), actor),
+    )  # fmt: skip

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Connection, Engine
+
+from finsup_dagster.ledger import db
 from finsup_dagster.ledger.errors import InvalidInput
 
 
@@ -130,3 +133,49 @@ def write_rejects(path: Path, rejected: Sequence[Rejected], columns: Sequence[st
                 line = {**r.record, "row_number": r.row, "reject_reason": r.reason}
                 fh.write(json.dumps(line) + "\n")
     return target
+
+
+@dataclass
+class RowsResult:
+    """What happened to each row of a file: an outcome count each, or a rejection."""
+
+    counts: dict[str, int]
+    rejected: list[Rejected]
+    rejects_path: Path | None
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.counts, "rejected": len(self.rejected),
+                "rejects_file": str(self.rejects_path) if self.rejects_path else None}  # fmt: skip
+
+
+def apply_rows(
+    engine: Engine,
+    path: Path,
+    required: Sequence[str],
+    columns: Sequence[str],
+    outcomes: Sequence[str],
+    apply: Callable[[Connection, Mapping[str, Any]], str],
+    scrub: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
+) -> RowsResult:
+    """Applies each row in its own savepoint of one write transaction.
+
+    ``apply`` returns one of ``outcomes`` or raises InvalidInput; a refused row
+    changes nothing and goes, through ``scrub`` (to mask what must not be kept),
+    to the rejects file.
+    """
+    rejected: list[Rejected] = []
+    records = list(split_malformed(read_records(path, required), rejected))
+    counts = dict.fromkeys(outcomes, 0)
+    with db.write(engine) as conn:
+        for row, raw in records:
+            try:
+                with conn.begin_nested():
+                    outcome = apply(conn, raw)
+            except InvalidInput as exc:
+                rejected.append(Rejected(row, str(exc), raw))
+                continue
+            counts[outcome] += 1
+    cleaned = sorted(
+        (Rejected(r.row, r.reason, scrub(r.record)) for r in rejected), key=lambda r: r.row
+    )
+    return RowsResult(counts, cleaned, write_rejects(path, cleaned, columns))
