@@ -77,15 +77,21 @@ def test_full_session(finsup_env: Path, tmp_path: Path) -> None:
     assert run("set-reserve", "25.00", "--currency", "USD", "--reason", "buffer").returncode == 0
     assert run_json("available-balance", "--currency", "USD")[0]["available_minor"] == 11825 - 2500
 
+    assert run("set-reserve", "0.00", "--currency", "USD", "--reason", "cleared").returncode == 0
+    assert run_json("available-balance", "--currency", "USD")[0]["reserve_minor"] == 0
+    assert run("set-reserve", "25.00", "--currency", "USD", "--reason", "buffer").returncode == 0
+
     logs = run_json("report-transaction-logs", "--entity", "reserve")
     assert [(r["action"], r["amount_minor"], r["actor"]) for r in logs] == [
-        ("reserve_set", 2500, "test-operator")
+        ("reserve_set", 2500, "test-operator"),
+        ("reserve_set", 0, "test-operator"),
+        ("reserve_set", 2500, "test-operator"),
     ]
     assert run_json("report-transaction-logs", "--since", "2999-01-01T00:00:00Z") == []
-    assert len(run_json("report-transaction-logs")) == 3  # migrated, ingested, reserve
+    assert len(run_json("report-transaction-logs")) == 5  # migrated, ingested, three reserves
 
     ok = run("verify-audit-chain")
-    assert ok.returncode == 0 and "audit chain intact: 3 rows" in ok.stdout
+    assert ok.returncode == 0 and "audit chain intact: 5 rows" in ok.stdout
     assert run_json("verify-audit-chain")["ok"] is True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -149,7 +150,8 @@ def set_reserve(
 ) -> None:
     """Hold back part of a currency's balance from payouts."""
     code = normalise_currency(currency)
-    minor = 0 if amount.strip() in ("0", "0.0", "0.00") else to_minor(amount, code)
+    # to_minor refuses zero (no payment is zero); a reserve of zero clears it.
+    minor = 0 if re.fullmatch(r"0+(\.0+)?", amount.strip()) else to_minor(amount, code)
     with db.write(engine()) as conn:
         controls.set_reserve(conn, code, minor, actor(), reason)
     out.print(f"reserve for {code} set to {format_minor(minor, code)}")
