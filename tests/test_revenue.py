@@ -81,7 +81,11 @@ def test_status_moves_forward_and_backward_messages_are_logged_and_ignored(
     assert res.advanced == 1
     assert usd(engine).confirmed_revenue_minor == 2500
 
-    res = ingest_file(engine, write_csv(tmp_path / "3.csv", [[*row, "projected"]])).result
+    # A later, different message (not 1.csv delivered again, which its fingerprint would skip).
+    stale = write_csv(
+        tmp_path / "3.csv", [[*row, "projected", "late resend"]], header=[*HEADER, "note"]
+    )
+    res = ingest_file(engine, stale).result
     assert (res.advanced, res.ignored_backward) == (0, 1)
     assert list(events_in(engine).values()) == ["confirmed"]
     with db.read(engine) as conn:
@@ -228,3 +232,35 @@ def test_many_chunks_give_the_same_books_as_one(engine: Engine) -> None:
     with db.read(engine) as conn:
         eur = balance.available_balances(conn, "EUR")[0]
     assert eur.confirmed_revenue_minor == sum(i * 100 + 1 for i in range(1, 60))
+
+
+def test_the_same_file_again_is_answered_from_its_fingerprint(
+    engine: Engine, tmp_path: Path
+) -> None:
+    rows = [
+        ["paypal", f"T{i}", "1.00", "USD", "2026-01-01T10:00:00Z", "sale", "confirmed"]
+        for i in range(5)
+    ]
+    path = write_csv(tmp_path / "day.csv", rows)
+    assert ingest_file(engine, path).result.inserted == 5
+    with db.read(engine) as conn:
+        log_before = len(reports.transaction_logs(conn))
+    again = ingest_file(
+        engine, write_csv(tmp_path / "copy.csv", rows)
+    ).result  # same bytes, other name
+    assert (again.inserted, again.unchanged, again.rejected) == (0, 5, [])
+    with db.read(engine) as conn:
+        assert len(reports.transaction_logs(conn)) == log_before, (
+            "nothing was read, nothing written"
+        )
+
+    bad = write_csv(
+        tmp_path / "bad.csv",
+        [*rows, ["paypal", "T9", "x", "USD", "2026-01-01T10:00:00Z", "sale", ""]],
+    )
+    first = ingest_file(engine, bad)
+    second = ingest_file(
+        engine, bad
+    )  # a file with rejects is read again: its rejects file stays true
+    assert (len(first.result.rejected), len(second.result.rejected)) == (1, 1)
+    assert second.result.unchanged == 5 and second.rejects_path is not None

@@ -3,20 +3,31 @@
 Columns: ``source, external_id, amount, currency, occurred_at, kind, status``
 (status optional, default ``projected``; other columns are ignored). Row
 handling and rejects files are those of ``files``.
+
+A file ingested without a rejected row is remembered by its SHA-256: the same
+bytes again are answered "unchanged" for every row without being read, which
+is what ingesting them again would find anyway (status only moves forward).
+A file with rejected rows is always read again, so its rejects file is
+rewritten and the exit status still says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from finsup_dagster.ledger import clock, db
 from finsup_dagster.ledger.files import Rejected, read_records, split_malformed, write_rejects
 from finsup_dagster.ledger.revenue import FIELDS, IngestResult, RevenueEvent, ingest, parse_records
+from finsup_dagster.ledger.schema import ingested_files
 
 REQUIRED = tuple(f for f in FIELDS if f != "status")
+KIND = "revenue"
 
 
 @dataclass
@@ -30,6 +41,11 @@ def ingest_file(
     engine: Engine, path: Path, actor: str = "system", chunk_size: int = 20_000
 ) -> FileResult:
     """Ingests every valid row; writes the others to a rejects file beside the input."""
+    fingerprint = file_sha256(path)
+    known = _known_rows(engine, fingerprint)
+    if known is not None:
+        write_rejects(path, [], FIELDS)
+        return FileResult(path, IngestResult(unchanged=known))
     rejected: list[Rejected] = []
 
     def events() -> Iterator[tuple[int, RevenueEvent]]:
@@ -41,4 +57,39 @@ def ingest_file(
 
     result = ingest(engine, events(), source_file=str(path), actor=actor, chunk_size=chunk_size)
     result.rejected = sorted([*rejected, *result.rejected], key=lambda r: r.row)
+    if not result.rejected:
+        _remember(engine, fingerprint, path, result.inserted + result.unchanged + result.advanced
+                  + result.ignored_backward)  # fmt: skip
     return FileResult(path, result, write_rejects(path, result.rejected, FIELDS))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _known_rows(engine: Engine, fingerprint: str) -> int | None:
+    t = ingested_files.c
+    with db.read(engine) as conn:
+        rows = conn.execute(
+            sa.select(t.rows).where(t.content_sha256 == fingerprint, t.kind == KIND)
+        ).scalar_one_or_none()
+    return None if rows is None else int(rows)
+
+
+def _remember(engine: Engine, fingerprint: str, path: Path, rows: int) -> None:
+    t = ingested_files.c
+    with db.write(engine) as conn:
+        seen = conn.execute(
+            sa.select(t.rows).where(t.content_sha256 == fingerprint, t.kind == KIND)
+        ).first()
+        if seen is None:
+            conn.execute(
+                sa.insert(ingested_files).values(
+                    content_sha256=fingerprint, kind=KIND, path=str(path), rows=rows,
+                    ingested_at=clock.now(),
+                )
+            )  # fmt: skip

@@ -217,6 +217,18 @@ gateway_events = sa.Table(
     sa.UniqueConstraint("gateway", "event_id", name="uq_gateway_events_gateway_event"),
 )
 
+# Files ingested without a single rejected row, by content: the same bytes
+# delivered again are answered "unchanged" without reading a row.
+ingested_files = sa.Table(
+    "ingested_files",
+    metadata,
+    sa.Column("content_sha256", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("path", sa.String(512), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    _instant("ingested_at"),
+)
+
 controls = sa.Table(
     "controls",
     metadata,

@@ -94,6 +94,15 @@ def upgrade() -> None:
         sa.UniqueConstraint("external_id", name=op.f("uq_beneficiaries_external_id")),
     )
     op.create_table(
+        "ingested_files",
+        sa.Column("content_sha256", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("path", sa.String(length=512), nullable=False),
+        sa.Column("rows", sa.Integer(), nullable=False),
+        sa.Column("ingested_at", sa.String(length=27), nullable=False),
+        sa.PrimaryKeyConstraint("content_sha256", "kind", name=op.f("pk_ingested_files")),
+    )
+    op.create_table(
         "controls",
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("value", sa.String(length=256), nullable=False),
@@ -361,6 +370,7 @@ def downgrade() -> None:
     op.drop_table("journal_entries")
     op.drop_table("gateway_events")
     op.drop_table("controls")
+    op.drop_table("ingested_files")
     op.drop_table("beneficiaries")
     op.drop_table("balance_reserves")
     op.drop_table("audit_chain_head")
