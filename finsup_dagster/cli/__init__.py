@@ -21,8 +21,8 @@ __all__ = ["app", "main"]
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: turns every expected failure into one line on stderr."""
-    settings.apply_local_defaults()
     try:
+        settings.apply_local_defaults()
         code = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code
