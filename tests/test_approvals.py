@@ -11,7 +11,13 @@ from sqlalchemy.engine import Engine
 
 from finsup_dagster.ledger import approvals, balance, controls, db, reports, revenue
 from finsup_dagster.ledger.batching import BatchPolicy, build_batches, pending_batches
-from finsup_dagster.ledger.errors import InvalidInput, LedgerError, NotFound, PayoutsFrozen
+from finsup_dagster.ledger.errors import (
+    IneligiblePayee,
+    InvalidInput,
+    LedgerError,
+    NotFound,
+    PayoutsFrozen,
+)
 from finsup_dagster.ledger.payouts import start_submission
 from finsup_dagster.ledger.schema import approvers, beneficiaries, earnings, payout_batches
 from tests.payout_fixtures import BOX, approve, approver, beneficiary, earning, sale
@@ -419,3 +425,31 @@ def test_secret_box_refuses_a_short_or_wrong_key() -> None:
     sealed = SecretBox(generate_key()).seal("JBSWY3DPEHPK3PXP")
     with pytest.raises(LedgerError, match="cannot decrypt"):
         SecretBox(generate_key()).open(sealed)
+
+
+def test_a_payee_screened_out_after_batching_stops_approval_and_submission(
+    funded: tuple[Engine, str],
+) -> None:
+    engine, _ = funded
+    batch = one_batch(engine)
+    carol, dave = approver(engine, "carol"), approver(engine, "dave")
+    approve(engine, carol, batch)  # approved while everyone was clear
+    beneficiary(engine, "bob", sanctions_status="potential_match")  # screening changes afterwards
+    with pytest.raises(
+        IneligiblePayee,
+        match="pays bob, who may not be paid now: sanctions screening potential_match",
+    ), db.write(engine) as conn:
+        start_submission(conn, batch, 1, "dagster")
+
+    h = sale(engine, "S2", "100.00")
+    earning(engine, "E9", "ann", "10.00", h)
+    second = one_batch(engine)
+    beneficiary(engine, "ann", blocked="true")
+    with pytest.raises(IneligiblePayee, match="pays ann, who may not be paid now: blocked"):
+        approve(engine, dave, second)
+    assert logged(engine, "batch_approval_refused")[-1]["detail"]["reason"].startswith(
+        f"batch {second} pays ann"
+    )
+    with db.read(engine) as conn:
+        statuses = dict(conn.execute(sa.select(payout_batches.c.id, payout_batches.c.status)).all())
+    assert statuses == {batch: "approved", second: "pending_approval"}

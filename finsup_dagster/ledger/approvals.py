@@ -10,7 +10,8 @@ Rules:
   for ``lockout_minutes``. The count and the lock-out survive the refusal.
 - Approving needs: payouts not frozen, the batch pending approval, an approver
   who did not create it, a batch total within the approver's limit (in the
-  limit's currency), the batch still fitting the available balance, and, where
+  limit's currency), every payee still eligible (screening may have changed
+  since the batch was built), the batch still fitting the available balance, and, where
   the batch requires two approvals, a second approver distinct from the first.
 - Every action, refused ones included, leaves a transaction-log row with the
   actor, reason and amount; codes and secrets never appear anywhere.
@@ -32,6 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from finsup_dagster.ledger import audit_log, clock, controls, db, state_machine
 from finsup_dagster.ledger.balance import available_minor
+from finsup_dagster.ledger.beneficiaries import ensure_batch_payable
 from finsup_dagster.ledger.errors import InvalidInput, LedgerError, NotFound
 from finsup_dagster.ledger.money import exponent, format_minor
 from finsup_dagster.ledger.schema import approvals, approvers, payout_batches
@@ -219,6 +221,7 @@ def approve(conn: Connection, approver: Any, batch_id: str) -> dict[str, Any]:
         raise ApprovalRefused(
             f"{approver.name} has already approved batch {batch_id}: a second approver is needed"
         )
+    ensure_batch_payable(conn, batch_id)
     available = available_minor(conn, batch.currency)
     if available < 0:
         short = format_minor(-available, batch.currency)

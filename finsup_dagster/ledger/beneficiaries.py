@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from finsup_dagster.ledger import audit_log, clock
-from finsup_dagster.ledger.errors import InvalidInput
+from finsup_dagster.ledger.errors import IneligiblePayee, InvalidInput
 from finsup_dagster.ledger.files import RowsResult, apply_rows
 from finsup_dagster.ledger.masking import mask_tax_id
-from finsup_dagster.ledger.schema import beneficiaries
+from finsup_dagster.ledger.schema import beneficiaries, payout_items
 
 COLUMNS = (
     "external_id", "name", "email", "payout_method", "destination", "country", "kyc_status",
@@ -174,3 +174,31 @@ def ineligibility(row: Mapping[Any, Any]) -> str | None:
     if row["kyc_status"] != "verified":
         return f"KYC {row['kyc_status']}"
     return None
+
+
+def ineligible_in_batch(conn: Connection, batch_id: str) -> list[tuple[str, str]]:
+    """(beneficiary, reason) for every payee of a batch who may not be paid now.
+
+    Screening can change after a batch is built: approval and submission ask again.
+    """
+    rows = (
+        conn.execute(
+            sa.select(beneficiaries)
+            .join(payout_items, payout_items.c.beneficiary_id == beneficiaries.c.id)
+            .where(payout_items.c.batch_id == batch_id)
+            .order_by(beneficiaries.c.external_id)
+        )
+        .mappings()
+        .all()
+    )
+    return [(r["external_id"], why) for r in rows if (why := ineligibility(r))]
+
+
+def ensure_batch_payable(conn: Connection, batch_id: str) -> None:
+    bad = ineligible_in_batch(conn, batch_id)
+    if bad:
+        who, why = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise IneligiblePayee(
+            f"batch {batch_id} pays {who}, who may not be paid now: {why}{more}; cancel the batch"
+        )

@@ -31,3 +31,7 @@ class NotFound(LedgerError, LookupError):
 
 class SchemaNotReady(LedgerError):
     """The books were never initialised, or need a migration."""
+
+
+class IneligiblePayee(LedgerError):
+    """A batch pays someone who is blocked, not sanctions-clear or not KYC-verified."""

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from finsup_dagster.ledger import audit_log, clock, state_machine
 from finsup_dagster.ledger.balance import available_minor
+from finsup_dagster.ledger.beneficiaries import ensure_batch_payable
 from finsup_dagster.ledger.controls import ensure_not_frozen
 from finsup_dagster.ledger.errors import (
     IllegalTransition,
@@ -152,6 +153,7 @@ def start_submission(conn: Connection, batch_id: str, approval_version: int, act
         raise IllegalTransition(
             f"batch {batch_id} is at approval version {batch.approval_version}, not {approval_version}"
         )
+    ensure_batch_payable(conn, batch_id)
     conn.execute(
         sa.update(payout_batches).where(payout_batches.c.id == batch_id).values(idempotency_key=key)
     )
