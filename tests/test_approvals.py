@@ -435,10 +435,13 @@ def test_a_payee_screened_out_after_batching_stops_approval_and_submission(
     carol, dave = approver(engine, "carol"), approver(engine, "dave")
     approve(engine, carol, batch)  # approved while everyone was clear
     beneficiary(engine, "bob", sanctions_status="potential_match")  # screening changes afterwards
-    with pytest.raises(
-        IneligiblePayee,
-        match="pays bob, who may not be paid now: sanctions screening potential_match",
-    ), db.write(engine) as conn:
+    with (
+        pytest.raises(
+            IneligiblePayee,
+            match="pays bob, who may not be paid now: sanctions screening potential_match",
+        ),
+        db.write(engine) as conn,
+    ):
         start_submission(conn, batch, 1, "dagster")
 
     h = sale(engine, "S2", "100.00")
