@@ -264,3 +264,12 @@ def test_the_same_file_again_is_answered_from_its_fingerprint(
     )  # a file with rejects is read again: its rejects file stays true
     assert (len(first.result.rejected), len(second.result.rejected)) == (1, 1)
     assert second.result.unchanged == 5 and second.rejects_path is not None
+
+
+def test_a_missing_or_unsupported_file_is_one_clear_error(engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"missing\.csv: no such file"):
+        ingest_file(engine, tmp_path / "missing.csv")
+    odd = tmp_path / "day.xlsx"
+    odd.write_text("x")
+    with pytest.raises(InvalidInput, match=r"unsupported file type \.xlsx"):
+        ingest_file(engine, odd)

@@ -22,7 +22,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from finsup_dagster.ledger import clock, db
-from finsup_dagster.ledger.files import Rejected, read_records, split_malformed, write_rejects
+from finsup_dagster.ledger.errors import InvalidInput
+from finsup_dagster.ledger.files import (
+    Rejected,
+    file_format,
+    read_records,
+    split_malformed,
+    write_rejects,
+)
 from finsup_dagster.ledger.revenue import FIELDS, IngestResult, RevenueEvent, ingest, parse_records
 from finsup_dagster.ledger.schema import ingested_files
 
@@ -41,6 +48,9 @@ def ingest_file(
     engine: Engine, path: Path, actor: str = "system", chunk_size: int = 20_000
 ) -> FileResult:
     """Ingests every valid row; writes the others to a rejects file beside the input."""
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    file_format(path)  # an unsupported file type is refused before anything is read
     fingerprint = file_sha256(path)
     known = _known_rows(engine, fingerprint)
     if known is not None:
