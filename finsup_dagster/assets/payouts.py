@@ -6,7 +6,7 @@ import dagster as dg
 
 from finsup_dagster.assets.balances import available_balance
 from finsup_dagster.assets.landing import landed_files
-from finsup_dagster.assets.metadata import markdown_table
+from finsup_dagster.assets.metadata import markdown_table, money_by_currency
 from finsup_dagster.assets.revenue import OWNERS, revenue_events
 from finsup_dagster.ledger import earnings as earnings_lib
 from finsup_dagster.ledger.batching import build_batches
@@ -79,7 +79,7 @@ def payout_batches(
         metadata={
             "batches_created": dg.MetadataValue.int(len(report.batches)),
             "items_created": dg.MetadataValue.int(sum(b["item_count"] for b in report.batches)),
-            **{f"committed_{c}_minor": dg.MetadataValue.int(v) for c, v in sorted(totals.items())},
+            **money_by_currency("committed", totals),
             "batches": dg.MetadataValue.md(
                 markdown_table(
                     shown,

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from finsup_dagster import settings
 from finsup_dagster.cli import books, payouts  # noqa: F401 - registers the commands
 from finsup_dagster.cli.common import app
+from finsup_dagster.ledger import db
 from finsup_dagster.ledger.errors import LedgerError
 
 __all__ = ["app", "main"]
@@ -34,12 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     except LedgerError as exc:
         code = _one_line(str(exc), 2)
     except DBAPIError as exc:
-        first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if "no such table" in first or ("relation" in first and "does not exist" in first):
-            first = "the books are not initialised: run `finsup init`"
+        if db.is_missing_table(exc):
+            code = _one_line("the books are not initialised: run `finsup init`", 3)
         else:
-            first = f"database error: {first}"
-        code = _one_line(first, 3)
+            first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            code = _one_line(f"database error: {first}", 3)
     except OSError as exc:
         code = _one_line(str(exc), 2)
     sys.exit(code if isinstance(code, int) else 0)

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from finsup_dagster.ledger.errors import SchemaNotReady
 from finsup_dagster.ledger.schema import audit_chain_head
@@ -120,7 +120,7 @@ def _begin_locked(engine: Engine, retries: int) -> Connection:
         except (OperationalError, ProgrammingError) as exc:
             conn.rollback()
             conn.close()
-            if _is_missing_table(exc):
+            if is_missing_table(exc):
                 raise SchemaNotReady("the books are not initialised: run `finsup init`") from None
             # SQLite already waited busy_timeout; PostgreSQL lock waits do not
             # raise. What is left is a transient fault worth one more try.
@@ -136,6 +136,7 @@ def _begin_locked(engine: Engine, retries: int) -> Connection:
     raise AssertionError("unreachable")
 
 
-def _is_missing_table(exc: OperationalError | ProgrammingError) -> bool:
+def is_missing_table(exc: DBAPIError) -> bool:
+    """The error a database gives for a table that was never created (not a missing database)."""
     text = str(exc.orig).lower()
-    return "no such table" in text or "does not exist" in text
+    return "no such table" in text or ("relation" in text and "does not exist" in text)

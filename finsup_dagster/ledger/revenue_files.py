@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from finsup_dagster.ledger import clock, db
 from finsup_dagster.ledger.errors import InvalidInput
@@ -81,22 +81,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _known_rows(engine: Engine, fingerprint: str) -> int | None:
+def _fingerprint_rows(conn: Connection, fingerprint: str) -> int | None:
     t = ingested_files.c
-    with db.read(engine) as conn:
-        rows = conn.execute(
-            sa.select(t.rows).where(t.content_sha256 == fingerprint, t.kind == KIND)
-        ).scalar_one_or_none()
+    rows = conn.execute(
+        sa.select(t.rows).where(t.content_sha256 == fingerprint, t.kind == KIND)
+    ).scalar_one_or_none()
     return None if rows is None else int(rows)
 
 
+def _known_rows(engine: Engine, fingerprint: str) -> int | None:
+    with db.read(engine) as conn:
+        return _fingerprint_rows(conn, fingerprint)
+
+
 def _remember(engine: Engine, fingerprint: str, path: Path, rows: int) -> None:
-    t = ingested_files.c
     with db.write(engine) as conn:
-        seen = conn.execute(
-            sa.select(t.rows).where(t.content_sha256 == fingerprint, t.kind == KIND)
-        ).first()
-        if seen is None:
+        if _fingerprint_rows(conn, fingerprint) is None:
             conn.execute(
                 sa.insert(ingested_files).values(
                     content_sha256=fingerprint, kind=KIND, path=str(path), rows=rows,
