@@ -153,6 +153,11 @@ def start_submission(conn: Connection, batch_id: str, approval_version: int, act
         raise IllegalTransition(
             f"batch {batch_id} is at approval version {batch.approval_version}, not {approval_version}"
         )
+    # The transition is checked before screening, so a batch that could not be
+    # submitted anyway is refused for that, not for its payees.
+    state_machine.check(
+        state_machine.BATCH_TRANSITIONS, f"batch {batch_id}", batch.status, "submitting"
+    )
     ensure_batch_payable(conn, batch_id)
     conn.execute(
         sa.update(payout_batches).where(payout_batches.c.id == batch_id).values(idempotency_key=key)
