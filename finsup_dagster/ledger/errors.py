@@ -35,3 +35,11 @@ class SchemaNotReady(LedgerError):
 
 class IneligiblePayee(LedgerError):
     """A batch pays someone who is blocked, not sanctions-clear or not KYC-verified."""
+
+
+class MalformedFile(InvalidInput):
+    """A landed file that cannot be read as its format: it goes to quarantine."""
+
+
+class FooterMismatch(MalformedFile):
+    """A settlement report whose footer counts or totals disagree with its body."""
