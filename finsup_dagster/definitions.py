@@ -2,15 +2,23 @@
 
 import dagster as dg
 
-from finsup_dagster.assets import balances, payouts, revenue
-from finsup_dagster.jobs import books_job, create_payout_batches_job, submit_payout_batch
+from finsup_dagster.assets import balances, payouts, raw, reconciliation, revenue, warehouse
+from finsup_dagster.jobs import (
+    create_payout_batches_job,
+    nightly_reconciliation_job,
+    nightly_reconciliation_schedule,
+    submit_payout_batch,
+)
 from finsup_dagster.resources import resources_from_env
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([revenue, balances, payouts]),
+    assets=dg.load_assets_from_modules(
+        [raw, revenue, warehouse, reconciliation, balances, payouts]
+    ),
     asset_checks=dg.load_asset_checks_from_modules([balances]),
-    jobs=[books_job, create_payout_batches_job, submit_payout_batch],
+    jobs=[nightly_reconciliation_job, create_payout_batches_job, submit_payout_batch],
+    schedules=[nightly_reconciliation_schedule],
     sensors=[approved_batches_sensor],
     resources=resources_from_env(),
 )

@@ -13,3 +13,8 @@
 {% macro utc_instant(column) -%}
   strptime({{ column }}, '%Y-%m-%dT%H:%M:%S.%fZ')
 {%- endmacro %}
+
+{#- The run date as the text stored in run_date columns (partition keys are text). -#}
+{% macro run_date_text() -%}
+  strftime({{ run_date() }}, '%Y-%m-%d')
+{%- endmacro %}

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from finsup_dagster.assets.metadata import markdown_table, money_by_currency
+from finsup_dagster.assets.reconciliation import revenue_confirmations
 from finsup_dagster.assets.revenue import OWNERS, revenue_events
 from finsup_dagster.ledger import audit_log, db
 from finsup_dagster.ledger.balance import available_balances
@@ -13,14 +14,15 @@ from finsup_dagster.resources import LedgerResource
 
 @dg.asset(
     key=["ledger", "available_balance"],
-    deps=[revenue_events],
+    deps=[revenue_events, revenue_confirmations],
     group_name="balances",
-    code_version="1",
+    code_version="2",
     kinds={"python", "sql"},
     owners=OWNERS,
     description=(
         "Available balance per currency: confirmed sales − refunds, chargebacks and fees − "
-        "reserve − everything committed to payouts. Derived from journal postings only."
+        "reserve − everything committed to payouts. Derived from journal postings only, "
+        "after the night's confirmations and fee postings."
     ),
 )
 def available_balance(ledger: LedgerResource) -> dg.MaterializeResult:

@@ -5,9 +5,9 @@ import json
 import dagster as dg
 
 from finsup_dagster.assets.balances import available_balance
-from finsup_dagster.assets.landing import landed_files
 from finsup_dagster.assets.metadata import markdown_table, money_by_currency
 from finsup_dagster.assets.revenue import OWNERS, revenue_events
+from finsup_dagster.landing import landed_files
 from finsup_dagster.ledger import earnings as earnings_lib
 from finsup_dagster.ledger.batching import build_batches
 from finsup_dagster.ledger.money import format_minor

@@ -108,7 +108,8 @@ def split_malformed(
 
 
 def rejects_path_for(path: Path) -> Path:
-    ext = ".csv" if file_format(path) == "csv" else ".jsonl"
+    # JSON-shaped inputs (JSONL, API pages) get JSONL rejects; CSV keeps CSV.
+    ext = ".csv" if path.suffix.lower() == ".csv" else ".jsonl"
     return path.with_name(f"{path.name}.rejects{ext}")
 
 

@@ -14,9 +14,10 @@ rewritten and the exit status still says so.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -51,25 +52,47 @@ def ingest_file(
     if not path.is_file():
         raise InvalidInput(f"{path}: no such file")
     file_format(path)  # an unsupported file type is refused before anything is read
-    fingerprint = file_sha256(path)
+    rejected: list[Rejected] = []
+    records = split_malformed(read_records(path, REQUIRED), rejected)
+    return ingest_records(
+        engine, file_sha256(path), path, records, rejected, actor=actor, chunk_size=chunk_size
+    )
+
+
+def ingest_records(
+    engine: Engine,
+    fingerprint: str,
+    path: Path,
+    records: Iterable[tuple[int, Mapping[str, Any]]],
+    rejected: list[Rejected],
+    *,
+    actor: str = "system",
+    chunk_size: int = 20_000,
+    label: str | None = None,
+) -> FileResult:
+    """Ingests the records of one file known by its SHA-256 (see the module docstring).
+
+    ``rejected`` holds rows already refused while reading; ``label`` is what the
+    books record as the source file (the path by default).
+    """
     known = _known_rows(engine, fingerprint)
     if known is not None:
         write_rejects(path, [], FIELDS)
         return FileResult(path, IngestResult(unchanged=known))
-    rejected: list[Rejected] = []
 
     def events() -> Iterator[tuple[int, RevenueEvent]]:
-        for row, item in parse_records(split_malformed(read_records(path, REQUIRED), rejected)):
+        for row, item in parse_records(records):
             if isinstance(item, Rejected):
                 rejected.append(item)
             else:
                 yield row, item
 
-    result = ingest(engine, events(), source_file=str(path), actor=actor, chunk_size=chunk_size)
+    source_file = label or str(path)
+    result = ingest(engine, events(), source_file=source_file, actor=actor, chunk_size=chunk_size)
     result.rejected = sorted([*rejected, *result.rejected], key=lambda r: r.row)
     if not result.rejected:
-        _remember(engine, fingerprint, path, result.inserted + result.unchanged + result.advanced
-                  + result.ignored_backward)  # fmt: skip
+        _remember(engine, fingerprint, source_file, result.inserted + result.unchanged
+                  + result.advanced + result.ignored_backward)  # fmt: skip
     return FileResult(path, result, write_rejects(path, result.rejected, FIELDS))
 
 
@@ -94,12 +117,12 @@ def _known_rows(engine: Engine, fingerprint: str) -> int | None:
         return _fingerprint_rows(conn, fingerprint)
 
 
-def _remember(engine: Engine, fingerprint: str, path: Path, rows: int) -> None:
+def _remember(engine: Engine, fingerprint: str, path: str, rows: int) -> None:
     with db.write(engine) as conn:
         if _fingerprint_rows(conn, fingerprint) is None:
             conn.execute(
                 sa.insert(ingested_files).values(
-                    content_sha256=fingerprint, kind=KIND, path=str(path), rows=rows,
+                    content_sha256=fingerprint, kind=KIND, path=path, rows=rows,
                     ingested_at=clock.now(),
                 )
             )  # fmt: skip

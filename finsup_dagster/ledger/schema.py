@@ -82,6 +82,8 @@ revenue_events = sa.Table(
     # The natural key: one source never reuses an id for two different events of
     # a kind; a row that does is refused as a conflict rather than double counted.
     sa.UniqueConstraint("external_id", "source", "kind", name="uq_revenue_events_natural_key"),
+    # The warehouse replica copies what changed since its watermark.
+    sa.Index("ix_revenue_events_status_changed_at", "status_changed_at"),
 )
 
 journal_entries = sa.Table(

@@ -1,11 +1,22 @@
 """Dagster resources, each fed by environment variables through ``dg.EnvVar``."""
 
 import dagster as dg
+from dagster_dbt import DbtCliResource
+from dagster_duckdb import DuckDBResource
 
+from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_executable
 from finsup_dagster.resources.ledger import LedgerResource
 from finsup_dagster.resources.payout_policy import PayoutPolicyResource
+from finsup_dagster.resources.paypal import PayPalReportingResource
+from finsup_dagster.resources.reconciliation import ReconciliationPolicyResource
 
-__all__ = ["LedgerResource", "PayoutPolicyResource", "resources_from_env"]
+__all__ = [
+    "LedgerResource",
+    "PayPalReportingResource",
+    "PayoutPolicyResource",
+    "ReconciliationPolicyResource",
+    "resources_from_env",
+]
 
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
@@ -16,5 +27,19 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             min_item=dg.EnvVar("FINSUP_MIN_ITEM"),
             max_batch_total=dg.EnvVar("FINSUP_MAX_BATCH_TOTAL"),
             dual_approval_over=dg.EnvVar("FINSUP_DUAL_APPROVAL_OVER"),
+        ),
+        "duckdb": DuckDBResource(database=dg.EnvVar("FINSUP_WAREHOUSE_PATH")),
+        "dbt": DbtCliResource(
+            project_dir=str(DBT_PROJECT_DIR),
+            profiles_dir=str(DBT_PROJECT_DIR),
+            dbt_executable=dbt_executable(),
+        ),
+        "paypal": PayPalReportingResource(
+            base_url=dg.EnvVar("FINSUP_PAYPAL_BASE_URL"),
+            client_id=dg.EnvVar("FINSUP_PAYPAL_CLIENT_ID"),
+            client_secret=dg.EnvVar("FINSUP_PAYPAL_CLIENT_SECRET"),
+        ),
+        "reconciliation_policy": ReconciliationPolicyResource(
+            unmatched_rate_threshold=dg.EnvVar("FINSUP_UNMATCHED_RATE_THRESHOLD")
         ),
     }

@@ -1,9 +1,14 @@
-{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='fail') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='run_date',
+    on_schema_change='fail',
+) }}
 
 -- Matched pairs (revenue event, settlement line), one-to-one, with the rule that
--- matched them. Append-only: a nightly run only looks at events and lines no
--- earlier run matched, so its cost follows the new day and the open items, not
--- the whole history.
+-- matched them. Incremental by run_date: a nightly run only looks at events and
+-- lines no other run matched, so its cost follows the new day and the open
+-- items, not the whole history; running a day again replaces that day's matches.
 with
 
 lines as (
@@ -11,7 +16,9 @@ lines as (
     where kind <> 'other'
       and settled_on <= {{ run_date() }}
     {% if is_incremental() %}
-      and settlement_line_id not in (select settlement_line_id from {{ this }})
+      and settlement_line_id not in (
+          select settlement_line_id from {{ this }} where run_date <> {{ run_date_text() }}
+      )
     {% endif %}
 ),
 
@@ -21,7 +28,9 @@ events as (
       and status <> 'reversed'
       and occurred_at < {{ run_end() }}
     {% if is_incremental() %}
-      and event_hash not in (select event_hash from {{ this }})
+      and event_hash not in (
+          select event_hash from {{ this }} where run_date <> {{ run_date_text() }}
+      )
     {% endif %}
 ),
 
@@ -44,6 +53,7 @@ by_id as (
     inner join lines
         on lines.gateway_txn_id = events.external_id
         and lines.kind = events.kind
+        and coalesce(lines.gateway, events.source) = events.source
     where lines.currency = events.currency
       and abs(lines.gross_minor - events.amount_minor) <= {{ var('amount_tolerance_minor') }}
 ),
@@ -75,6 +85,7 @@ by_amount as (
     inner join lines
         on lines.gateway_txn_id is null
         and lines.kind = events.kind
+        and coalesce(lines.gateway, events.source) = events.source
         and lines.currency = events.currency
         and abs(lines.gross_minor - events.amount_minor) <= {{ var('amount_tolerance_minor') }}
         and date_diff('day', cast(events.occurred_at as date), lines.settled_on)
@@ -116,7 +127,7 @@ select
     lines.batch_ref,
     lines.file_name,
     lines.record_ref,
-    strftime({{ run_date() }}, '%Y-%m-%d') as run_date
+    {{ run_date_text() }} as run_date
 from matched
 inner join events on events.event_hash = matched.event_hash
 inner join lines on lines.settlement_line_id = matched.settlement_line_id

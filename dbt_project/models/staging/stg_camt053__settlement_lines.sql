@@ -6,6 +6,7 @@ renamed as (
     select
         content_sha256 || ':' || cast(row_number as varchar) as settlement_line_id,
         'camt053' as settlement_source,
+        cast(null as varchar) as gateway,
         partition_date,
         file_name,
         row_number,

@@ -6,6 +6,7 @@ renamed as (
     select
         content_sha256 || ':' || cast(row_number as varchar) as settlement_line_id,
         'paypal-stl' as settlement_source,
+        'paypal' as gateway,
         partition_date,
         file_name,
         row_number,

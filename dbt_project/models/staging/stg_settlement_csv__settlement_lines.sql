@@ -6,6 +6,7 @@ renamed as (
     select
         content_sha256 || ':' || cast(row_number as varchar) as settlement_line_id,
         'settlement-csv' as settlement_source,
+        lower(nullif(trim(json_extract_string(raw, '$.gateway')), '')) as gateway,
         partition_date,
         file_name,
         row_number,

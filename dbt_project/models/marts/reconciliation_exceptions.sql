@@ -1,0 +1,211 @@
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='run_date',
+    on_schema_change='fail',
+) }}
+
+-- Everything still open after the run for run_date, one row per item, each in
+-- exactly one kind (first that applies, in the order of docs/reconciliation.md):
+--   settlement lines: duplicate_settlement > currency_mismatch > amount_mismatch
+--                     > unmatched_settlement
+--   revenue events:   (reported with their line above) > stale_projected
+--                     > unmatched_revenue; events younger than the match window
+--                     are awaiting settlement, not exceptions.
+--   batch credits:    amount_mismatch when the lines under one bank credit do
+--                     not add up, net of fees, to the credited amount.
+-- A snapshot per run_date: open items as that day closed.
+with
+
+matches as (
+    select * from {{ ref('reconciliation_matches') }}
+    where run_date <= {{ run_date_text() }}
+),
+
+lines as (
+    select * from {{ ref('settlement_lines') }}
+    where kind <> 'other'
+      and settled_on <= {{ run_date() }}
+),
+
+events as (
+    select
+        *,
+        date_diff('day', cast(occurred_at as date), {{ run_date() }}) as age_days
+    from {{ ref('stg_ledger__revenue_events') }}
+    where kind in ('sale', 'refund', 'chargeback')
+      and status <> 'reversed'
+      and occurred_at < {{ run_end() }}
+),
+
+open_lines as (
+    select * from lines
+    where settlement_line_id not in (select settlement_line_id from matches)
+),
+
+open_events as (
+    select * from events
+    where event_hash not in (select event_hash from matches)
+),
+
+-- The event an open line's transaction id names, matched already or not.
+named as (
+    select
+        open_lines.settlement_line_id,
+        events.event_hash,
+        events.event_hash in (select event_hash from matches) as already_matched,
+        events.currency <> open_lines.currency as other_currency,
+        row_number() over (
+            partition by open_lines.settlement_line_id
+            order by events.occurred_at, events.event_hash
+        ) as nth
+    from open_lines
+    inner join events
+        on events.external_id = open_lines.gateway_txn_id
+        and events.kind = open_lines.kind
+        and coalesce(open_lines.gateway, events.source) = events.source
+),
+
+line_exceptions as (
+    select
+        case
+            when named.already_matched then 'duplicate_settlement'
+            when named.other_currency then 'currency_mismatch'
+            when named.event_hash is not null then 'amount_mismatch'
+            else 'unmatched_settlement'
+        end as exception_kind,
+        named.event_hash,
+        open_lines.*
+    from open_lines
+    left join named
+        on named.settlement_line_id = open_lines.settlement_line_id
+        and named.nth = 1
+),
+
+event_exceptions as (
+    select
+        case
+            when status = 'projected' and age_days > {{ var('stale_after_days') }}
+                then 'stale_projected'
+            else 'unmatched_revenue'
+        end as exception_kind,
+        *
+    from open_events
+    where age_days > {{ var('match_window_days') }}
+      and event_hash not in (
+          select event_hash from line_exceptions where event_hash is not null
+      )
+),
+
+batches as (
+    select
+        batch_ref,
+        settlement_source,
+        any_value(currency) as currency,
+        max(settled_on) as settled_on,
+        any_value(file_name) as file_name,
+        sum(case when direction = 'credit' then gross_minor else -gross_minor end)
+            - sum(fee_minor) as lines_net_minor,
+        min(batch_net_minor) as batch_net_minor,
+        count(*) as line_count
+    from lines
+    where batch_ref is not null and batch_net_minor is not null
+    group by batch_ref, settlement_source
+),
+
+batch_exceptions as (
+    select * from batches
+    where abs(lines_net_minor - batch_net_minor) > {{ var('amount_tolerance_minor') }}
+)
+
+select
+    {{ run_date_text() }} as run_date,
+    line_exceptions.exception_kind,
+    line_exceptions.event_hash,
+    events.source,
+    events.external_id,
+    line_exceptions.settlement_line_id,
+    line_exceptions.settlement_source,
+    line_exceptions.gateway_txn_id,
+    line_exceptions.kind,
+    events.amount_minor as revenue_amount_minor,
+    events.currency as revenue_currency,
+    line_exceptions.gross_minor,
+    line_exceptions.currency,
+    line_exceptions.fee_minor,
+    case when events.currency = line_exceptions.currency
+        then line_exceptions.gross_minor - events.amount_minor
+    end as amount_difference_minor,
+    strftime(events.occurred_at, '%Y-%m-%dT%H:%M:%S.%fZ') as occurred_at,
+    strftime(line_exceptions.settled_on, '%Y-%m-%d') as settled_on,
+    date_diff('day', line_exceptions.settled_on, {{ run_date() }}) as age_days,
+    line_exceptions.file_name,
+    line_exceptions.record_ref,
+    case line_exceptions.exception_kind
+        when 'duplicate_settlement' then 'transaction already settled by an earlier line'
+        when 'currency_mismatch' then 'settled in ' || line_exceptions.currency
+            || ', revenue in ' || events.currency
+        when 'amount_mismatch' then 'settled ' || cast(line_exceptions.gross_minor as varchar)
+            || ', revenue ' || cast(events.amount_minor as varchar) || ' (minor units)'
+        else 'no revenue event for this settlement line'
+    end as detail
+from line_exceptions
+left join events on events.event_hash = line_exceptions.event_hash
+
+union all
+
+select
+    {{ run_date_text() }},
+    exception_kind,
+    event_hash,
+    source,
+    external_id,
+    null,
+    null,
+    null,
+    kind,
+    amount_minor,
+    currency,
+    null,
+    null,
+    null,
+    null,
+    strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%fZ'),
+    null,
+    age_days,
+    source_file,
+    null,
+    case exception_kind
+        when 'stale_projected' then 'projected and unsettled for ' || cast(age_days as varchar)
+            || ' days'
+        else 'no settlement line after ' || cast(age_days as varchar) || ' days'
+    end
+from event_exceptions
+
+union all
+
+select
+    {{ run_date_text() }},
+    'amount_mismatch',
+    null,
+    null,
+    null,
+    null,
+    settlement_source,
+    null,
+    'batch',
+    null,
+    null,
+    lines_net_minor,
+    currency,
+    null,
+    lines_net_minor - batch_net_minor,
+    null,
+    strftime(settled_on, '%Y-%m-%d'),
+    date_diff('day', settled_on, {{ run_date() }}),
+    file_name,
+    batch_ref,
+    'batch ' || batch_ref || ': ' || cast(line_count as varchar) || ' lines net '
+        || cast(lines_net_minor as varchar) || ', credited '
+        || cast(batch_net_minor as varchar) || ' (minor units)'
+from batch_exceptions

@@ -1,0 +1,158 @@
+"""Settled revenue becomes confirmed revenue, and gateway fees are posted.
+
+The reconciliation (dbt, in the warehouse) pairs revenue events with the
+settlement lines that paid them. Here each pair is applied to the books:
+
+- a projected event becomes confirmed through ``revenue.ingest``, so it takes
+  the same forward-only path, journal entry and audit log as any status change;
+  an event already confirmed is left alone, and nothing ever moves back;
+- a fee the gateway kept becomes a ``fee`` revenue event, confirmed, one per
+  settled event (natural key ``<external_id>:<kind>:fee``), which posts
+  gateway fees against gateway clearing. Applying the same matches again
+  finds every fee event already there and changes nothing;
+- a fee the gateway gave back (a negative fee, e.g. on a refund) is a journal
+  entry crediting gateway fees, referenced by the same key so it is posted once.
+
+Events never matched are not touched: they stay projected.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from finsup_dagster.ledger import audit_log, db
+from finsup_dagster.ledger.audit_log import LogRecord
+from finsup_dagster.ledger.bulk import select_where_in
+from finsup_dagster.ledger.journal import Account, debit_credit, post_entry
+from finsup_dagster.ledger.revenue import RevenueEvent, event_hash, ingest
+from finsup_dagster.ledger.schema import journal_entries, revenue_events
+
+FEE_CREDIT_REFERENCE = "settlement_fee_credit"
+
+
+@dataclass(frozen=True)
+class SettledMatch:
+    event_hash: str
+    fee_minor: int  # positive: the gateway kept it; negative: it gave it back
+    fee_currency: str
+    settled_on: str  # YYYY-MM-DD
+
+
+@dataclass
+class ConfirmationResult:
+    confirmed: int = 0
+    already_confirmed: int = 0
+    missing: int = 0  # matched in the warehouse but not (or no longer) in the books
+    fees_posted: int = 0
+    fee_credits_posted: int = 0
+    fees_already_posted: int = 0
+    confirmed_minor: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    fees_minor: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def fee_external_id(event: RevenueEvent) -> str:
+    return f"{event.external_id}:{event.kind}:fee"
+
+
+def confirm_matches(
+    engine: Engine, matches: Sequence[SettledMatch], *, actor: str, run_label: str
+) -> ConfirmationResult:
+    result = ConfirmationResult()
+    events = _events(engine, [m.event_hash for m in matches])
+    result.missing = sum(1 for m in matches if m.event_hash not in events)
+    to_confirm = []
+    for m in matches:
+        ev = events.get(m.event_hash)
+        if ev is None:
+            continue
+        if ev.status == "projected":
+            to_confirm.append(_with_status(ev, "confirmed"))
+        else:
+            result.already_confirmed += 1
+    if to_confirm:
+        done = ingest(engine, enumerate(to_confirm, 1), source_file=run_label, actor=actor)
+        result.confirmed = done.advanced
+        for cur, amount in done.confirmed_minor.items():
+            result.confirmed_minor[cur] += amount
+
+    fees = [(m, events[m.event_hash]) for m in matches if m.event_hash in events and m.fee_minor]
+    charged = [_fee_event(ev, m) for m, ev in fees if m.fee_minor > 0]
+    if charged:
+        done = ingest(engine, enumerate(charged, 1), source_file=run_label, actor=actor)
+        result.fees_posted = done.inserted
+        result.fees_already_posted += done.unchanged
+        for fee in charged:
+            result.fees_minor[fee.currency] += fee.amount_minor
+    credits = [(m, ev) for m, ev in fees if m.fee_minor < 0]
+    if credits:
+        posted, seen = _post_fee_credits(engine, credits, actor)
+        result.fee_credits_posted = posted
+        result.fees_already_posted += seen
+        for m, _ in credits:
+            result.fees_minor[m.fee_currency] += m.fee_minor
+    return result
+
+
+def _events(engine: Engine, hashes: Iterable[str]) -> dict[str, RevenueEvent]:
+    cols = ("event_hash", "source", "external_id", "kind", "amount_minor", "currency",
+            "occurred_at", "status")  # fmt: skip
+    with db.read(engine) as conn:
+        rows = select_where_in(conn, revenue_events, cols, "event_hash", sorted(set(hashes)))
+    return {r[0]: RevenueEvent(r[1], r[2], r[3], int(r[4]), r[5], r[6], r[7], r[0]) for r in rows}
+
+
+def _with_status(ev: RevenueEvent, status: str) -> RevenueEvent:
+    return RevenueEvent(ev.source, ev.external_id, ev.kind, ev.amount_minor, ev.currency,
+                        ev.occurred_at, status, ev.event_hash)  # fmt: skip
+
+
+def _fee_event(ev: RevenueEvent, m: SettledMatch) -> RevenueEvent:
+    external_id = fee_external_id(ev)
+    occurred_at = f"{m.settled_on}T00:00:00.000000Z"
+    digest = event_hash(ev.source, external_id, m.fee_minor, m.fee_currency, occurred_at, "fee")
+    return RevenueEvent(ev.source, external_id, "fee", m.fee_minor, m.fee_currency, occurred_at,
+                        "confirmed", digest)  # fmt: skip
+
+
+def _post_fee_credits(
+    engine: Engine, credits: Sequence[tuple[SettledMatch, RevenueEvent]], actor: str
+) -> tuple[int, int]:
+    posted = seen = 0
+    with db.write(engine) as conn:
+        keys = [f"{ev.source}:{fee_external_id(ev)}" for _, ev in credits]
+        done = {
+            r[0]
+            for r in conn.execute(
+                sa.select(journal_entries.c.reference_id).where(
+                    journal_entries.c.reference_type == FEE_CREDIT_REFERENCE,
+                    journal_entries.c.reference_id.in_(keys),
+                )
+            )
+        }
+        log = []
+        for (m, ev), key in zip(credits, keys, strict=True):
+            if key in done:
+                seen += 1
+                continue
+            entry = post_entry(
+                conn,
+                "settlement_fee_credit",
+                f"gateway fee returned on {m.settled_on}",
+                debit_credit(Account.GATEWAY_CLEARING, Account.GATEWAY_FEES, m.fee_currency,
+                             -m.fee_minor),
+                reference=(FEE_CREDIT_REFERENCE, key),
+            )  # fmt: skip
+            log.append(LogRecord(
+                "settlement_fee_credit_posted", "revenue_event", ev.event_hash, actor=actor,
+                amount_minor=-m.fee_minor, currency=m.fee_currency,
+                detail={"entry_id": entry, "settled_on": m.settled_on},
+            ))  # fmt: skip
+            done.add(key)
+            posted += 1
+        audit_log.append(conn, log)
+    return posted, seen

@@ -1,0 +1,66 @@
+"""Opening the warehouse, and transactions that DuckDB 2.0 no longer implies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from finsup_dagster.ledger.errors import LedgerError
+
+
+class WarehouseUnavailable(LedgerError):
+    """The warehouse file is missing, or another process holds its write lock."""
+
+
+@contextmanager
+def connect(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection that turns DuckDB's lock and missing-file errors into one line."""
+    target = Path(path)
+    if read_only and not target.exists():
+        raise WarehouseUnavailable(
+            f"no warehouse at {target}: run `finsup reconcile --date YYYY-MM-DD` first"
+        )
+    if not read_only:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = duckdb.connect(str(target), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise WarehouseUnavailable(
+                f"the warehouse at {target} is busy (a Dagster run is writing it): "
+                "try again when the run has finished"
+            ) from None
+        raise
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: several statements commit together or not at all."""
+    run(conn, "BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        run(conn, "ROLLBACK")
+        raise
+    run(conn, "COMMIT")
+
+
+def run(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> None:
+    """Executes a statement and drains its result: DuckDB 2.0 refuses the next
+    statement on a connection while a result is unread."""
+    conn.execute(sql, params or []).fetchall()
+
+
+def one(
+    conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None
+) -> tuple[object, ...] | None:
+    """The first row of a query (read to the end, for the same reason as ``run``)."""
+    rows = conn.execute(sql, params or []).fetchall()
+    return tuple(rows[0]) if rows else None

@@ -1,0 +1,144 @@
+"""An incremental copy of the ledger tables in the warehouse (schema ``ledger``).
+
+The ledger stays the system of record; dbt reads this copy. Each run copies
+only what changed since the copy's own high-water marks, so its cost follows
+the day's changes, not the size of the books:
+
+- ``revenue_events`` by ``status_changed_at`` (indexed), upserted by
+  ``event_hash``. The watermark is taken back by ``OVERLAP`` because a writer
+  that stamped a row before our last copy may have committed after it; the
+  upsert makes re-reading those rows harmless.
+- ``journal_entries`` and ``postings`` are append-only: rows with an id past
+  the copy's largest id, less ``ID_OVERLAP`` for the same reason (sequence
+  order is not commit order on PostgreSQL), inserted where missing.
+- ``transaction_log`` is appended by ``seq``, which the books hand out under a
+  lock, so it needs no overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from finsup_dagster.ledger import clock, db
+from finsup_dagster.ledger.schema import journal_entries, postings, revenue_events, transaction_log
+from finsup_dagster.warehouse.connection import one, run, transaction
+
+OVERLAP = timedelta(minutes=10)
+ID_OVERLAP = 1_000
+
+_DUCK_TYPES = {sa.BigInteger: "BIGINT", sa.Integer: "BIGINT", sa.Boolean: "BOOLEAN"}
+
+
+@dataclass
+class ReplicaStats:
+    copied: dict[str, int]
+    totals: dict[str, int]
+
+
+def _ddl(table: sa.Table) -> str:
+    cols = []
+    for col in table.columns:
+        kind = next((v for k, v in _DUCK_TYPES.items() if isinstance(col.type, k)), "VARCHAR")
+        cols.append(f"{col.name} {kind}")
+    key = ", ".join(c.name for c in table.primary_key.columns)
+    return (
+        f"CREATE TABLE IF NOT EXISTS ledger.{table.name} ({', '.join(cols)}, PRIMARY KEY ({key}))"
+    )
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    with transaction(conn):
+        run(conn, "CREATE SCHEMA IF NOT EXISTS ledger")
+        for table in (revenue_events, journal_entries, postings, transaction_log):
+            run(conn, _ddl(table))
+
+
+def replicate(engine: Engine, conn: duckdb.DuckDBPyConnection) -> ReplicaStats:
+    """Brings the warehouse copy up to date with the ledger; returns rows copied per table."""
+    ensure_schema(conn)
+    copied = {
+        "revenue_events": _copy_revenue_events(engine, conn),
+        "journal_entries": _copy_appended(engine, conn, journal_entries, "id", ID_OVERLAP),
+        "postings": _copy_appended(engine, conn, postings, "id", ID_OVERLAP),
+        "transaction_log": _copy_appended(engine, conn, transaction_log, "seq", 0),
+    }
+    totals = {name: _count(conn, name) for name in copied}
+    return ReplicaStats(copied, totals)
+
+
+def _frame(table: sa.Table, rows: list[sa.Row[tuple[object, ...]]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=[c.name for c in table.columns])
+    for col in table.columns:
+        if isinstance(col.type, sa.BigInteger | sa.Integer):
+            frame[col.name] = frame[col.name].astype("Int64")
+    return frame
+
+
+def _copy_revenue_events(engine: Engine, conn: duckdb.DuckDBPyConnection) -> int:
+    mark = one(conn, "SELECT max(status_changed_at) FROM ledger.revenue_events")
+    since = None if mark is None or mark[0] is None else _earlier(str(mark[0]), OVERLAP)
+    query = sa.select(revenue_events)
+    if since is not None:
+        query = query.where(revenue_events.c.status_changed_at >= since)
+    with db.read(engine) as ledger:
+        rows = list(ledger.execute(query))
+    if not rows:
+        return 0
+    frame = _frame(revenue_events, rows)
+    with transaction(conn):
+        conn.register("changed_events", frame)
+        try:
+            run(
+                conn,
+                "DELETE FROM ledger.revenue_events"
+                " WHERE event_hash IN (SELECT event_hash FROM changed_events)",
+            )
+            run(conn, "INSERT INTO ledger.revenue_events BY NAME SELECT * FROM changed_events")
+        finally:
+            conn.unregister("changed_events")
+    return len(frame)
+
+
+def _copy_appended(
+    engine: Engine, conn: duckdb.DuckDBPyConnection, table: sa.Table, key: str, overlap: int
+) -> int:
+    mark = one(conn, f"SELECT max({key}) FROM ledger.{table.name}")
+    after = None if mark is None or mark[0] is None else int(mark[0]) - overlap
+    query = sa.select(table).order_by(table.c[key])
+    if after is not None:
+        query = query.where(table.c[key] > after)
+    with db.read(engine) as ledger:
+        rows = list(ledger.execute(query))
+    if not rows:
+        return 0
+    frame = _frame(table, rows)
+    with transaction(conn):
+        conn.register("appended_rows", frame)
+        try:
+            before = _count(conn, table.name)
+            run(
+                conn,
+                f"INSERT INTO ledger.{table.name} BY NAME SELECT * FROM appended_rows"
+                f" WHERE {key} NOT IN (SELECT {key} FROM ledger.{table.name} WHERE {key} > ?)",
+                [after if after is not None else -1],
+            )
+            added = _count(conn, table.name) - before
+        finally:
+            conn.unregister("appended_rows")
+    return added
+
+
+def _count(conn: duckdb.DuckDBPyConnection, name: str) -> int:
+    row = one(conn, f"SELECT count(*) FROM ledger.{name}")
+    return int(row[0]) if row else 0
+
+
+def _earlier(instant: str, delta: timedelta) -> str:
+    parsed = datetime.fromisoformat(instant.replace("Z", "+00:00"))
+    return clock.canonical(parsed - delta)

@@ -1,0 +1,418 @@
+"""Data-quality schemas (pandera) and the settlement expectation suite (Great Expectations)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+import pytest
+
+from finsup_dagster.ledger.errors import InvalidInput
+from finsup_dagster.quality import (
+    LedgerRevenueEvents,
+    RawRevenueRows,
+    ReconciliationMatches,
+    SettlementLines,
+    empty_frame,
+    validate,
+)
+
+SHA = "ab" * 32
+OTHER_SHA = "cd" * 32
+WHAT = "settlement lines from x.csv"
+
+
+def settlement_lines() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "partition_date": ["2026-01-31"] * 3,
+            "file_name": ["x.csv"] * 3,
+            "content_sha256": [SHA] * 3,
+            "row_number": [1, 2, 3],
+            "record_ref": ["x.csv:1", "x.csv:2", "x.csv:3"],
+            "gateway_txn_id": ["T-1", None, "T-3"],
+            "batch_ref": [None, "B-1", None],
+            "batch_net_minor": pd.array([None, 9_700, None], dtype="Int64"),
+            "event_code": ["T0006", None, None],
+            "kind": ["sale", "refund", "other"],
+            "direction": ["credit", "debit", "credit"],
+            "gross_minor": [10_000, 2_500, 1],
+            "currency": ["USD", "EUR", "JPY"],
+            "fee_minor": [320, 0, -5],
+            "fee_currency": ["USD", "EUR", "JPY"],
+            "settled_on": ["2026-01-30", "2026-01-30", "2026-01-31"],
+            "occurred_at": ["2026-01-29T12:00:00.000000Z", None, "2026-01-30T23:59:59.999999Z"],
+            "description": [None, "refund", "adjustment"],
+            "raw": ["a,b", "c,d", "e,f"],
+        }
+    )
+
+
+def raw_revenue_rows() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "partition_date": ["2026-01-31"] * 2,
+            "file_name": ["r.csv"] * 2,
+            "content_sha256": [SHA] * 2,
+            "row_number": [1, 2],
+            "record_ref": ["r.csv:1", "r.csv:2"],
+            "source": ["stripe", "stripe"],
+            "external_id": ["ch_1", "ch_2"],
+            "amount": ["12.50", "not a number"],  # raw text: the ledger judges it later
+            "currency": ["usd", "EUR"],
+            "occurred_at": ["2026-01-30T12:00:00+00:00", "yesterday"],
+            "kind": ["sale", "refund"],
+            "status": [None, "confirmed"],
+            "raw": ["...", "..."],
+        }
+    )
+
+
+def ledger_events() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "event_hash": [SHA, OTHER_SHA],
+            "source": ["stripe", "paypal"],
+            "external_id": ["ch_1", "PAY-2"],
+            "kind": ["sale", "fee"],
+            "amount_minor": [1_250, 0],
+            "currency": ["USD", "EUR"],
+            "occurred_at": ["2026-01-30T12:00:00.000000Z", "2026-01-30T13:00:00.500000Z"],
+            "status": ["projected", "confirmed"],
+        }
+    )
+
+
+def matches() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "event_hash": [SHA, OTHER_SHA],
+            "source": ["stripe", "paypal"],
+            "external_id": ["ch_1", "PAY-2"],
+            "kind": ["sale", "sale"],
+            "revenue_amount_minor": [1_250, 900],
+            "revenue_currency": ["USD", "EUR"],
+            "occurred_at": ["2026-01-30T12:00:00.000000Z", "2026-01-30T13:00:00.000000Z"],
+            "settlement_line_id": ["L-1", "L-2"],
+            "settlement_source": ["paypal-stl", "camt053"],
+            "settled_on": ["2026-01-31", "2026-01-31"],
+            "gross_minor": [1_250, 900],
+            "currency": ["USD", "EUR"],
+            "fee_minor": [40, 0],
+            "fee_currency": ["USD", "EUR"],
+            "match_rule": ["gateway_txn_id", "amount_date_window"],
+            "run_date": ["2026-02-01", "2026-02-01"],
+        }
+    )
+
+
+GOOD: dict[type[pa.DataFrameModel], Callable[[], pd.DataFrame]] = {
+    SettlementLines: settlement_lines,
+    RawRevenueRows: raw_revenue_rows,
+    LedgerRevenueEvents: ledger_events,
+    ReconciliationMatches: matches,
+}
+
+
+def refusal(model: type[pa.DataFrameModel], df: pd.DataFrame) -> str:
+    with pytest.raises(InvalidInput) as caught:
+        validate(model, df, WHAT)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    assert message.startswith(f"{WHAT}: ")
+    assert len(message) < 400, message
+    return message
+
+
+@pytest.mark.parametrize("model", list(GOOD), ids=lambda m: m.__name__)
+def test_good_frames_pass(model: type[pa.DataFrameModel]) -> None:
+    df = GOOD[model]()
+    out = validate(model, df, WHAT)
+    pd.testing.assert_frame_equal(out, df)  # no coercion, no reordering
+
+
+@pytest.mark.parametrize("model", list(GOOD), ids=lambda m: m.__name__)
+def test_empty_frame_validates_with_the_models_columns(model: type[pa.DataFrameModel]) -> None:
+    empty = empty_frame(model)
+    assert len(empty) == 0
+    assert list(empty.columns) == list(model.to_schema().columns)
+    assert list(empty.columns) == list(GOOD[model]().columns)
+    validate(model, empty, WHAT)
+
+
+def test_empty_frame_money_columns_are_int64() -> None:
+    dtypes = empty_frame(SettlementLines).dtypes
+    assert dtypes["gross_minor"] == "int64"
+    assert dtypes["fee_minor"] == "int64"
+    assert dtypes["row_number"] == "int64"
+    assert str(dtypes["batch_net_minor"]) == "Int64"
+    assert str(dtypes["currency"]) == "object"
+
+
+def test_the_brief_example_message() -> None:
+    df = settlement_lines().assign(gross_minor=[10_000, 0, -1])
+    assert refusal(SettlementLines, df) == (
+        f"{WHAT}: column 'gross_minor' failed greater_than(0) at 2 rows (e.g. row 2)"
+    )
+
+
+def test_rows_are_named_by_their_row_number_in_the_file() -> None:
+    df = settlement_lines().assign(row_number=[7, 8, 9], gross_minor=[1, 1, 0])
+    assert "(e.g. row 9)" in refusal(SettlementLines, df)
+
+
+BAD_SETTLEMENT: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], str]] = {
+    "float money": (
+        lambda df: df.assign(gross_minor=df["gross_minor"].astype("float64")),
+        "column 'gross_minor' has dtype float64, expected int64",
+    ),
+    "float fee": (
+        lambda df: df.assign(fee_minor=[0.5, 0.0, 1.0]),
+        "column 'fee_minor' has dtype float64",
+    ),
+    "lowercase currency": (
+        lambda df: df.assign(currency=["usd", "EUR", "JPY"]),
+        "column 'currency' is not an ISO 4217 code",
+    ),
+    "currency with a newline": (
+        lambda df: df.assign(fee_currency=["USD\n", "EUR", "JPY"]),
+        "column 'fee_currency' is not an ISO 4217 code",
+    ),
+    "unknown kind": (
+        lambda df: df.assign(kind=["sale", "payout", "other"]),
+        "column 'kind' failed isin(",
+    ),
+    "unknown direction": (
+        lambda df: df.assign(direction=["in", "debit", "credit"]),
+        "column 'direction' failed isin(",
+    ),
+    "missing kind": (
+        lambda df: df.assign(kind=[None, "sale", "sale"]),
+        "column 'kind' has missing values at 1 row (e.g. row 1)",
+    ),
+    "row number 0": (
+        lambda df: df.assign(row_number=[0, 1, 2]),
+        "column 'row_number' failed greater_than_or_equal_to(1)",
+    ),
+    "bad hash": (
+        lambda df: df.assign(content_sha256=["AB" * 32] * 3),
+        "column 'content_sha256' is not a SHA-256",
+    ),
+    "impossible date": (
+        lambda df: df.assign(settled_on=["2026-02-30", "2026-01-30", "2026-01-30"]),
+        "column 'settled_on' is not a YYYY-MM-DD date at 1 row (e.g. row 1)",
+    ),
+    "date in another shape": (
+        lambda df: df.assign(partition_date=["31/01/2026"] * 3),
+        "column 'partition_date' is not a YYYY-MM-DD date at 3 rows",
+    ),
+    "non-canonical instant": (
+        lambda df: df.assign(occurred_at=["2026-01-29T12:00:00Z", None, None]),
+        "column 'occurred_at' is not a canonical UTC instant",
+    ),
+    "number in a text column": (
+        lambda df: df.assign(raw=[1, "c,d", "e,f"]),
+        "column 'raw' failed dtype('str') at 1 row",
+    ),
+    "missing column": (
+        lambda df: df.drop(columns=["fee_currency"]),
+        "missing column 'fee_currency'",
+    ),
+    "duplicate file row": (
+        lambda df: df.assign(row_number=[1, 1, 2]),
+        "columns (content_sha256, row_number) are not unique at 2 rows",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SETTLEMENT))
+def test_bad_settlement_lines_are_refused_in_one_line(case: str) -> None:
+    spoil, expected = BAD_SETTLEMENT[case]
+    assert expected in refusal(SettlementLines, spoil(settlement_lines()))
+
+
+def test_same_row_number_in_two_files_is_fine() -> None:
+    df = settlement_lines().assign(content_sha256=[SHA, SHA, OTHER_SHA], row_number=[1, 2, 1])
+    validate(SettlementLines, df, WHAT)
+
+
+def test_many_failures_are_summarised_not_dumped() -> None:
+    df = settlement_lines().assign(
+        kind=["x"] * 3, direction=["y"] * 3, gross_minor=[0] * 3, currency=["?"] * 3
+    )
+    message = refusal(SettlementLines, df)
+    assert message.count(";") == 3
+    assert message.endswith("and 1 more failure")
+
+
+def test_missing_columns_and_dtypes_come_first() -> None:
+    df = settlement_lines().assign(kind=["x"] * 3, gross_minor=[1.0, 2.0, 3.0])
+    message = refusal(SettlementLines, df.drop(columns=["raw"]))
+    assert message.index("missing column 'raw'") < message.index("gross_minor")
+    assert message.index("gross_minor") < message.index("'kind'")
+
+
+def test_not_a_frame_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="expected a pandas DataFrame"):
+        validate(SettlementLines, [1, 2], WHAT)
+
+
+def test_raw_revenue_rows_only_check_structure() -> None:
+    df = raw_revenue_rows()
+    validate(RawRevenueRows, df, WHAT)
+    assert "column 'amount' failed dtype('str')" in refusal(
+        RawRevenueRows, df.assign(amount=[12.5, 3.0])
+    )
+    assert "column 'source' has missing values" in refusal(
+        RawRevenueRows, df.assign(source=[None, "stripe"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("spoil", "expected"),
+    [
+        (lambda df: df.assign(event_hash=[SHA, SHA]), "column 'event_hash' is not unique"),
+        (lambda df: df.assign(kind=["sale", "other"]), "column 'kind' failed isin("),
+        (lambda df: df.assign(amount_minor=[-1, 0]), "column 'amount_minor' failed greater"),
+        (lambda df: df.assign(amount_minor=[1.5, 0.0]), "column 'amount_minor' has dtype float"),
+        (lambda df: df.assign(status=["pending", "confirmed"]), "column 'status' failed isin("),
+        (
+            lambda df: df.assign(occurred_at=["2026-01-30 12:00:00", None]),
+            "column 'occurred_at' has missing values",
+        ),
+    ],
+)
+def test_bad_ledger_events_are_refused(
+    spoil: Callable[[pd.DataFrame], pd.DataFrame], expected: str
+) -> None:
+    assert expected in refusal(LedgerRevenueEvents, spoil(ledger_events()))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "expected"),
+    [
+        (lambda df: df.assign(event_hash=[SHA, SHA]), "column 'event_hash' is not unique"),
+        (
+            lambda df: df.assign(settlement_line_id=["L-1", "L-1"]),
+            "column 'settlement_line_id' is not unique",
+        ),
+        (
+            lambda df: df.assign(settlement_source=["stripe", "camt053"]),
+            "column 'settlement_source' failed isin(",
+        ),
+        (lambda df: df.assign(match_rule=["fuzzy", "gateway_txn_id"]), "column 'match_rule'"),
+        (
+            lambda df: df.assign(revenue_amount_minor=[1.0, 2.0]),
+            "column 'revenue_amount_minor' has dtype float64",
+        ),
+    ],
+)
+def test_bad_matches_are_refused(
+    spoil: Callable[[pd.DataFrame], pd.DataFrame], expected: str
+) -> None:
+    assert expected in refusal(ReconciliationMatches, spoil(matches()))
+
+
+@pytest.mark.parametrize("model", list(GOOD), ids=lambda m: m.__name__)
+def test_dagster_pandera_accepts_the_models(model: type[pa.DataFrameModel]) -> None:
+    from dagster import check_dagster_type
+    from dagster_pandera import pandera_schema_to_dagster_type
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the function is marked beta
+        dagster_type = pandera_schema_to_dagster_type(model)
+    assert dagster_type.display_name == model.__name__
+    assert check_dagster_type(dagster_type, GOOD[model]()).success
+    assert check_dagster_type(dagster_type, empty_frame(model)).success
+    assert not check_dagster_type(dagster_type, GOOD[model]().iloc[:, 1:]).success
+
+
+def test_dagster_type_refuses_bad_settlement_lines() -> None:
+    from dagster import check_dagster_type
+    from dagster_pandera import pandera_schema_to_dagster_type
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dagster_type = pandera_schema_to_dagster_type(SettlementLines)
+    bad = settlement_lines().assign(gross_minor=[1.0, 2.0, 3.0])
+    assert not check_dagster_type(dagster_type, bad).success
+
+
+# Great Expectations ---------------------------------------------------------------------
+
+
+def test_importing_expectations_does_not_import_great_expectations() -> None:
+    code = (
+        "import sys\n"
+        "import finsup_dagster.quality.expectations\n"
+        "import finsup_dagster.quality\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'great_expectations')\n"
+        "print(loaded)\n"
+        "sys.exit(1 if loaded else 0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def check() -> Callable[[pd.DataFrame], Any]:
+    from finsup_dagster.quality.expectations import check_settlement_lines
+
+    return check_settlement_lines
+
+
+def test_gx_suite_passes_good_lines(check: Callable[[pd.DataFrame], Any]) -> None:
+    report = check(settlement_lines())
+    assert report.success, report.failed
+    assert report.failed == []
+    assert report.evaluated >= 9
+    assert report.summary() == f"all {report.evaluated} expectations met"
+
+
+def test_gx_suite_passes_an_empty_frame(check: Callable[[pd.DataFrame], Any]) -> None:
+    report = check(empty_frame(SettlementLines))
+    assert report.success, report.failed
+
+
+def test_gx_suite_names_the_failing_expectations(check: Callable[[pd.DataFrame], Any]) -> None:
+    df = settlement_lines().assign(gross_minor=[10_000, 0, 1], currency=["usd", "EUR", "JPY"])
+    report = check(df)
+    assert not report.success
+    assert "expect_column_values_to_be_between gross_minor: 1 unexpected" in report.failed
+    assert "expect_column_values_to_match_regex currency: 1 unexpected" in report.failed
+    assert len(report.failed) == 2, report.failed
+    assert all("\n" not in line for line in report.failed)
+    assert report.summary().startswith(f"2 of {report.evaluated} expectations failed: ")
+
+
+def test_gx_suite_flags_duplicates_nulls_sets_dates_and_columns(
+    check: Callable[[pd.DataFrame], Any],
+) -> None:
+    df = settlement_lines().assign(
+        row_number=[1, 1, 2],
+        kind=["sale", "payout", "other"],
+        direction=["credit", "debit", "sideways"],
+        settled_on=["2026-01-30", "30/01/2026", "2026-01-31"],
+        fee_minor=pd.array([1, None, 2], dtype="Int64"),
+    )
+    failed = check(df.drop(columns=["raw"])).failed
+    expected = [
+        "expect_table_columns_to_match_set: missing raw",
+        "expect_compound_columns_to_be_unique content_sha256,row_number: 2 unexpected",
+        "expect_column_values_to_be_in_set kind: 1 unexpected",
+        "expect_column_values_to_be_in_set direction: 1 unexpected",
+        "expect_column_values_to_match_regex settled_on: 1 unexpected",
+        "expect_column_values_to_not_be_null fee_minor: 1 unexpected",
+    ]
+    assert sorted(failed) == sorted(expected)
+
+
+def test_gx_suite_allows_extra_columns(check: Callable[[pd.DataFrame], Any]) -> None:
+    assert check(settlement_lines().assign(extra=1)).success
