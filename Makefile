@@ -28,7 +28,13 @@ $(BIN)/finsup: $(UV) uv.lock pyproject.toml
 	$(UV) sync --frozen
 	@touch $@
 
-install: $(BIN)/finsup
+# dagster-dbt reads the dbt manifest when the definitions load: parse it once here.
+MANIFEST := dbt_project/target/manifest.json
+DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/tests -type f 2>/dev/null) dbt_project/dbt_project.yml dbt_project/profiles.yml
+$(MANIFEST): $(BIN)/finsup $(DBT_SOURCES)
+	$(BIN)/python -c "from finsup_dagster.resources.dbt import parse_project; parse_project()"
+
+install: $(BIN)/finsup $(MANIFEST)
 
 demo: install
 	$(BIN)/finsup demo

@@ -43,7 +43,9 @@ def land_samples(landing: Path) -> list[Path]:
     return copied
 
 
-def run_job(name: str, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+def run_job(
+    name: str, tags: dict[str, str] | None = None, partition_key: str | None = None
+) -> dg.ExecuteInProcessResult:
     """Runs a job in process against the persistent instance, so the run shows in the UI."""
     import dagster as dg
 
@@ -55,6 +57,7 @@ def run_job(name: str, tags: dict[str, str] | None = None) -> dg.ExecuteInProces
             instance=instance,
             raise_on_error=False,
             tags=tags,
+            partition_key=partition_key,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
 

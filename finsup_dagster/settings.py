@@ -30,6 +30,16 @@ POLICY_DEFAULTS = {
 }
 
 
+# Reconciliation defaults: documented in docs/reconciliation.md.
+RECONCILIATION_DEFAULTS = {
+    "FINSUP_TIMEZONE": "UTC",
+    "FINSUP_UNMATCHED_RATE_THRESHOLD": "0.05",
+}
+# The bundled sandbox's credentials (finsup sandbox); never PayPal's.
+SANDBOX_CLIENT_ID = "sandbox-client"
+SANDBOX_CLIENT_SECRET = "sandbox-secret"
+
+
 def deployment() -> str:
     """``FINSUP_DEPLOYMENT`` if set, else ``ci`` under CI, else ``local``."""
     explicit = os.environ.get("FINSUP_DEPLOYMENT")
@@ -48,7 +58,13 @@ def local_defaults(home: Path) -> dict[str, str]:
         "FINSUP_HOME": str(home),
         "FINSUP_LEDGER_URL": f"sqlite:///{home / 'ledger.db'}",
         "DAGSTER_HOME": str(home / "dagster_home"),
+        "FINSUP_WAREHOUSE_PATH": str(home / "warehouse.duckdb"),
+        # Empty: the PayPal API is not read unless a sandbox or PayPal is configured.
+        "FINSUP_PAYPAL_BASE_URL": "",
+        "FINSUP_PAYPAL_CLIENT_ID": SANDBOX_CLIENT_ID,
+        "FINSUP_PAYPAL_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
         **POLICY_DEFAULTS,
+        **RECONCILIATION_DEFAULTS,
     }
 
 

@@ -15,9 +15,10 @@ from typing import Annotated
 import typer
 
 from finsup_dagster.cli.common import app, fail, out
+from finsup_dagster.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
-DEFAULT_CLIENT_ID = "sandbox-client"
-DEFAULT_CLIENT_SECRET = "sandbox-secret"
+DEFAULT_CLIENT_ID = SANDBOX_CLIENT_ID
+DEFAULT_CLIENT_SECRET = SANDBOX_CLIENT_SECRET
 
 
 @app.command()

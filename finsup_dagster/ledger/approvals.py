@@ -171,7 +171,7 @@ def _record_refusal(
     )
     if approver is None or not getattr(exc, "bad_code", False):
         return
-    failures = conn.execute(
+    failures: int = conn.execute(
         sa.update(approvers)
         .where(approvers.c.id == approver.id)
         .values(failed_attempts=approvers.c.failed_attempts + 1)
@@ -228,7 +228,7 @@ def approve(conn: Connection, approver: Any, batch_id: str) -> dict[str, Any]:
         raise ApprovalRefused(
             f"batch {batch_id} no longer fits the available balance ({short} {batch.currency} short)"
         )
-    step = conn.execute(
+    step: int | None = conn.execute(
         sa.select(approvers.c.last_totp_step).where(approvers.c.id == approver.id)
     ).scalar_one()
     conn.execute(sa.insert(approvals).values(batch_id=batch_id, approver_id=approver.id, decision="approve",
@@ -259,7 +259,7 @@ def deny(conn: Connection, approver: Any, batch_id: str, reason: str) -> dict[st
     batch = _batch(conn, batch_id)
     if batch.status != "pending_approval":
         raise ApprovalRefused(f"batch {batch_id} is {batch.status}, not pending approval")
-    step = conn.execute(
+    step: int | None = conn.execute(
         sa.select(approvers.c.last_totp_step).where(approvers.c.id == approver.id)
     ).scalar_one()
     conn.execute(

@@ -10,6 +10,7 @@ available = confirmed sales
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,7 +37,9 @@ class Balance:
 
 
 def reserves(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(sa.select(balance_reserves.c.currency, balance_reserves.c.amount_minor))
+    rows: Iterable[tuple[str, int]] = conn.execute(
+        sa.select(balance_reserves.c.currency, balance_reserves.c.amount_minor)
+    )
     return {c: int(a) for c, a in rows}
 
 

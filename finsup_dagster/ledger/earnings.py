@@ -86,7 +86,7 @@ def remaining_funding(conn: Connection, hashes: tuple[str, ...]) -> dict[str, tu
         r.event_hash: r
         for r in conn.execute(sa.select(revenue_events).where(ev.event_hash.in_(hashes)))
     }
-    used = dict(
+    used: dict[str, Any] = dict(
         conn.execute(
             sa.select(earning_sources.c.event_hash, sa.func.sum(earning_sources.c.amount_minor))
             .where(earning_sources.c.event_hash.in_(hashes))

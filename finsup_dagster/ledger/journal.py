@@ -7,8 +7,9 @@ finsup is a sum of postings; no table keeps a running balance.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -69,7 +70,7 @@ def post_entry(
 ) -> int:
     """Writes one balanced entry in the caller's transaction; returns its id."""
     checked = check_balanced(lines)
-    entry_id = conn.execute(
+    entry_id: int = conn.execute(
         sa.insert(journal_entries)
         .values(
             posted_at=clock.now(),
@@ -93,7 +94,7 @@ def post_entry(
 
 def account_balances(conn: Connection) -> dict[tuple[str, str], int]:
     """Sum of postings per (account, currency)."""
-    rows = conn.execute(
+    rows: Iterable[tuple[str, str, Any]] = conn.execute(
         sa.select(
             postings.c.account, postings.c.currency, sa.func.sum(postings.c.amount_minor)
         ).group_by(postings.c.account, postings.c.currency)
@@ -110,7 +111,7 @@ class UnbalancedReport:
 
 def unbalanced_entries(conn: Connection, limit: int = 20) -> list[UnbalancedReport]:
     """Entries whose postings do not sum to zero, and whole-journal imbalances."""
-    per_entry = conn.execute(
+    per_entry: Sequence[tuple[int, str, Any]] = conn.execute(
         sa.select(postings.c.entry_id, postings.c.currency, sa.func.sum(postings.c.amount_minor))
         .group_by(postings.c.entry_id, postings.c.currency)
         .having(sa.func.sum(postings.c.amount_minor) != 0)

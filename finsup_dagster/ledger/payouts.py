@@ -89,7 +89,7 @@ def create_batch(
         )
     )  # fmt: skip
     for item in items:
-        item_id = conn.execute(
+        item_id: int = conn.execute(
             sa.insert(payout_items)
             .values(
                 batch_id=batch_id, beneficiary_id=item.beneficiary_id,

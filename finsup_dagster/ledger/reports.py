@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,7 +28,7 @@ def transaction_logs(
 def revenue_counts(conn: Connection) -> list[dict[str, Any]]:
     """Events and minor-unit totals per currency, kind and status."""
     t = revenue_events.c
-    rows = conn.execute(
+    rows: Iterable[tuple[str, str, str, int, Any]] = conn.execute(
         sa.select(t.currency, t.kind, t.status, sa.func.count(), sa.func.sum(t.amount_minor))
         .group_by(t.currency, t.kind, t.status)
         .order_by(t.currency, t.kind, t.status)

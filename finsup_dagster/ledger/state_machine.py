@@ -17,6 +17,7 @@ posts:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -104,7 +105,7 @@ def move_batch(
     )  # fmt: skip
     cascade = _BATCH_ITEM_CASCADE.get(target)
     if cascade:
-        open_items = (
+        open_items: Sequence[int] = (
             conn.execute(
                 sa.select(payout_items.c.id).where(
                     payout_items.c.batch_id == batch_id,

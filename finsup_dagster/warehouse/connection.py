@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -60,7 +61,7 @@ def run(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None =
 
 def one(
     conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None
-) -> tuple[object, ...] | None:
+) -> tuple[Any, ...] | None:
     """The first row of a query (read to the end, for the same reason as ``run``)."""
     rows = conn.execute(sql, params or []).fetchall()
     return tuple(rows[0]) if rows else None
