@@ -14,7 +14,6 @@ from finsup_dagster.resources import LedgerResource
 nightly_reconciliation_job = dg.define_asset_job(
     "nightly_reconciliation",
     selection=dg.AssetSelection.groups("ingestion", "reconciliation", "balances"),
-    partitions_def=daily,
     description=(
         "Land the day's revenue and settlement files, reconcile them with dbt, confirm "
         "settled revenue with fee postings, and compute the available balance."

@@ -1,0 +1,725 @@
+"""Benchmark: the reconciliation dbt models against DuckDB's plain hash join.
+
+How the models are timed: as SQL work, not dbt start-up. ``dbt compile`` runs
+twice in a scratch warehouse (``--target-path`` and ``--log-path`` in a temp
+dir, ``run_date`` set to a placeholder date): once before the mart tables exist
+(the first-build SQL, ``is_incremental()`` false) and once after (the nightly
+SQL, ``is_incremental()`` true). The compiled SELECTs of ``manifest.json`` are
+then executed directly in DuckDB, the way the dbt-duckdb materialisations do:
+
+- views (staging, ``settlement_lines``): ``CREATE VIEW ... AS <select>``, untimed;
+- first build of an incremental model: ``CREATE TABLE ... AS <select>``;
+- nightly build (delete+insert on ``run_date``), one transaction per model:
+  ``CREATE TEMP TABLE tmp AS <select>``, ``DELETE FROM t WHERE (run_date) IN
+  (SELECT run_date FROM tmp)``, ``INSERT INTO t BY NAME SELECT * FROM tmp``.
+
+Every timing is the best of ``--repeats`` (3) runs, after a ``CHECKPOINT``
+(untimed), with DuckDB's default threads. Machines are noisy: read the ratios.
+
+Synthetic data is made by DuckDB's own SQL (``range()``, ``hash()``,
+``sha256()``) straight into ``ledger.revenue_events`` and ``raw.paypal_stl`` /
+``raw.camt053`` / ``raw.settlement_csv``, with a fixed seed: sources stripe,
+paddle (generic settlement CSV), paypal (STL) and invoice (bank, camt.053);
+USD, EUR, GBP and zero-decimal JPY; sales, refunds, chargebacks and fees
+(fees are never settled); settlement 0-2 days after the event. Exceptions:
+~1% of events never settled, ~0.5% extra lines naming no event, ~0.3% amount
+mismatches, ~0.2% currency mismatches, ~0.3% duplicate lines a day later,
+~10% of lines without a gateway transaction id (matched by amount and date
+window), ~5% of stripe/paddle sales paid out through camt.053 batch credits
+(one camt line per item, ``batch_ref`` and ``batch_net_minor``; 2% of batches
+credited a few minor units off), a few bank-charge lines (kind ``other``).
+
+1. **Reconciliation vs. baseline.** N events (``--events``, default 1,000,000)
+   over 30 days with their settlement lines; reconciliation time is the first
+   build of ``reconciliation_matches`` + ``reconciliation_exceptions`` +
+   ``reconciliation_summary`` for the last day. Baseline, same warehouse:
+   ``CREATE TABLE ... AS SELECT count(*) FROM ledger.revenue_events JOIN <the
+   three raw settlement tables, UNION ALL> ON gateway_txn_id = external_id``.
+   Target: ≤ 3 × baseline. Scaling: the same on N/4 events, target
+   t(N) / t(N/4) ≤ 4.5.
+2. **Nightly run vs. history.** 365 days of history (``--per-day`` events a
+   day, default 3,000) loaded as already reconciled: the first-build SQL run
+   once for day 365 (matches re-dated to the day their line settled;
+   exceptions and summary snapshots copied to every earlier day, open items
+   only from the day they appeared). Then the nightly SQL for day 366 is timed
+   against the same day on an empty history: a warehouse holding only day 366's
+   settlement lines and the events still open in the match window (occurred
+   on days 363-366 and not matched by the history), with empty mart tables.
+   Target: ≤ 1.2 ×.
+
+Targets are reported; the exit status is 1 only with ``--check`` and a target
+missed. Run it with ``make bench`` or e.g.::
+
+    .venv/bin/python benchmarks/reconcile.py --quick
+    .venv/bin/python benchmarks/reconcile.py --events 400000 --check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+
+from finsup_dagster.warehouse import raw, replica
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = ROOT / "dbt_project"
+DBT = Path(sys.executable).with_name("dbt")
+WAREHOUSE_FILE = "warehouse.duckdb"  # the same name everywhere: compiled SQL names its catalog
+PLACEHOLDER = "2099-12-31"  # run_date at compile time, replaced by the day being run
+MODELS = ("reconciliation_matches", "reconciliation_exceptions", "reconciliation_summary")
+START = date(2025, 1, 1)
+MATCH_WINDOW_DAYS = 3  # dbt_project.yml match_window_days
+
+BASELINE_TARGET = 3.0
+SCALING_TARGET = 4.5
+HISTORY_TARGET = 1.2
+
+SETTLEMENT_TABLES = ("paypal_stl", "camt053", "settlement_csv")
+
+
+# -- compiled SQL ----------------------------------------------------------------------------
+
+
+@dataclass
+class Compiled:
+    """The compiled SELECT of every model, and where each one lives."""
+
+    relation: dict[str, str]
+    views: dict[str, str]  # name -> SELECT, in dependency order
+    first_build: dict[str, str]
+    nightly: dict[str, str]
+
+    def sql(self, model: str, day: str, *, nightly: bool) -> str:
+        return (self.nightly if nightly else self.first_build)[model].replace(PLACEHOLDER, day)
+
+
+def dbt(args: list[str], warehouse: Path, target: Path) -> float:
+    env = {
+        **os.environ,
+        "FINSUP_WAREHOUSE_PATH": str(warehouse),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    cmd = [
+        str(DBT),
+        *args,
+        "--project-dir",
+        str(PROJECT),
+        "--profiles-dir",
+        str(PROJECT),
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(target / "logs"),
+        "--vars",
+        json.dumps({"run_date": PLACEHOLDER}),
+        "--quiet",
+    ]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def read_manifest(target: Path) -> dict[str, dict[str, object]]:
+    manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+    models: dict[str, dict[str, object]] = {}
+    for node in manifest["nodes"].values():
+        if node["resource_type"] == "model":
+            models[node["name"]] = node
+    return models
+
+
+def view_order(models: dict[str, dict[str, object]]) -> list[str]:
+    views = [n for n, node in models.items() if _materialized(node) == "view"]
+    order: list[str] = []
+    while len(order) < len(views):
+        for name in sorted(views):
+            deps = _depends_on(models[name])
+            if name not in order and all(d not in views or d in order for d in deps):
+                order.append(name)
+    return order
+
+
+def _materialized(node: dict[str, object]) -> str:
+    config = node["config"]
+    assert isinstance(config, dict)
+    return str(config["materialized"])
+
+
+def _depends_on(node: dict[str, object]) -> list[str]:
+    deps = node["depends_on"]
+    assert isinstance(deps, dict)
+    return [str(d).rsplit(".", 1)[-1] for d in deps["nodes"]]
+
+
+def compile_models(workdir: Path) -> Compiled:
+    """dbt compile before and after the mart tables exist: first-build and nightly SQL."""
+    warehouse = workdir / "compile" / WAREHOUSE_FILE
+    warehouse.parent.mkdir(parents=True)
+    target = workdir / "dbt_target"
+    with duckdb.connect(str(warehouse)) as conn:
+        raw.ensure_schema(conn)
+        replica.ensure_schema(conn)
+    took = dbt(["compile"], warehouse, target)
+    models = read_manifest(target)
+    relation = {name: str(node["relation_name"]) for name, node in models.items()}
+    first = {name: str(models[name]["compiled_code"]) for name in MODELS}
+    views = {name: str(models[name]["compiled_code"]) for name in view_order(models)}
+    compiled = Compiled(relation, views, first, {})
+    with duckdb.connect(str(warehouse)) as conn:
+        create_views(conn, compiled)
+        for name in MODELS:
+            run(conn, f"CREATE TABLE {relation[name]} AS {compiled.sql(name, PLACEHOLDER, nightly=False)}")
+    took += dbt(["compile"], warehouse, target)
+    models = read_manifest(target)
+    compiled.nightly = {name: str(models[name]["compiled_code"]) for name in MODELS}
+    for name in MODELS:
+        if PLACEHOLDER not in compiled.nightly[name]:
+            raise RuntimeError(f"{name}: run_date placeholder not found in the compiled SQL")
+    if compiled.nightly["reconciliation_matches"] == compiled.first_build["reconciliation_matches"]:
+        raise RuntimeError("the second compile did not see the tables: is_incremental() false")
+    print(f"dbt compile twice: {took:.1f} s (not part of any timing)", flush=True)
+    return compiled
+
+
+def create_views(conn: duckdb.DuckDBPyConnection, compiled: Compiled) -> None:
+    for name, body in compiled.views.items():
+        run(conn, f"CREATE OR REPLACE VIEW {compiled.relation[name]} AS {body}")
+
+
+# -- DuckDB helpers --------------------------------------------------------------------------
+
+
+def run(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Executes and drains (DuckDB 2.0 refuses the next statement while a result is unread)."""
+    conn.execute(sql).fetchall()
+
+
+def scalar(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = conn.execute(sql).fetchall()[0]
+    return int(row[0] or 0)
+
+
+def in_transaction(conn: duckdb.DuckDBPyConnection, statements: list[str]) -> None:
+    run(conn, "BEGIN TRANSACTION")
+    try:
+        for sql in statements:
+            run(conn, sql)
+    except BaseException:
+        run(conn, "ROLLBACK")
+        raise
+    run(conn, "COMMIT")
+
+
+def best_of(repeats: int, conn: duckdb.DuckDBPyConnection, work: Callable[[], None]) -> float:
+    times = []
+    for _ in range(repeats):
+        run(conn, "CHECKPOINT")
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def day_text(day: int) -> str:
+    return (START + timedelta(days=day)).isoformat()
+
+
+# -- synthetic data --------------------------------------------------------------------------
+
+
+def _u(key: str, seed: int, expr: str = "i") -> str:
+    """A uniform number in [0, 1) from the hash of a row key and a salt."""
+    return f"((hash({expr}, '{key}', {seed}) % 1000000) / 1000000.0)"
+
+
+def _h(key: str, seed: int, modulo: int, expr: str = "i") -> str:
+    """A whole number in [0, modulo) from the hash of a row key and a salt."""
+    return f"CAST(hash({expr}, '{key}', {seed}) % {modulo} AS BIGINT)"
+
+
+def generate(conn: duckdb.DuckDBPyConnection, events: int, days: int, seed: int) -> None:
+    """``events`` revenue events spread evenly over ``days`` days, and their settlement lines."""
+    raw.ensure_schema(conn)
+    replica.ensure_schema(conn)
+    last = days - 1
+    ghosts = max(1, events // 200)
+    charges = max(1, events // 1000)
+    ev = f"""
+    CREATE TEMP TABLE gen_events AS
+    WITH base AS (
+        SELECT
+            i,
+            (i * {days}) // {events} AS day,
+            CASE WHEN {_u("src", seed)} < 0.30 THEN 'stripe'
+                 WHEN {_u("src", seed)} < 0.50 THEN 'paddle'
+                 WHEN {_u("src", seed)} < 0.80 THEN 'paypal'
+                 ELSE 'invoice' END AS source,
+            CASE WHEN {_u("kind", seed)} < 0.90 THEN 'sale'
+                 WHEN {_u("kind", seed)} < 0.96 THEN 'refund'
+                 WHEN {_u("kind", seed)} < 0.98 THEN 'chargeback'
+                 ELSE 'fee' END AS kind,
+            CASE WHEN {_u("cur", seed)} < 0.50 THEN 'USD'
+                 WHEN {_u("cur", seed)} < 0.70 THEN 'EUR'
+                 WHEN {_u("cur", seed)} < 0.85 THEN 'GBP'
+                 ELSE 'JPY' END AS currency,
+            100 + {_h("amt", seed, 49900)} AS amount_minor,
+            CASE WHEN {_u("status", seed)} < 0.005 THEN 'reversed'
+                 WHEN {_u("status", seed)} < 0.6 THEN 'projected'
+                 ELSE 'confirmed' END AS status,
+            {_h("time", seed, 86_400_000_000)} AS micros
+        FROM range({events}) t(i)
+    )
+    SELECT
+        *,
+        strftime(TIMESTAMP '{START}' + INTERVAL (day) DAY + to_microseconds(micros),
+                 '%Y-%m-%dT%H:%M:%S.%fZ') AS occurred_at,
+        CASE source WHEN 'stripe' THEN 'ch_' WHEN 'paddle' THEN 'txn_'
+                    WHEN 'paypal' THEN 'PP-' ELSE 'INV-' END
+            || lpad(CAST(i AS VARCHAR), 10, '0') AS external_id,
+        sha256('{seed}:' || CAST(i AS VARCHAR)) AS event_hash
+    FROM base
+    """
+    revenue = """
+    INSERT INTO ledger.revenue_events (event_hash, source, external_id, kind, amount_minor,
+        currency, occurred_at, status, ingested_at, status_changed_at, source_file,
+        confirmed_entry_id, reversed_entry_id)
+    SELECT event_hash, source, external_id, kind, amount_minor, currency, occurred_at, status,
+        occurred_at, occurred_at, 'revenue/' || CAST(day AS VARCHAR) || '.csv', NULL, NULL
+    FROM gen_events ORDER BY i
+    """
+    # One line per settled event (two for a duplicate), extra lines that name no event, and
+    # bank charges. ``route`` is the landing table; camt_batch lines land in raw.camt053.
+    lines = f"""
+    CREATE TEMP TABLE gen_lines AS
+    WITH settled AS (
+        SELECT
+            *,
+            day + {_h("lag", seed, 3)} AS settled_day,
+            {_u("fate", seed)} AS fate,
+            CASE WHEN source = 'paypal' THEN 'paypal_stl'
+                 WHEN source = 'invoice' THEN 'camt053'
+                 WHEN kind = 'sale' AND {_u("route", seed)} < 0.10 THEN 'camt_batch'
+                 ELSE 'settlement_csv' END AS route,
+            {_u("noid", seed)} < 0.10 AS no_id
+        FROM gen_events
+        WHERE kind <> 'fee' AND {_u("unsettled", seed)} >= 0.01
+    ),
+    one_line AS (
+        SELECT
+            i, 0 AS copy, source, route, kind, settled_day, occurred_at,
+            CASE WHEN no_id THEN NULL ELSE external_id END AS gateway_txn_id,
+            CASE WHEN fate < 0.003 THEN amount_minor + 1 + {_h("off", seed, 500)}
+                 ELSE amount_minor END AS gross_minor,
+            CASE WHEN fate >= 0.003 AND fate < 0.005
+                 THEN CASE WHEN currency = 'USD' THEN 'EUR' ELSE 'USD' END
+                 ELSE currency END AS currency,
+            fate >= 0.005 AND fate < 0.008 AS duplicated
+        FROM settled
+    ),
+    all_lines AS (
+        SELECT * EXCLUDE (duplicated) FROM one_line
+        UNION ALL
+        SELECT * EXCLUDE (duplicated) REPLACE (1 AS copy, settled_day + 1 AS settled_day)
+        FROM one_line WHERE duplicated
+        UNION ALL
+        SELECT
+            {events} + j, 0,
+            CASE WHEN j % 2 = 0 THEN 'stripe' ELSE 'paypal' END,
+            CASE WHEN j % 2 = 0 THEN 'settlement_csv' ELSE 'paypal_stl' END,
+            'sale', (j * {days}) // {ghosts},
+            strftime(TIMESTAMP '{START}' + INTERVAL ((j * {days}) // {ghosts}) DAY,
+                     '%Y-%m-%dT%H:%M:%S.%fZ'),
+            'ghost_' || CAST(j AS VARCHAR), 100 + {_h("gamt", seed, 49900, "j")},
+            CASE WHEN j % 7 = 0 THEN 'JPY' ELSE 'USD' END
+        FROM range({ghosts}) g(j)
+        UNION ALL
+        SELECT
+            {events} + {ghosts} + j, 0, 'bank', 'camt053', 'other',
+            (j * {days}) // {charges}, NULL, NULL, 250, 'EUR'
+        FROM range({charges}) c(j)
+    ),
+    shaped AS (
+        SELECT
+            *,
+            CASE WHEN kind = 'sale' THEN 'credit' ELSE 'debit' END AS direction,
+            CASE WHEN kind = 'sale' THEN gross_minor * 29 // 1000 + 30
+                 WHEN kind = 'chargeback' THEN 1500 ELSE 0 END AS fee_minor,
+            CASE WHEN route = 'camt_batch'
+                 THEN 'PO-' || source || '-' || currency || '-' || CAST(settled_day AS VARCHAR)
+                      || '-' || CAST(i % 4 AS VARCHAR) END AS batch_ref,
+            CASE WHEN route = 'camt_batch' THEN 'camt053' ELSE route END AS landing
+        FROM all_lines
+        WHERE settled_day <= {last}
+    )
+    SELECT
+        *,
+        CASE WHEN batch_ref IS NOT NULL THEN
+            sum(gross_minor - fee_minor) OVER (PARTITION BY batch_ref)
+            + CASE WHEN {_h("bad", seed, 50, "batch_ref")} = 0
+                   THEN 1 + {_h("boff", seed, 99, "batch_ref")} ELSE 0 END
+        END AS batch_net_minor,
+        row_number() OVER (PARTITION BY landing, settled_day ORDER BY i, copy) AS row_number,
+        strftime(DATE '{START}' + INTERVAL (settled_day) DAY, '%Y-%m-%d') AS settled_on
+    FROM shaped
+    """
+    statements = [ev, revenue, lines]
+    for table in SETTLEMENT_TABLES:
+        ext = {"paypal_stl": "csv", "camt053": "xml", "settlement_csv": "csv"}[table]
+        statements.append(
+            f"""
+            INSERT INTO raw.{table} (partition_date, file_name, content_sha256, row_number,
+                record_ref, gateway_txn_id, batch_ref, batch_net_minor, event_code, kind,
+                direction, gross_minor, currency, fee_minor, fee_currency, settled_on,
+                occurred_at, description, raw)
+            SELECT
+                settled_on, '{table}/' || settled_on || '/settlement.{ext}',
+                sha256('{table}:' || settled_on || ':{seed}'), row_number,
+                '{table[:3].upper()}-' || settled_on || '-' || CAST(row_number AS VARCHAR),
+                gateway_txn_id, batch_ref, batch_net_minor,
+                CASE '{table}' WHEN 'paypal_stl' THEN
+                         CASE kind WHEN 'sale' THEN 'T0006' WHEN 'refund' THEN 'T1107'
+                                   ELSE 'T1106' END
+                     WHEN 'camt053' THEN 'PMNT/RCDT/ESCT' END,
+                kind, direction, gross_minor, currency, fee_minor, currency, settled_on,
+                CASE WHEN '{table}' = 'camt053' THEN NULL ELSE occurred_at END,
+                CASE WHEN kind = 'other' THEN 'bank charges' END,
+                CASE WHEN '{table}' = 'settlement_csv'
+                     THEN '{{"gateway": "' || source || '", "transaction_id": "'
+                          || coalesce(gateway_txn_id, '') || '", "gross": "'
+                          || CAST(gross_minor AS VARCHAR) || '", "currency": "' || currency
+                          || '"}}'
+                     ELSE CAST(i AS VARCHAR) END
+            FROM gen_lines WHERE landing = '{table}'
+            ORDER BY settled_day, row_number
+            """
+        )
+    statements += ["DROP TABLE gen_lines", "DROP TABLE gen_events"]
+    in_transaction(conn, statements)
+
+
+def settlement_line_count(conn: duckdb.DuckDBPyConnection) -> int:
+    return sum(scalar(conn, f"SELECT count(*) FROM raw.{t}") for t in SETTLEMENT_TABLES)
+
+
+# -- the timed work --------------------------------------------------------------------------
+
+
+def first_build(conn: duckdb.DuckDBPyConnection, compiled: Compiled, day: str) -> None:
+    """The three marts built from nothing for ``day`` (what dbt does when they do not exist)."""
+    for name in MODELS:
+        rel = compiled.relation[name]
+        in_transaction(
+            conn,
+            [
+                f"DROP TABLE IF EXISTS {rel}",
+                f"CREATE TABLE {rel} AS {compiled.sql(name, day, nightly=False)}",
+            ],
+        )
+
+
+def nightly_build(conn: duckdb.DuckDBPyConnection, compiled: Compiled, day: str) -> None:
+    """The three marts brought up to ``day``: dbt-duckdb's delete+insert on run_date."""
+    for name in MODELS:
+        rel = compiled.relation[name]
+        in_transaction(
+            conn,
+            [
+                f"CREATE TEMP TABLE bench_tmp AS {compiled.sql(name, day, nightly=True)}",
+                f"DELETE FROM {rel} WHERE (run_date) IN (SELECT run_date FROM bench_tmp)",
+                f"INSERT INTO {rel} BY NAME SELECT * FROM bench_tmp",
+                "DROP TABLE bench_tmp",
+            ],
+        )
+
+
+def baseline_join(conn: duckdb.DuckDBPyConnection) -> None:
+    lines = " UNION ALL ".join(f"SELECT gateway_txn_id FROM raw.{t}" for t in SETTLEMENT_TABLES)
+    in_transaction(
+        conn,
+        [
+            "DROP TABLE IF EXISTS bench_baseline",
+            "CREATE TABLE bench_baseline AS SELECT count(*) AS pairs"
+            f" FROM ledger.revenue_events AS events JOIN ({lines}) AS lines"
+            " ON lines.gateway_txn_id = events.external_id",
+        ],
+    )
+
+
+def outcome_counts(conn: duckdb.DuckDBPyConnection, compiled: Compiled, day: str) -> str:
+    matches = scalar(
+        conn,
+        f"SELECT count(*) FROM {compiled.relation['reconciliation_matches']}"
+        f" WHERE run_date = '{day}'",
+    )
+    rows = conn.execute(
+        f"SELECT exception_kind, count(*) FROM {compiled.relation['reconciliation_exceptions']}"
+        f" WHERE run_date = '{day}' GROUP BY ALL ORDER BY 2 DESC"
+    ).fetchall()
+    kinds = ", ".join(f"{k} {n:,}" for k, n in rows)
+    return f"{matches:,} matched; exceptions: {kinds or 'none'}"
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+
+@dataclass
+class SizeResult:
+    events: int
+    lines: int
+    generate_s: float
+    reconcile_s: float
+    baseline_s: float
+    counts: str
+
+
+def run_size(
+    workdir: Path, compiled: Compiled, events: int, days: int, seed: int, repeats: int
+) -> SizeResult:
+    path = workdir / f"size_{events}" / WAREHOUSE_FILE
+    path.parent.mkdir(parents=True)
+    with duckdb.connect(str(path)) as conn:
+        start = time.perf_counter()
+        generate(conn, events, days, seed)
+        generate_s = time.perf_counter() - start
+        lines = settlement_line_count(conn)
+        create_views(conn, compiled)
+        print(
+            f"  {events:,} events, {lines:,} settlement lines over {days} days"
+            f" (generated in {generate_s:.1f} s)",
+            flush=True,
+        )
+        day = day_text(days - 1)
+        base_s = best_of(repeats, conn, lambda: baseline_join(conn))
+        print(f"  baseline join      {base_s:8.2f} s", flush=True)
+        rec_s = best_of(repeats, conn, lambda: first_build(conn, compiled, day))
+        counts = outcome_counts(conn, compiled, day)
+        print(f"  reconciliation     {rec_s:8.2f} s  {counts}", flush=True)
+    path.unlink()
+    return SizeResult(events, lines, generate_s, rec_s, base_s, counts)
+
+
+@dataclass
+class HistoryResult:
+    days: int
+    per_day: int
+    history_events: int
+    history_matches: int
+    history_exception_rows: int
+    with_history_s: float
+    empty_history_s: float
+    counts_history: str
+    counts_empty: str
+    notes: list[str] = field(default_factory=list)
+
+
+def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, day_before: str) -> None:
+    """History as if every earlier night had run: the marts built once for ``day_before``."""
+    first_build(conn, compiled, day_before)
+    matches = compiled.relation["reconciliation_matches"]
+    exceptions = compiled.relation["reconciliation_exceptions"]
+    summary = compiled.relation["reconciliation_summary"]
+    days = f"""(SELECT strftime(DATE '{START}' + INTERVAL (d) DAY, '%Y-%m-%d') AS day
+               FROM range(date_diff('day', DATE '{START}', DATE '{day_before}') + 1) r(d))"""
+    in_transaction(
+        conn,
+        [
+            # A match belongs to the night its line settled.
+            f"CREATE TEMP TABLE hist AS SELECT * REPLACE (settled_on AS run_date) FROM {matches}",
+            f"DELETE FROM {matches}",
+            f"INSERT INTO {matches} BY NAME SELECT * FROM hist ORDER BY run_date",
+            "DROP TABLE hist",
+            # Every night's snapshot holds the items open that night: those of the last night
+            # that had appeared by then.
+            f"CREATE TEMP TABLE hist AS SELECT * FROM {exceptions}",
+            f"DELETE FROM {exceptions}",
+            f"""INSERT INTO {exceptions} BY NAME
+                SELECT hist.* REPLACE (days.day AS run_date) FROM hist JOIN {days} AS days
+                  ON coalesce(hist.settled_on, left(hist.occurred_at, 10)) <= days.day
+                ORDER BY days.day""",
+            "DROP TABLE hist",
+            f"CREATE TEMP TABLE hist AS SELECT * FROM {summary}",
+            f"DELETE FROM {summary}",
+            f"""INSERT INTO {summary} BY NAME
+                SELECT hist.* REPLACE (days.day AS run_date) FROM hist CROSS JOIN {days} AS days
+                ORDER BY days.day""",
+            "DROP TABLE hist",
+        ],
+    )
+
+
+def copy_new_day(
+    conn: duckdb.DuckDBPyConnection, compiled: Compiled, other: Path, day: str
+) -> None:
+    """Day ``day``'s lines and the events still open in its match window, nothing else."""
+    window_start = (date.fromisoformat(day) - timedelta(days=MATCH_WINDOW_DAYS)).isoformat()
+    with duckdb.connect(str(other)) as fresh:
+        raw.ensure_schema(fresh)
+        replica.ensure_schema(fresh)
+    matches = compiled.relation["reconciliation_matches"]
+    statements = [
+        f"""INSERT INTO fresh.ledger.revenue_events SELECT * FROM ledger.revenue_events
+            WHERE occurred_at >= '{window_start}'
+              AND event_hash NOT IN (SELECT event_hash FROM {matches})"""
+    ]
+    statements += [
+        f"INSERT INTO fresh.raw.{t} SELECT * FROM raw.{t} WHERE settled_on = '{day}'"
+        for t in SETTLEMENT_TABLES
+    ]
+    for name in MODELS:
+        table = compiled.relation[name].rsplit(".", 1)[-1]
+        statements.append(
+            f"CREATE TABLE fresh.main.{table} AS SELECT * FROM {compiled.relation[name]} LIMIT 0"
+        )
+    run(conn, f"ATTACH '{other}' AS fresh")
+    try:
+        in_transaction(conn, statements)
+    finally:
+        run(conn, "DETACH fresh")
+
+
+def run_history(
+    workdir: Path, compiled: Compiled, days: int, per_day: int, seed: int, repeats: int
+) -> HistoryResult:
+    """Days 0..days-1 of history, then day ``days`` timed with and without that history."""
+    path = workdir / "history" / WAREHOUSE_FILE
+    fresh = workdir / "new_day_only" / WAREHOUSE_FILE
+    path.parent.mkdir(parents=True)
+    fresh.parent.mkdir(parents=True)
+    new_day = day_text(days)
+    with duckdb.connect(str(path)) as conn:
+        start = time.perf_counter()
+        # Lines are generated up to the new day; the history load reconciles the day before.
+        generate(conn, per_day * (days + 1), days + 1, seed)
+        create_views(conn, compiled)
+        load_history(conn, compiled, day_text(days - 1))
+        history_events = scalar(conn, "SELECT count(*) FROM ledger.revenue_events")
+        history_matches = scalar(
+            conn, f"SELECT count(*) FROM {compiled.relation['reconciliation_matches']}"
+        )
+        history_exceptions = scalar(
+            conn, f"SELECT count(*) FROM {compiled.relation['reconciliation_exceptions']}"
+        )
+        copy_new_day(conn, compiled, fresh, new_day)
+        print(
+            f"  {days} days of history: {history_events:,} events, {history_matches:,} matches,"
+            f" {history_exceptions:,} exception rows (loaded in"
+            f" {time.perf_counter() - start:.1f} s)",
+            flush=True,
+        )
+        with_s = best_of(repeats, conn, lambda: nightly_build(conn, compiled, new_day))
+        counts_history = outcome_counts(conn, compiled, new_day)
+        print(f"  day {days + 1}, with history   {with_s:8.2f} s  {counts_history}", flush=True)
+    with duckdb.connect(str(fresh)) as conn:
+        create_views(conn, compiled)
+        events = scalar(conn, "SELECT count(*) FROM ledger.revenue_events")
+        lines = settlement_line_count(conn)
+        empty_s = best_of(repeats, conn, lambda: nightly_build(conn, compiled, new_day))
+        counts_empty = outcome_counts(conn, compiled, new_day)
+        print(
+            f"  day {days + 1}, empty history  {empty_s:8.2f} s  {counts_empty}"
+            f" ({events:,} open events, {lines:,} lines)",
+            flush=True,
+        )
+    path.unlink()
+    fresh.unlink()
+    return HistoryResult(
+        days,
+        per_day,
+        history_events,
+        history_matches,
+        history_exceptions,
+        with_s,
+        empty_s,
+        counts_history,
+        counts_empty,
+    )
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def met(ratio: float, target: float) -> str:
+    return "yes" if ratio <= target else "NO"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=1_000_000, help="N revenue events (part 1)")
+    parser.add_argument("--days", type=int, default=30, help="days the N events span (part 1)")
+    parser.add_argument("--history-days", type=int, default=365, help="days of history (part 2)")
+    parser.add_argument("--per-day", type=int, default=3_000, help="events a day (part 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timings are the best of these")
+    parser.add_argument("--seed", type=int, default=20250101)
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 40,000 events, 60 days of 500"
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.history_days, args.per_day, args.repeats = 40_000, 60, 500, 2
+
+    with tempfile.TemporaryDirectory(prefix="finsup_reconcile_bench_") as tmp:
+        workdir = Path(tmp)
+        compiled = compile_models(workdir)
+        quarter = args.events // 4
+        print(f"[1] reconciliation, first build for the last of {args.days} days", flush=True)
+        small = run_size(workdir, compiled, quarter, args.days, args.seed, args.repeats)
+        big = run_size(workdir, compiled, args.events, args.days, args.seed, args.repeats)
+        print(f"[2] nightly run after {args.history_days} days of history", flush=True)
+        hist = run_history(
+            workdir, compiled, args.history_days, args.per_day, args.seed, args.repeats
+        )
+
+    r_base = big.reconcile_s / big.baseline_s
+    r_scale = big.reconcile_s / small.reconcile_s
+    r_hist = hist.with_history_s / hist.empty_history_s
+    results = [
+        ("reconciliation / baseline join", r_base, BASELINE_TARGET),
+        (f"t({args.events:,}) / t({quarter:,})", r_scale, SCALING_TARGET),
+        ("nightly with / without history", r_hist, HISTORY_TARGET),
+    ]
+    lines = [
+        "Reconciliation models (benchmarks/reconcile.py): compiled dbt SQL run directly in",
+        f"DuckDB {duckdb.__version__}, best of {args.repeats}, {os.cpu_count()} cores.",
+        "",
+        "| measure | seconds | ratio | target | met |",
+        "|---|---|---|---|---|",
+        f"| baseline: hash join events x lines on gateway id, {args.events:,} events | "
+        f"{big.baseline_s:.2f} | | | |",
+        f"| first build, {quarter:,} events ({small.lines:,} lines) | "
+        f"{small.reconcile_s:.2f} | | | |",
+        f"| first build, {args.events:,} events ({big.lines:,} lines) | "
+        f"{big.reconcile_s:.2f} | {r_base:.2f} × baseline | ≤ {BASELINE_TARGET} | "
+        f"{met(r_base, BASELINE_TARGET)} |",
+        f"| scaling t({args.events:,}) / t({quarter:,}) | | {r_scale:.2f} | "
+        f"≤ {SCALING_TARGET} | {met(r_scale, SCALING_TARGET)} |",
+        f"| nightly day {hist.days + 1}, empty history | {hist.empty_history_s:.2f} | | | |",
+        f"| nightly day {hist.days + 1}, {hist.days} days of history "
+        f"({hist.history_events:,} events) | {hist.with_history_s:.2f} | {r_hist:.2f} × empty | "
+        f"≤ {HISTORY_TARGET} | {met(r_hist, HISTORY_TARGET)} |",
+        "",
+        f"{args.events:,} events: {big.counts}",
+        f"day {hist.days + 1} with history: {hist.counts_history}",
+        f"day {hist.days + 1} without: {hist.counts_empty}",
+    ]
+    print("\n== summary (paste into docs/performance.md) ==")
+    print("\n".join(lines))
+    missed = [name for name, ratio, target in results if ratio > target]
+    if missed:
+        print(f"\ntargets missed: {', '.join(missed)}")
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
