@@ -58,6 +58,7 @@ fmt: install
 
 bench: install
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/reconcile.py
 
 clean:
 	rm -rf $(FINSUP_HOME) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,15 +1,18 @@
 """`finsup demo`: the main job on the embedded defaults, from a fresh checkout.
 
-Initialises the books, lands the bundled sample files, runs the ``books``
-job through the Dagster instance under ``DAGSTER_HOME`` (so the run shows in
-the UI), imports the sample beneficiaries and runs ``create_payout_batches``,
-which leaves batches pending approval.
+Initialises the books, lands the bundled sample files, generates a
+multi-source reconciliation sample (sample_data/generate.py), serves its PayPal
+transactions from the bundled sandbox, runs ``nightly_reconciliation`` for
+each sample day through the Dagster instance under ``DAGSTER_HOME`` (so the
+runs show in the UI), imports the sample beneficiaries and runs
+``create_payout_batches``, which leaves batches pending approval.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +37,7 @@ def land_samples(landing: Path) -> list[Path]:
     """Copies the bundled sample files into the landing zone (existing files are kept)."""
     copied = []
     for src in sorted(SAMPLE_DATA.rglob("*")):
-        if src.is_file():
+        if src.is_file() and src.suffix in (".csv", ".jsonl"):  # data, not the generator
             dest = landing / src.relative_to(SAMPLE_DATA)
             dest.parent.mkdir(parents=True, exist_ok=True)
             if not dest.exists():
@@ -62,15 +65,52 @@ def run_job(
         )
 
 
+SAMPLE_START = date(2026, 11, 16)
+SAMPLE_DAYS = 6  # the generated sample's five days, and the bundled files' last day
+
+
+def sample_days() -> list[str]:
+    return [(SAMPLE_START + timedelta(days=i)).isoformat() for i in range(SAMPLE_DAYS)]
+
+
+def generate_once(home: Path) -> Path:
+    """The multi-source reconciliation sample, generated on the first demo only."""
+    from finsup_dagster.sample_data.generate import generate_sample
+
+    sandbox_dir = home / "sandbox"
+    marker = sandbox_dir / ".generated"
+    if not marker.exists():
+        sandbox_dir.mkdir(parents=True, exist_ok=True)
+        (sandbox_dir / "paypal_transactions.jsonl").unlink(missing_ok=True)
+        generate_sample(home, sandbox_dir, start=SAMPLE_START, days=SAMPLE_DAYS - 1)
+        marker.touch()
+    return sandbox_dir
+
+
 def run() -> dict[str, bool]:
-    """The demo: books job, then beneficiaries and the payout batches job. Returns run outcomes."""
+    """The demo: the nightly reconciliation for each sample day with the PayPal sandbox
+    serving the API, then beneficiaries and the payout batches job. Returns run outcomes."""
+    from finsup_dagster import settings
+    from finsup_dagster.gateways.sandbox import create_app, serve_in_thread
     from finsup_dagster.ledger import beneficiaries
 
     engine = db.make_engine()
     migrate.upgrade(engine)
-    landing = db.finsup_home() / "landing"
+    home = db.finsup_home()
+    landing = home / "landing"
     land_samples(landing)
-    outcome = {"books": run_job("books").success}
+    sandbox_dir = generate_once(home)
+    outcome = {}
+    app = create_app(sandbox_dir, settings.SANDBOX_CLIENT_ID, settings.SANDBOX_CLIENT_SECRET)
+    with serve_in_thread(app) as base_url:
+        os.environ.update({
+            "FINSUP_PAYPAL_BASE_URL": base_url,
+            "FINSUP_PAYPAL_CLIENT_ID": settings.SANDBOX_CLIENT_ID,
+            "FINSUP_PAYPAL_CLIENT_SECRET": settings.SANDBOX_CLIENT_SECRET,
+        })  # fmt: skip
+        for day in sample_days():
+            result = run_job("nightly_reconciliation", {"finsup/actor": "demo"}, partition_key=day)
+            outcome[f"nightly_reconciliation {day}"] = result.success
     beneficiaries.import_file(engine, landing / "beneficiaries.csv", actor="demo")
     engine.dispose()
     outcome["create_payout_batches"] = run_job(

@@ -24,6 +24,7 @@ from finsup_dagster.assets.revenue import revenue_events
 from finsup_dagster.assets.warehouse import ledger_replica
 from finsup_dagster.definitions import defs
 from finsup_dagster.gateways.sandbox import create_app, serve_in_thread
+from finsup_dagster.jobs import nightly_reconciliation_schedule
 from finsup_dagster.ledger import db, migrate
 from finsup_dagster.ledger.balance import available_balances
 from finsup_dagster.ledger.schema import revenue_events as revenue_table
@@ -207,15 +208,13 @@ def test_the_nightly_job_selects_exactly_these_assets() -> None:
 
 
 def test_schedule_runs_yesterday_at_two_in_the_finance_timezone() -> None:
-    schedule = defs.resolve_schedule_def("nightly_reconciliation_schedule")
-    assert schedule.cron_schedule == "0 2 * * *"
     from datetime import UTC, datetime
 
+    schedule = defs.resolve_schedule_def("nightly_reconciliation_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 2 * * *", "UTC")
     context = dg.build_schedule_context(
         scheduled_execution_time=datetime(2026, 11, 22, 2, tzinfo=UTC)
     )
-    request = schedule.evaluate_tick(context).run_requests
-    assert request is not None and len(request) == 1
-    assert request[0].partition_key == "2026-11-21"
-    assert request[0].run_key == "nightly-2026-11-21"
-    _ = json
+    request = nightly_reconciliation_schedule(context)
+    assert isinstance(request, dg.RunRequest)
+    assert (request.partition_key, request.run_key) == ("2026-11-21", "nightly-2026-11-21")

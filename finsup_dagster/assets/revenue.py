@@ -65,7 +65,7 @@ def revenue_events(
         counts = revenue_counts(conn)
     confirmed: dict[str, int] = {}
     for row in counts:
-        if row["status"] == "confirmed" and row["kind"] != "fee":
+        if row["status"] == "confirmed":
             sign = 1 if row["kind"] == "sale" else -1
             confirmed[row["currency"]] = (
                 confirmed.get(row["currency"], 0) + sign * row["amount_minor"]

@@ -24,17 +24,20 @@ def demo() -> None:
     """Set up the embedded stack, land the sample data, run the jobs, print what came out."""
     from finsup_dagster import demo as demo_run
     from finsup_dagster.cli.payouts import report_pending_approval
+    from finsup_dagster.cli.reconcile import report_reconciliation
 
     outcome = demo_run.run()
     for job, ok in outcome.items():
         out.print(
-            f"[bold]{job}[/bold] job: " + ("succeeded" if ok else "FAILED (see `make dev`, Runs)")
+            f"[bold]{job}[/bold]: " + ("succeeded" if ok else "FAILED (see `make dev`, Runs)")
         )
+    report_reconciliation(date=demo_run.sample_days()[-1], as_json=False)
     available_balance(currency=None, as_json=False)
     report_pending_approval(as_json=False)
     verify_audit_chain(as_json=False)
     out.print(
-        "Next: `make dev` for the Dagster UI; docs/payouts.md to enrol approvers and approve."
+        "Next: `make dev` for the Dagster UI; docs/reconciliation.md for the exceptions; "
+        "docs/payouts.md to enrol approvers and approve."
     )
     if not all(outcome.values()):
         raise typer.Exit(1)

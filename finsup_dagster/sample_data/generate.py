@@ -797,7 +797,11 @@ def _scenarios(
 def _day_counts(
     day: str, events: Mapping[str, Any], lines: Mapping[str, Any], batches: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """What a run for ``day`` reports: matches (made that day and in all), open items by kind."""
+    """What a run for ``day`` reports: matches (made that day and in all), open items by kind.
+
+    ``batch_amount_mismatch`` is the exceptions row of kind ``batch`` (exception_kind
+    ``amount_mismatch``); reconciliation_summary counts it under ``amount_mismatch``.
+    """
     matched_today = sum(
         1 for v in lines.values() if v["outcome"].startswith("matched:") and v["settled_on"] == day
     )
