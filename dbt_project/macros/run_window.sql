@@ -5,13 +5,9 @@
   {%- endif -%}
 {%- endmacro %}
 
-{% macro run_end() -%}
-  cast({{ run_date() }} + interval 1 day as timestamp)
-{%- endmacro %}
-
-{#- Ledger instants are canonical UTC text: YYYY-MM-DDTHH:MM:SS.ffffffZ. -#}
-{% macro utc_instant(column) -%}
-  strptime({{ column }}, '%Y-%m-%dT%H:%M:%S.%fZ')
+{#- The next day as text: a canonical instant before it happened on or before run_date. -#}
+{% macro run_end_text() -%}
+  strftime({{ run_date() }} + interval 1 day, '%Y-%m-%d')
 {%- endmacro %}
 
 {#- The run date as the text stored in run_date columns (partition keys are text). -#}

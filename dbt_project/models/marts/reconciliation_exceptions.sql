@@ -18,7 +18,7 @@
 with
 
 matches as (
-    select * from {{ ref('reconciliation_matches') }}
+    select event_hash, settlement_line_id from {{ ref('reconciliation_matches') }}
     where run_date <= {{ run_date_text() }}
 ),
 
@@ -31,21 +31,23 @@ lines as (
 events as (
     select
         *,
-        date_diff('day', cast(occurred_at as date), {{ run_date() }}) as age_days
+        date_diff('day', occurred_on, {{ run_date() }}) as age_days
     from {{ ref('stg_ledger__revenue_events') }}
     where kind in ('sale', 'refund', 'chargeback')
       and status <> 'reversed'
-      and occurred_at < {{ run_end() }}
+      and occurred_at < {{ run_end_text() }}
 ),
 
 open_lines as (
-    select * from lines
-    where settlement_line_id not in (select settlement_line_id from matches)
+    select lines.*
+    from lines
+    anti join matches on matches.settlement_line_id = lines.settlement_line_id
 ),
 
 open_events as (
-    select * from events
-    where event_hash not in (select event_hash from matches)
+    select events.*
+    from events
+    anti join matches on matches.event_hash = events.event_hash
 ),
 
 -- The event an open line's transaction id names, matched already or not.
@@ -53,7 +55,7 @@ named as (
     select
         open_lines.settlement_line_id,
         events.event_hash,
-        events.event_hash in (select event_hash from matches) as already_matched,
+        matches.event_hash is not null as already_matched,
         events.currency <> open_lines.currency as other_currency,
         row_number() over (
             partition by open_lines.settlement_line_id
@@ -63,7 +65,8 @@ named as (
     inner join events
         on events.external_id = open_lines.gateway_txn_id
         and events.kind = open_lines.kind
-        and coalesce(open_lines.gateway, events.source) = events.source
+    left join matches on matches.event_hash = events.event_hash
+    where coalesce(open_lines.gateway, events.source) = events.source
 ),
 
 line_exceptions as (
@@ -85,16 +88,15 @@ line_exceptions as (
 event_exceptions as (
     select
         case
-            when status = 'projected' and age_days > {{ var('stale_after_days') }}
+            when open_events.status = 'projected'
+                and open_events.age_days > {{ var('stale_after_days') }}
                 then 'stale_projected'
             else 'unmatched_revenue'
         end as exception_kind,
-        *
+        open_events.*
     from open_events
-    where age_days > {{ var('match_window_days') }}
-      and event_hash not in (
-          select event_hash from line_exceptions where event_hash is not null
-      )
+    anti join line_exceptions on line_exceptions.event_hash = open_events.event_hash
+    where open_events.age_days > {{ var('match_window_days') }}
 ),
 
 batches as (
@@ -136,8 +138,8 @@ select
     case when events.currency = line_exceptions.currency
         then line_exceptions.gross_minor - events.amount_minor
     end as amount_difference_minor,
-    strftime(events.occurred_at, '%Y-%m-%dT%H:%M:%S.%fZ') as occurred_at,
-    strftime(line_exceptions.settled_on, '%Y-%m-%d') as settled_on,
+    events.occurred_at,
+    cast(line_exceptions.settled_on as varchar) as settled_on,
     date_diff('day', line_exceptions.settled_on, {{ run_date() }}) as age_days,
     line_exceptions.file_name,
     line_exceptions.record_ref,
@@ -170,7 +172,7 @@ select
     null,
     null,
     null,
-    strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%fZ'),
+    occurred_at,
     null,
     age_days,
     source_file,
@@ -201,7 +203,7 @@ select
     null,
     lines_net_minor - batch_net_minor,
     null,
-    strftime(settled_on, '%Y-%m-%d'),
+    cast(settled_on as varchar),
     date_diff('day', settled_on, {{ run_date() }}),
     file_name,
     batch_ref,

@@ -6,37 +6,52 @@
 ) }}
 
 -- Matched pairs (revenue event, settlement line), one-to-one, with the rule that
--- matched them. Incremental by run_date: a nightly run only looks at events and
--- lines no other run matched, so its cost follows the new day and the open
--- items, not the whole history; running a day again replaces that day's matches.
+-- matched them. Incremental by run_date: a nightly run only pairs events and
+-- lines no other run matched (anti-joins, so history costs a scan of two id
+-- columns, not a rebuild); running a day again replaces that day's matches.
+-- Every join is on equality keys, so DuckDB hash-joins them: the amount
+-- tolerance and the date window are enumerated offsets, not range predicates.
 with
 
-lines as (
-    select * from {{ ref('settlement_lines') }}
-    where kind <> 'other'
-      and settled_on <= {{ run_date() }}
+matched_elsewhere as (
     {% if is_incremental() %}
-      and settlement_line_id not in (
-          select settlement_line_id from {{ this }} where run_date <> {{ run_date_text() }}
-      )
+    select event_hash, settlement_line_id from {{ this }}
+    where run_date <> {{ run_date_text() }}
+    {% else %}
+    select cast(null as varchar) as event_hash, cast(null as varchar) as settlement_line_id
+    where false
     {% endif %}
+),
+
+lines as (
+    select lines.*
+    from {{ ref('settlement_lines') }} as lines
+    anti join matched_elsewhere as m on m.settlement_line_id = lines.settlement_line_id
+    where lines.kind <> 'other'
+      and lines.settled_on <= {{ run_date() }}
 ),
 
 events as (
-    select * from {{ ref('stg_ledger__revenue_events') }}
-    where kind in ('sale', 'refund', 'chargeback')
-      and status <> 'reversed'
-      and occurred_at < {{ run_end() }}
-    {% if is_incremental() %}
-      and event_hash not in (
-          select event_hash from {{ this }} where run_date <> {{ run_date_text() }}
-      )
-    {% endif %}
+    select events.*
+    from {{ ref('stg_ledger__revenue_events') }} as events
+    anti join matched_elsewhere as m on m.event_hash = events.event_hash
+    where events.kind in ('sale', 'refund', 'chargeback')
+      and events.status <> 'reversed'
+      and events.occurred_at < {{ run_end_text() }}
 ),
 
--- Rule 1: the gateway's transaction id names the event. Amount within the
--- tolerance and the same currency, else it is an exception, not a match. The
--- earliest settled line wins; a second one is a duplicate settlement.
+amount_offsets as (
+    select unnest(range(-{{ var('amount_tolerance_minor') }},
+                        {{ var('amount_tolerance_minor') }} + 1)) as delta
+),
+
+day_offsets as (
+    select unnest(range(0, {{ var('match_window_days') }} + 1)) as days
+),
+
+-- Rule 1: the gateway's transaction id names the event, same kind, same
+-- currency, amount within the tolerance (else it is an exception, not a
+-- match). The earliest settled line wins; a later one is a duplicate.
 by_id as (
     select
         events.event_hash,
@@ -49,12 +64,12 @@ by_id as (
             partition by lines.settlement_line_id
             order by events.event_hash
         ) as nth_for_line
-    from events
-    inner join lines
+    from lines
+    inner join events
         on lines.gateway_txn_id = events.external_id
         and lines.kind = events.kind
-        and coalesce(lines.gateway, events.source) = events.source
-    where lines.currency = events.currency
+        and lines.currency = events.currency
+    where coalesce(lines.gateway, events.source) = events.source
       and abs(lines.gross_minor - events.amount_minor) <= {{ var('amount_tolerance_minor') }}
 ),
 
@@ -64,33 +79,49 @@ id_matches as (
     where nth_for_event = 1 and nth_for_line = 1
 ),
 
--- Rule 2: lines without an id, by kind, currency, amount and a date window
--- (occurred at most match_window_days before settlement). Only mutual best
--- candidates pair up, so an ambiguous line is left for a human.
+-- Rule 2: lines without an id, by kind, currency, amount (within the
+-- tolerance) and settled 0..match_window_days after the event's day. Only
+-- mutual best candidates pair up, so an ambiguous line is left for a human.
+candidates as (
+    select
+        lines.settlement_line_id,
+        lines.kind,
+        lines.currency,
+        lines.gateway,
+        lines.gross_minor + amount_offsets.delta as amount_minor,
+        lines.settled_on - cast(day_offsets.days as integer) as occurred_on,
+        day_offsets.days as lag_days
+    from lines
+    cross join amount_offsets
+    cross join day_offsets
+    where lines.gateway_txn_id is null
+),
+
+open_events as (
+    select events.*
+    from events
+    anti join id_matches on id_matches.event_hash = events.event_hash
+),
+
 by_amount as (
     select
-        events.event_hash,
-        lines.settlement_line_id,
+        open_events.event_hash,
+        candidates.settlement_line_id,
         row_number() over (
-            partition by lines.settlement_line_id
-            order by date_diff('day', cast(events.occurred_at as date), lines.settled_on),
-                     events.occurred_at, events.event_hash
+            partition by candidates.settlement_line_id
+            order by candidates.lag_days, open_events.occurred_at, open_events.event_hash
         ) as pick_for_line,
         row_number() over (
-            partition by events.event_hash
-            order by date_diff('day', cast(events.occurred_at as date), lines.settled_on),
-                     lines.settlement_line_id
+            partition by open_events.event_hash
+            order by candidates.lag_days, candidates.settlement_line_id
         ) as pick_for_event
-    from events
-    inner join lines
-        on lines.gateway_txn_id is null
-        and lines.kind = events.kind
-        and coalesce(lines.gateway, events.source) = events.source
-        and lines.currency = events.currency
-        and abs(lines.gross_minor - events.amount_minor) <= {{ var('amount_tolerance_minor') }}
-        and date_diff('day', cast(events.occurred_at as date), lines.settled_on)
-            between 0 and {{ var('match_window_days') }}
-    where events.event_hash not in (select event_hash from id_matches)
+    from candidates
+    inner join open_events
+        on open_events.kind = candidates.kind
+        and open_events.currency = candidates.currency
+        and open_events.amount_minor = candidates.amount_minor
+        and open_events.occurred_on = candidates.occurred_on
+    where coalesce(candidates.gateway, open_events.source) = open_events.source
 ),
 
 amount_matches as (
@@ -112,10 +143,10 @@ select
     events.kind,
     events.amount_minor as revenue_amount_minor,
     events.currency as revenue_currency,
-    strftime(events.occurred_at, '%Y-%m-%dT%H:%M:%S.%fZ') as occurred_at,
+    events.occurred_at,
     lines.settlement_line_id,
     lines.settlement_source,
-    strftime(lines.settled_on, '%Y-%m-%d') as settled_on,
+    cast(lines.settled_on as varchar) as settled_on,
     lines.gross_minor,
     lines.currency,
     lines.fee_minor,

@@ -38,28 +38,31 @@ exceptions as (
     group by all
 ),
 
+matches_to_date as (
+    select event_hash from {{ ref('reconciliation_matches') }}
+    where run_date <= {{ run_date_text() }}
+),
+
+exception_events as (
+    select event_hash from {{ ref('reconciliation_exceptions') }}
+    where run_date = {{ run_date_text() }} and event_hash is not null
+),
+
 awaiting as (
     select
         'awaiting_settlement' as category,
-        currency,
+        events.currency,
         count(*) as items,
-        sum(case when kind = 'sale' then amount_minor else -amount_minor end),
+        sum(case when events.kind = 'sale' then events.amount_minor else -events.amount_minor end),
         0
-    from {{ ref('stg_ledger__revenue_events') }}
-    where kind in ('sale', 'refund', 'chargeback')
-      and status <> 'reversed'
-      and occurred_at < {{ run_end() }}
-      and date_diff('day', cast(occurred_at as date), {{ run_date() }})
-          <= {{ var('match_window_days') }}
-      and event_hash not in (
-          select event_hash from {{ ref('reconciliation_matches') }}
-          where run_date <= {{ run_date_text() }}
-      )
-      and event_hash not in (
-          select event_hash from {{ ref('reconciliation_exceptions') }}
-          where run_date = {{ run_date_text() }} and event_hash is not null
-      )
-    group by currency
+    from {{ ref('stg_ledger__revenue_events') }} as events
+    anti join matches_to_date on matches_to_date.event_hash = events.event_hash
+    anti join exception_events on exception_events.event_hash = events.event_hash
+    where events.kind in ('sale', 'refund', 'chargeback')
+      and events.status <> 'reversed'
+      and events.occurred_at < {{ run_end_text() }}
+      and events.occurred_on >= {{ run_date() }} - {{ var('match_window_days') }}
+    group by events.currency
 )
 
 select {{ run_date_text() }} as run_date, * from matched

@@ -22,7 +22,7 @@ renamed as (
         fee_minor,
         fee_currency,
         cast(settled_on as date) as settled_on,
-        {{ utc_instant('occurred_at') }} as occurred_at,
+        occurred_at,
         description
     from source
 )
