@@ -498,7 +498,6 @@ def first_build(
     compiled: Compiled,
     day: str,
     models: tuple[str, ...] = MODELS,
-    *,
 ) -> Breakdown:
     """The marts built from nothing for ``day`` (what dbt does when they do not exist)."""
     took: Breakdown = {}
@@ -509,8 +508,7 @@ def first_build(
             conn,
             [
                 f"DROP TABLE IF EXISTS {rel}",
-                f"CREATE TABLE {rel} AS"
-                f" {compiled.sql(name, day, nightly=False)}",
+                f"CREATE TABLE {rel} AS {compiled.sql(name, day, nightly=False)}",
             ],
         )
         took[name] = time.perf_counter() - start
@@ -635,9 +633,7 @@ class HistoryResult:
 def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, days: int) -> None:
     """History as if every night of days 0..days-1 had run.
 
-    Matches: the first-build SQL once for the last night, with rule 2's amount
-    condition written as the equi-join it is equal to (tolerance 0; the model's
-    own form takes minutes on a year, see part 1), then each match re-dated to
+    Matches: the first-build SQL once for the last night, then each match re-dated to
     the night its line settled. Exceptions and summary: built once for the last
     night, and that snapshot copied to every earlier night with the items that
     had appeared by then.
