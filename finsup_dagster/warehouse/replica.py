@@ -5,9 +5,10 @@ only what changed since the copy's own high-water marks, so its cost follows
 the day's changes, not the size of the books:
 
 - ``revenue_events`` by ``status_changed_at`` (indexed), upserted by
-  ``event_hash``. The watermark is taken back by ``OVERLAP`` because a writer
-  that stamped a row before our last copy may have committed after it; the
-  upsert makes re-reading those rows harmless.
+  ``event_hash``. The watermark (``ledger.replica_watermarks``) is the time the
+  last copy started, taken back by ``OVERLAP``: a writer that stamped a row
+  before that copy may have committed after it, and clocks of different
+  machines drift. The upsert makes re-reading those rows harmless.
 - ``journal_entries`` and ``postings`` are append-only: rows with an id past
   the copy's largest id, less ``ID_OVERLAP`` for the same reason (sequence
   order is not commit order on PostgreSQL), inserted where missing.
@@ -57,6 +58,8 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
         run(conn, "CREATE SCHEMA IF NOT EXISTS ledger")
         for table in (revenue_events, journal_entries, postings, transaction_log):
             run(conn, _ddl(table))
+        run(conn, "CREATE TABLE IF NOT EXISTS ledger.replica_watermarks"
+                  " (table_name VARCHAR PRIMARY KEY, watermark VARCHAR NOT NULL)")  # fmt: skip
 
 
 def replicate(engine: Engine, conn: duckdb.DuckDBPyConnection) -> ReplicaStats:
@@ -81,28 +84,30 @@ def _frame(table: sa.Table, rows: list[sa.Row[tuple[object, ...]]]) -> pd.DataFr
 
 
 def _copy_revenue_events(engine: Engine, conn: duckdb.DuckDBPyConnection) -> int:
-    mark = one(conn, "SELECT max(status_changed_at) FROM ledger.revenue_events")
-    since = None if mark is None or mark[0] is None else _earlier(str(mark[0]), OVERLAP)
+    row = one(conn, "SELECT watermark FROM ledger.replica_watermarks WHERE table_name = ?",
+              ["revenue_events"])  # fmt: skip
+    started = clock.now()  # before reading: a change stamped after this is read next time
     query = sa.select(revenue_events)
-    if since is not None:
-        query = query.where(revenue_events.c.status_changed_at >= since)
+    if row is not None:
+        query = query.where(revenue_events.c.status_changed_at >= str(row[0]))
     with db.read(engine) as ledger:
         rows = list(ledger.execute(query))
-    if not rows:
-        return 0
     frame = _frame(revenue_events, rows)
     with transaction(conn):
-        conn.register("changed_events", frame)
-        try:
-            run(
-                conn,
-                "DELETE FROM ledger.revenue_events"
-                " WHERE event_hash IN (SELECT event_hash FROM changed_events)",
-            )
-            run(conn, "INSERT INTO ledger.revenue_events BY NAME SELECT * FROM changed_events")
-        finally:
-            conn.unregister("changed_events")
-    return len(frame)
+        if rows:
+            conn.register("changed_events", frame)
+            try:
+                run(
+                    conn,
+                    "DELETE FROM ledger.revenue_events"
+                    " WHERE event_hash IN (SELECT event_hash FROM changed_events)",
+                )
+                run(conn, "INSERT INTO ledger.revenue_events BY NAME SELECT * FROM changed_events")
+            finally:
+                conn.unregister("changed_events")
+        run(conn, "INSERT OR REPLACE INTO ledger.replica_watermarks VALUES (?, ?)",
+            ["revenue_events", _earlier(started, OVERLAP)])  # fmt: skip
+    return len(rows)
 
 
 def _copy_appended(
