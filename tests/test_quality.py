@@ -68,6 +68,7 @@ def raw_revenue_rows() -> pd.DataFrame:
             "occurred_at": ["2026-01-30T12:00:00+00:00", "yesterday"],
             "kind": ["sale", "refund"],
             "status": [None, "confirmed"],
+            "problem": [None, None],
             "raw": ["...", "..."],
         }
     )
@@ -268,8 +269,10 @@ def test_raw_revenue_rows_only_check_structure() -> None:
     assert "column 'amount' failed dtype('str')" in refusal(
         RawRevenueRows, df.assign(amount=[12.5, 3.0])
     )
-    assert "column 'source' has missing values" in refusal(
-        RawRevenueRows, df.assign(source=[None, "stripe"])
+    # A missing field is the ledger's to refuse, row by row: the file still lands.
+    validate(RawRevenueRows, df.assign(source=[None, "stripe"]), WHAT)
+    assert "column 'problem' failed dtype('str')" in refusal(
+        RawRevenueRows, df.assign(problem=[1.5, None])
     )
 
 

@@ -168,3 +168,25 @@ def _raw(ev: RevenueEvent) -> dict[str, str]:
 
 def _balances(conn: sa.Connection) -> dict[str, int]:
     return {b.currency: b.available_minor for b in available_balances(conn)}
+
+
+def test_a_revenue_file_with_bad_rows_lands_whole_for_the_ledger_to_refuse(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    folder = home / "landing" / "revenue" / DAY
+    folder.mkdir(parents=True)
+    (folder / "a.jsonl").write_text(
+        '{"external_id": "X1", "amount": "1.00", "currency": "USD", '
+        '"occurred_at": "2026-11-20T10:00:00Z", "kind": "sale"}\n'
+        '{"source": "s", "external_id": "X2", "amount": 5, "currency": "USD", '
+        '"occurred_at": "2026-11-20T10:00:00Z", "kind": "sale"}\n'
+        "not json\n"
+    )
+    with duckdb.connect(str(tmp_path / "wh.duckdb")) as wh:
+        report = raw.land_partition(wh, home, "revenue", DAY)
+        assert report.quarantined == [] and report.rows == 3
+        rows = wh.execute(
+            "SELECT row_number, source, problem FROM raw.revenue_files ORDER BY row_number"
+        ).fetchall()
+    assert rows[0] == (1, None, None)  # missing source: the ledger's to refuse
+    assert rows[1][2] is not None and "decimal string" in rows[1][2]  # a JSON number amount
+    assert rows[2][2] is not None and "not valid JSON" in rows[2][2]

@@ -1,5 +1,6 @@
 """Landed files become raw warehouse tables, one asset per landing format and day."""
 
+import warnings
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -9,12 +10,14 @@ import dagster as dg
 import duckdb as duck
 import pandas as pd
 from dagster_duckdb import DuckDBResource
+from dagster_pandera import pandera_schema_to_dagster_type
 
 from finsup_dagster import landing
 from finsup_dagster.assets.metadata import markdown_table, money_by_currency
 from finsup_dagster.assets.partitions import daily
 from finsup_dagster.gateways.paypal_reporting import GatewayError, fetch_transaction_pages
 from finsup_dagster.ledger import clock
+from finsup_dagster.quality import schemas
 from finsup_dagster.resources import LedgerResource, PayPalReportingResource
 from finsup_dagster.warehouse import raw
 from finsup_dagster.warehouse.raw import LandingReport
@@ -29,6 +32,15 @@ DESCRIPTIONS = {
     "camt053": "Bank statements in ISO 20022 camt.053 XML, one row per entry or batch item",
     "settlement-csv": "Generic settlement CSV (docs/reconciliation.md)",
 }
+
+
+def column_schema(fmt: str) -> dict[str, dg.MetadataValue]:
+    """The raw table's columns in the UI, from the pandera model that guards it."""
+    model = schemas.SettlementLines if fmt in landing.SETTLEMENT_FORMATS else schemas.RawRevenueRows
+    with warnings.catch_warnings():  # dagster-pandera is marked beta
+        warnings.simplefilter("ignore")
+        schema = pandera_schema_to_dagster_type(model).metadata["schema"]
+    return {"dagster/column_schema": schema}
 
 
 def raw_key(fmt: str) -> dg.AssetKey:
@@ -73,6 +85,7 @@ def build_raw_asset(fmt: str) -> dg.AssetsDefinition:
                 code_version="1",
                 kinds={"duckdb", "python"},
                 owners=OWNERS,
+                metadata=column_schema(fmt),
                 description=(
                     f"{DESCRIPTIONS[fmt]}, landed from FINSUP_HOME/landing/{fmt}/<day>/ into "
                     f"raw.{table} with file name, row number and content hash on every row. "

@@ -130,15 +130,20 @@ class SettlementLines(_FileRows):
 
 
 class RawRevenueRows(_FileRows):
-    """Revenue file rows as text, before the ledger parses them: structure only."""
+    """Revenue file rows as text, before the ledger parses them: structure only.
 
-    source: Series[str]
-    external_id: Series[str]
-    amount: Series[str] = pa.Field(description="Decimal amount as written in the file.")
-    currency: Series[str] = pa.Field(description="Currency as written in the file.")
-    occurred_at: Series[str] = pa.Field(description="Instant as written in the file.")
-    kind: Series[str]
+    Every field may be missing: a row without one is kept, and the ledger
+    refuses that row alone into the rejects file, never the whole file.
+    """
+
+    source: Series[str] = pa.Field(nullable=True)
+    external_id: Series[str] = pa.Field(nullable=True)
+    amount: Series[str] = pa.Field(nullable=True, description="Decimal amount as written.")
+    currency: Series[str] = pa.Field(nullable=True, description="Currency as written.")
+    occurred_at: Series[str] = pa.Field(nullable=True, description="Instant as written.")
+    kind: Series[str] = pa.Field(nullable=True)
     status: Series[str] = pa.Field(nullable=True)
+    problem: Series[str] = pa.Field(nullable=True, description="Why the row could not be read.")
     raw: Series[str] = pa.Field(description="The source row as read, for audit.")
 
     class Config:
