@@ -2,7 +2,9 @@
 
 import json
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -68,7 +70,13 @@ def reconciliation_models(
     # The dbt profile reads the warehouse path from the environment (dbt_project/profiles.yml).
     os.environ["FINSUP_WAREHOUSE_PATH"] = duckdb.database
     run_vars = json.dumps({"run_date": context.partition_key})
-    yield from dbt.cli(["build", "--vars", run_vars], context=context).stream()
+    # A scratch target per run: dbt's compiled SQL and run results are kept by
+    # Dagster as events, and a folder per night would otherwise pile up.
+    with tempfile.TemporaryDirectory(prefix="finsup-dbt-") as target:
+        invocation = dbt.cli(
+            ["build", "--vars", run_vars], context=context, target_path=Path(target)
+        )
+        yield from invocation.stream()
 
 
 @dg.asset(
