@@ -278,12 +278,21 @@ def _describe(key: tuple[int, str, str], cases: list[dict[str, Any]], df: pd.Dat
         return f"column {column!r} has missing values{where}"
     if check == "field_uniqueness":
         return f"column {column!r} is not unique{where}"
+    # Once dagster-pandera has turned a model into a Dagster type, pandera reports
+    # a custom check by its method name (_settled_on_is_a_date) rather than its
+    # name= (is_date): both mean the same.
+    check = _METHOD_CHECKS.get(check, check)
     for pattern, meaning in _MEANINGS.items():
         if check == pattern or check == f"str_matches('{pattern}')":
             return f"column {column!r} {meaning}{where}"
     return f"column {column!r} failed {_one_line(check)}{where}"
 
 
+_METHOD_CHECKS = {
+    "_partition_date_is_a_date": "is_date",
+    "_settled_on_is_a_date": "is_date",
+    "_occurred_at_is_an_instant": "is_instant",
+}
 _MEANINGS = {
     CURRENCY_RE: "is not an ISO 4217 code (3 uppercase letters)",
     SHA256_RE: "is not a SHA-256 (64 lowercase hex digits)",
