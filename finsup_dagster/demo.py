@@ -54,7 +54,12 @@ def run_job(
 
     from finsup_dagster.definitions import defs
 
-    prepare_instance(Path(os.environ["DAGSTER_HOME"]))
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        from finsup_dagster.ledger.errors import LedgerError
+
+        raise LedgerError("DAGSTER_HOME is not set: point it at the Dagster instance folder")
+    prepare_instance(Path(home))
     with dg.DagsterInstance.get() as instance:
         return defs.resolve_job_def(name).execute_in_process(
             instance=instance,

@@ -111,8 +111,9 @@ def quarantine(
     if target.exists():  # the same name refused before: keep both
         stamp = clock.now().replace(":", "").replace("-", "").replace(".", "")
         target = folder / f"{path.stem}.{stamp}{path.suffix}"
-    shutil.move(str(path), target)
     reason = _one_line(str(error))
+    # The reason first: a crash between the two leaves the file where it was,
+    # to be refused again next run, never a quarantined file without a reason.
     target.with_name(target.name + REASON_SUFFIX).write_text(
         f"reason: {reason}\n"
         f"error: {type(error).__name__}\n"
@@ -123,6 +124,7 @@ def quarantine(
         f"quarantined_at: {clock.now()}\n",
         encoding="utf-8",
     )
+    shutil.move(str(path), target)
     return Quarantined(target, fmt, day, reason, type(error).__name__)
 
 

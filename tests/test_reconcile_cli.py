@@ -76,6 +76,9 @@ def test_reconcile_a_day_through_the_instance_and_fail_on_a_bad_footer(tmp_path:
 
     assert_one_line_error(finsup(env, "reconcile", "--date", "2026-13-01"), "not a calendar date")
     assert_one_line_error(
+        finsup(env, "reconcile", "--date", "2024-12-31"), "not a reconciliation day"
+    )
+    assert_one_line_error(
         finsup(env, "report-reconciliation", "--date", "2026-11-19"), "has not been reconciled"
     )
 

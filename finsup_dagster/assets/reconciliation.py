@@ -105,6 +105,12 @@ def reconciliation_models(
             asset=["ledger", "revenue_confirmations"],
             description="Projected events unsettled for longer than stale_after_days.",
         ),
+        dg.AssetCheckSpec(
+            "fees_agree",
+            asset=["ledger", "revenue_confirmations"],
+            description="Every fee of tonight's matches is in the books as settled: none "
+            "already posted with another amount.",
+        ),
     ],
 )
 def revenue_confirmations(
@@ -142,6 +148,17 @@ def revenue_confirmations(
             "exceptions_preview": dg.MetadataValue.md(_exceptions_md(preview)),
         }
     )
+    for conflict in result.fee_conflicts:
+        context.log.error(f"fee not posted: {conflict}")
+    yield dg.AssetCheckResult(
+        check_name="fees_agree",
+        passed=not result.fee_conflicts,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="fees agree" if not result.fee_conflicts else
+        f"{len(result.fee_conflicts)} fee(s) differ from the books: {result.fee_conflicts[0]}",
+        metadata={"conflicts": dg.MetadataValue.md(
+            "\n".join(f"- {c}" for c in result.fee_conflicts) or "none")},
+    )  # fmt: skip
     threshold = reconciliation_policy.threshold
     yield dg.AssetCheckResult(
         check_name="unmatched_rate",

@@ -34,9 +34,15 @@ def reconcile(date: DateOption, as_json: JsonFlag = False) -> None:
     """
     import dagster as dg
 
+    from finsup_dagster.assets.partitions import daily
     from finsup_dagster.demo import run_job
 
     day = check_day(date)
+    if day not in daily.get_partition_keys():
+        raise LedgerError(
+            f"{day} is not a reconciliation day: days run from "
+            f"{daily.start.date().isoformat()} to {daily.get_last_partition_key()}"
+        )
     result = run_job("nightly_reconciliation", tags={"finsup/actor": "cli"}, partition_key=day)
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     errors = [e for e in failed if e.severity == dg.AssetCheckSeverity.ERROR]

@@ -30,7 +30,7 @@ from finsup_dagster.ledger.audit_log import LogRecord
 from finsup_dagster.ledger.bulk import select_where_in
 from finsup_dagster.ledger.journal import Account, debit_credit, post_entry
 from finsup_dagster.ledger.revenue import RevenueEvent, event_hash, ingest
-from finsup_dagster.ledger.schema import journal_entries, revenue_events
+from finsup_dagster.ledger.schema import journal_entries, postings, revenue_events
 
 FEE_CREDIT_REFERENCE = "settlement_fee_credit"
 
@@ -51,6 +51,9 @@ class ConfirmationResult:
     fees_posted: int = 0
     fee_credits_posted: int = 0
     fees_already_posted: int = 0
+    # Fees the books hold differently from tonight's match (a day re-run after a
+    # later file changed the pairing): never overwritten, always reported.
+    fee_conflicts: list[str] = field(default_factory=list)
     confirmed_minor: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     fees_minor: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -86,11 +89,18 @@ def confirm_matches(
         done = ingest(engine, enumerate(charged, 1), source_file=run_label, actor=actor)
         result.fees_posted = done.inserted
         result.fees_already_posted += done.unchanged
-        for fee in charged:
-            result.fees_minor[fee.currency] += fee.amount_minor
+        refused = {r.row for r in done.rejected}
+        for n, fee in enumerate(charged, 1):
+            if n in refused:
+                result.fee_conflicts.append(
+                    f"{fee.source}:{fee.external_id} is already posted with another amount, "
+                    f"currency or date than {fee.amount_minor} {fee.currency} on {fee.occurred_at[:10]}"
+                )
+            else:
+                result.fees_minor[fee.currency] += fee.amount_minor
     credits = [(m, ev) for m, ev in fees if m.fee_minor < 0]
     if credits:
-        posted, seen = _post_fee_credits(engine, credits, actor)
+        posted, seen = _post_fee_credits(engine, credits, actor, result.fee_conflicts)
         result.fee_credits_posted = posted
         result.fees_already_posted += seen
         for m, _ in credits:
@@ -120,24 +130,35 @@ def _fee_event(ev: RevenueEvent, m: SettledMatch) -> RevenueEvent:
 
 
 def _post_fee_credits(
-    engine: Engine, credits: Sequence[tuple[SettledMatch, RevenueEvent]], actor: str
+    engine: Engine,
+    credits: Sequence[tuple[SettledMatch, RevenueEvent]],
+    actor: str,
+    conflicts: list[str],
 ) -> tuple[int, int]:
     posted = seen = 0
     with db.write(engine) as conn:
         keys = [f"{ev.source}:{fee_external_id(ev)}" for _, ev in credits]
         done = {
-            r[0]
+            r[0]: int(r[1])
             for r in conn.execute(
-                sa.select(journal_entries.c.reference_id).where(
+                sa.select(journal_entries.c.reference_id, sa.func.sum(postings.c.amount_minor))
+                .join(postings, postings.c.entry_id == journal_entries.c.id)
+                .where(
                     journal_entries.c.reference_type == FEE_CREDIT_REFERENCE,
                     journal_entries.c.reference_id.in_(keys),
+                    postings.c.account == Account.GATEWAY_CLEARING,
                 )
+                .group_by(journal_entries.c.reference_id)
             )
         }
         log = []
         for (m, ev), key in zip(credits, keys, strict=True):
             if key in done:
-                seen += 1
+                if done[key] != -m.fee_minor:
+                    conflicts.append(f"{key}: fee credit already posted as {done[key]}, "
+                                     f"tonight's match says {-m.fee_minor} {m.fee_currency}")  # fmt: skip
+                else:
+                    seen += 1
                 continue
             entry = post_entry(
                 conn,
@@ -152,7 +173,7 @@ def _post_fee_credits(
                 amount_minor=-m.fee_minor, currency=m.fee_currency,
                 detail={"entry_id": entry, "settled_on": m.settled_on},
             ))  # fmt: skip
-            done.add(key)
+            done[key] = -m.fee_minor
             posted += 1
         audit_log.append(conn, log)
     return posted, seen

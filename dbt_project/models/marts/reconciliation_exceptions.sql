@@ -106,13 +106,17 @@ batches as (
         any_value(currency) as currency,
         max(settled_on) as settled_on,
         any_value(file_name) as file_name,
-        sum(case when direction = 'credit' then gross_minor else -gross_minor end)
-            - sum(fee_minor) as lines_net_minor,
+        -- The credited (or debited) amount is unsigned, as the bank states it.
+        abs(sum(case when direction = 'credit' then gross_minor else -gross_minor end)
+            - sum(fee_minor)) as lines_net_minor,
         min(batch_net_minor) as batch_net_minor,
         count(*) as line_count
     from lines
     where batch_ref is not null and batch_net_minor is not null
     group by batch_ref, settlement_source
+    -- Only a batch in one currency, fees included, can be added up; finsup
+    -- never converts, and a mixed batch shows up line by line instead.
+    having count(distinct currency) = 1 and bool_and(fee_currency = currency)
 ),
 
 batch_exceptions as (
@@ -150,7 +154,8 @@ select
         when 'amount_mismatch' then 'settled ' || cast(line_exceptions.gross_minor as varchar)
             || ', revenue ' || cast(events.amount_minor as varchar) || ' (minor units)'
         else 'no revenue event for this settlement line'
-    end as detail
+    end as detail,
+    line_exceptions.fee_currency
 from line_exceptions
 left join events on events.event_hash = line_exceptions.event_hash
 
@@ -181,7 +186,8 @@ select
         when 'stale_projected' then 'projected and unsettled for ' || cast(age_days as varchar)
             || ' days'
         else 'no settlement line after ' || cast(age_days as varchar) || ' days'
-    end
+    end,
+    cast(null as varchar)
 from event_exceptions
 
 union all
@@ -209,5 +215,6 @@ select
     batch_ref,
     'batch ' || batch_ref || ': ' || cast(line_count as varchar) || ' lines net '
         || cast(lines_net_minor as varchar) || ', credited '
-        || cast(batch_net_minor as varchar) || ' (minor units)'
+        || cast(batch_net_minor as varchar) || ' (minor units)',
+    cast(null as varchar)
 from batch_exceptions

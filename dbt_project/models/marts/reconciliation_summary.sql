@@ -11,16 +11,22 @@
 -- signed in minor units (refunds and chargebacks negative).
 with
 
+-- Fees are summed in their own currency, which need not be the line's.
 matched as (
     select
         'matched' as category,
         currency,
         count(*) as items,
         sum(case when kind = 'sale' then gross_minor else -gross_minor end) as net_amount_minor,
-        sum(fee_minor) as fee_minor
+        0 as fee_minor
     from {{ ref('reconciliation_matches') }}
     where run_date = {{ run_date_text() }}
     group by currency
+    union all
+    select 'matched', fee_currency, 0, 0, sum(fee_minor)
+    from {{ ref('reconciliation_matches') }}
+    where run_date = {{ run_date_text() }}
+    group by fee_currency
 ),
 
 exceptions as (
@@ -32,9 +38,14 @@ exceptions as (
             case when kind in ('refund', 'chargeback') then -1 else 1 end
             * coalesce(gross_minor, revenue_amount_minor)
         ) as net_amount_minor,
-        coalesce(sum(fee_minor), 0) as fee_minor
+        0 as fee_minor
     from {{ ref('reconciliation_exceptions') }}
     where run_date = {{ run_date_text() }}
+    group by all
+    union all
+    select exception_kind, fee_currency, 0, 0, sum(fee_minor)
+    from {{ ref('reconciliation_exceptions') }}
+    where run_date = {{ run_date_text() }} and fee_currency is not null
     group by all
 ),
 
@@ -63,10 +74,22 @@ awaiting as (
       and events.occurred_at < {{ run_end_text() }}
       and events.occurred_on >= {{ run_date() }} - {{ var('match_window_days') }}
     group by events.currency
+),
+
+all_rows as (
+    select * from matched
+    union all
+    select * from exceptions
+    union all
+    select * from awaiting
 )
 
-select {{ run_date_text() }} as run_date, * from matched
-union all
-select {{ run_date_text() }}, * from exceptions
-union all
-select {{ run_date_text() }}, * from awaiting
+select
+    {{ run_date_text() }} as run_date,
+    category,
+    currency,
+    sum(items) as items,
+    sum(net_amount_minor) as net_amount_minor,
+    sum(fee_minor) as fee_minor
+from all_rows
+group by category, currency
