@@ -10,12 +10,11 @@ Earnings (the payouts issue) still land flat in ``landing/earnings``.
 
 from __future__ import annotations
 
-import re
 import shutil
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
+from finsup_dagster.formats.common import check_date
 from finsup_dagster.ledger import clock
 from finsup_dagster.ledger.errors import InvalidInput
 
@@ -30,24 +29,12 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
 FORMATS = tuple(SUFFIXES)
 SETTLEMENT_FORMATS = ("paypal-stl", "camt053", "settlement-csv")
 REASON_SUFFIX = ".reason.txt"
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def check_day(day: str) -> str:
-    """A partition key, YYYY-MM-DD, or a one-line error."""
-    if not _DAY.match(day):
-        raise InvalidInput(f"{day!r} is not a date: use YYYY-MM-DD")
-    try:
-        date.fromisoformat(day)
-    except ValueError:
-        raise InvalidInput(f"{day!r} is not a calendar date") from None
-    return day
 
 
 def partition_dir(landing: Path, fmt: str, day: str) -> Path:
     if fmt not in SUFFIXES:
         raise InvalidInput(f"unknown landing format {fmt!r}: use one of {', '.join(FORMATS)}")
-    return landing / fmt / check_day(day)
+    return landing / fmt / check_date(day)
 
 
 def is_input(path: Path) -> bool:
@@ -97,8 +84,13 @@ class Quarantined:
         return self.error == "FooterMismatch"
 
 
+def file_stamp() -> str:
+    """Now, as a file-name-safe text: 20261120T020006773596Z."""
+    return clock.now().replace(":", "").replace("-", "").replace(".", "")
+
+
 def quarantine_dir(home: Path, fmt: str, day: str) -> Path:
-    return home / "quarantine" / fmt / check_day(day)
+    return home / "quarantine" / fmt / check_date(day)
 
 
 def quarantine(
@@ -109,8 +101,7 @@ def quarantine(
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / path.name
     if target.exists():  # the same name refused before: keep both
-        stamp = clock.now().replace(":", "").replace("-", "").replace(".", "")
-        target = folder / f"{path.stem}.{stamp}{path.suffix}"
+        target = folder / f"{path.stem}.{file_stamp()}{path.suffix}"
     reason = _one_line(str(error))
     # The reason first: a crash between the two leaves the file where it was,
     # to be refused again next run, never a quarantined file without a reason.

@@ -16,7 +16,6 @@ from finsup_dagster import landing
 from finsup_dagster.assets.metadata import markdown_table, money_by_currency
 from finsup_dagster.assets.partitions import daily
 from finsup_dagster.gateways.paypal_reporting import GatewayError, fetch_transaction_pages
-from finsup_dagster.ledger import clock
 from finsup_dagster.quality import schemas
 from finsup_dagster.resources import LedgerResource, PayPalReportingResource
 from finsup_dagster.warehouse import raw
@@ -134,7 +133,7 @@ def _fetch_paypal(paypal: PayPalReportingResource, home: Path, day: str) -> int:
     start = datetime.combine(date.fromisoformat(day), time(), tz)
     folder = landing.partition_dir(home / "landing", "paypal-transactions", day)
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = clock.now().replace(":", "").replace("-", "").replace(".", "")
+    stamp = landing.file_stamp()
     saved = 0
     for label, body in fetch_transaction_pages(
         paypal.credentials(), start, start + timedelta(days=1)

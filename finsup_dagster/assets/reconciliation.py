@@ -123,11 +123,10 @@ def revenue_confirmations(
     with duckdb.get_connection() as conn:
         matches = reports.matches_for(conn, day)
         rep = reports.report(conn, day)
-        open_items, matched_total, rate = reports.unmatched_rate(conn, day)
-        preview = reports.exceptions(conn, day, limit=25)
-        stale = [
-            e for e in reports.exceptions(conn, day) if e["exception_kind"] == "stale_projected"
-        ]
+        exceptions = reports.exceptions(conn, day)
+    open_items, matched_total, rate = reports.unmatched_rate(rep)
+    preview = exceptions[:25]
+    stale = [e for e in exceptions if e["exception_kind"] == "stale_projected"]
     result = confirm_matches(
         ledger.engine, matches, actor=f"dagster:{context.run.run_id[:8]}",
         run_label=f"reconciliation:{day}",

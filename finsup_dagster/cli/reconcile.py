@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from finsup_dagster.cli.common import JsonFlag, app, emit_json, fail, out
-from finsup_dagster.landing import check_day
+from finsup_dagster.formats.common import check_date
 from finsup_dagster.ledger.errors import LedgerError
 from finsup_dagster.ledger.money import format_minor
 
@@ -37,7 +37,7 @@ def reconcile(date: DateOption, as_json: JsonFlag = False) -> None:
     from finsup_dagster.assets.partitions import daily
     from finsup_dagster.demo import run_job
 
-    day = check_day(date)
+    day = check_date(date)
     if day not in daily.get_partition_keys():
         raise LedgerError(
             f"{day} is not a reconciliation day: days run from "
@@ -82,7 +82,7 @@ def report_reconciliation(
     from finsup_dagster.warehouse.connection import connect
 
     with connect(warehouse_path(), read_only=True) as conn:
-        day = check_day(date) if date else reports.latest_run_date(conn)
+        day = check_date(date) if date else reports.latest_run_date(conn)
         if day is None:
             fail("nothing reconciled yet: run `finsup reconcile --date YYYY-MM-DD` first")
         report = reports.report(conn, day)

@@ -60,17 +60,13 @@ def summary(conn: duckdb.DuckDBPyConnection, day: str) -> list[dict[str, Any]]:
     )
 
 
-def exceptions(
-    conn: duckdb.DuckDBPyConnection, day: str, limit: int | None = None
-) -> list[dict[str, Any]]:
+def exceptions(conn: duckdb.DuckDBPyConnection, day: str) -> list[dict[str, Any]]:
     if not _has_table(conn, "reconciliation_exceptions"):
         return []
     sql = (
         "SELECT * FROM reconciliation_exceptions WHERE run_date = ?"
         " ORDER BY exception_kind, coalesce(settled_on, occurred_at), record_ref, external_id"
     )
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
     return _dicts(conn, sql, [day])
 
 
@@ -114,13 +110,12 @@ def report(conn: duckdb.DuckDBPyConnection, day: str) -> dict[str, Any]:
     return out
 
 
-def unmatched_rate(conn: duckdb.DuckDBPyConnection, day: str) -> tuple[int, int, float]:
-    """(open revenue items, matched to date, share of due events still open).
+def unmatched_rate(rep: dict[str, Any]) -> tuple[int, int, float]:
+    """(open revenue items, matched to date, share of due events still open), from a ``report``.
 
     Due events are those older than the match window, plus every event ever
     matched; open ones are the unmatched_revenue and stale_projected items.
     """
-    rep = report(conn, day)
     open_items = sum(rep[k] for k in REVENUE_SIDE)
     matched = rep["matched_to_date"]
     due = open_items + matched
