@@ -1,0 +1,25 @@
+{#- The one shape every settlement source is staged into. Each staging model
+    names its source (the settlement_source label) and who settled the line
+    (gateway: a SQL expression; NULL when the file does not say). -#}
+{% macro settlement_line_columns(settlement_source, gateway) -%}
+        content_sha256 || ':' || cast(row_number as varchar) as settlement_line_id,
+        '{{ settlement_source }}' as settlement_source,
+        {{ gateway }} as gateway,
+        partition_date,
+        file_name,
+        row_number,
+        record_ref,
+        nullif(trim(gateway_txn_id), '') as gateway_txn_id,
+        batch_ref,
+        batch_net_minor,
+        event_code,
+        kind,
+        direction,
+        gross_minor,
+        currency,
+        fee_minor,
+        fee_currency,
+        cast(settled_on as date) as settled_on,
+        occurred_at,
+        description
+{%- endmacro %}
