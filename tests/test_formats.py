@@ -32,6 +32,7 @@ PAGE = DATA / "transactions-page.json"
 
 def _settlement(**fields: object) -> dict[str, object]:
     base: dict[str, object] = {
+        "gateway": None,
         "gateway_txn_id": None,
         "batch_ref": None,
         "batch_net_minor": None,
@@ -64,24 +65,24 @@ def test_stl_fixture_rows_skips_and_notes() -> None:
     assert parsed.notes == ["skipped 2 non-settlement rows by event code: 1 T0400, 1 T2101"]
     assert all(tuple(row) == SETTLEMENT_COLUMNS for row in parsed.rows)
     assert _strip(parsed.rows) == [
-        _settlement(row_number=5, record_ref="5TY05013RG002845M", gateway_txn_id="5TY05013RG002845M",
+        _settlement(gateway="paypal", row_number=5, record_ref="5TY05013RG002845M", gateway_txn_id="5TY05013RG002845M",
                     event_code="T0006", kind="sale", direction="credit", gross_minor=12000,
                     currency="USD", fee_minor=378, settled_on="2026-11-20",
                     occurred_at="2026-11-20T09:15:00.000000Z", description="order 1001"),
-        _settlement(row_number=6, record_ref="8MC585209K746392H", gateway_txn_id="8MC585209K746392H",
+        _settlement(gateway="paypal", row_number=6, record_ref="8MC585209K746392H", gateway_txn_id="8MC585209K746392H",
                     event_code="T0006", kind="sale", direction="credit", gross_minor=4550,
                     currency="USD", fee_minor=162, settled_on="2026-11-20",
                     occurred_at="2026-11-20T15:40:10.000000Z"),
-        _settlement(row_number=7, record_ref="2BX64321AB123456C", gateway_txn_id="2BX64321AB123456C",
+        _settlement(gateway="paypal", row_number=7, record_ref="2BX64321AB123456C", gateway_txn_id="2BX64321AB123456C",
                     event_code="T1107", kind="refund", direction="debit", gross_minor=12000,
                     currency="USD", fee_minor=-330, settled_on="2026-11-20",
                     occurred_at="2026-11-20T18:02:00.000000Z", description="refund order 1001"),
         # STL amounts carry two implied decimals even for JPY: 150000 is 1500 yen.
-        _settlement(row_number=13, record_ref="4JP11122EF333444G", gateway_txn_id="4JP11122EF333444G",
+        _settlement(gateway="paypal", row_number=13, record_ref="4JP11122EF333444G", gateway_txn_id="4JP11122EF333444G",
                     event_code="T0006", kind="sale", direction="credit", gross_minor=1500,
                     currency="JPY", fee_minor=54, settled_on="2026-11-20",
                     occurred_at="2026-11-20T11:00:00.000000Z", description="order 1003"),
-        _settlement(row_number=14, record_ref="7EU55566GH777888J", gateway_txn_id="7EU55566GH777888J",
+        _settlement(gateway="paypal", row_number=14, record_ref="7EU55566GH777888J", gateway_txn_id="7EU55566GH777888J",
                     event_code="T1201", kind="chargeback", direction="debit", gross_minor=2999,
                     currency="EUR", fee_minor=1500, settled_on="2026-11-20",
                     occurred_at="2026-11-20T20:30:00.000000Z", description="chargeback order 998"),
@@ -116,21 +117,21 @@ def test_settlement_csv_fixture_rows() -> None:
     parsed = parse_file("settlement-csv", CSV)
     assert (parsed.skipped, parsed.notes) == (0, [])
     assert _strip(parsed.rows) == [
-        _settlement(row_number=2, record_ref="STL-0001", gateway_txn_id="5TY05013RG002845M",
+        _settlement(gateway="paypal", row_number=2, record_ref="STL-0001", gateway_txn_id="5TY05013RG002845M",
                     batch_ref="PAYOUT-77", batch_net_minor=16010, kind="sale", direction="credit",
                     gross_minor=12000, currency="USD", fee_minor=378, settled_on="2026-11-20",
                     occurred_at="2026-11-20T09:15:00.000000Z", description="order 1001"),
-        _settlement(row_number=3, record_ref="STL-0002", gateway_txn_id="8MC585209K746392H",
+        _settlement(gateway="paypal", row_number=3, record_ref="STL-0002", gateway_txn_id="8MC585209K746392H",
                     batch_ref="PAYOUT-77", batch_net_minor=16010, kind="sale", direction="credit",
                     gross_minor=4550, currency="USD", fee_minor=162, settled_on="2026-11-20"),
-        _settlement(row_number=4, record_ref="STL-0003", gateway_txn_id="2BX64321AB123456C",
+        _settlement(gateway="paypal", row_number=4, record_ref="STL-0003", gateway_txn_id="2BX64321AB123456C",
                     kind="refund", direction="debit", gross_minor=12000, currency="USD",
                     fee_minor=-330, settled_on="2026-11-21",
                     occurred_at="2026-11-20T18:02:00.000000Z", description="refund, order 1001"),
-        _settlement(row_number=5, record_ref="STL-0004", kind="other", direction="debit",
+        _settlement(gateway="stripe", row_number=5, record_ref="STL-0004", kind="other", direction="debit",
                     gross_minor=1500, currency="EUR", settled_on="2026-11-21",
                     description="monthly account fee"),
-        _settlement(row_number=6, record_ref="STL-0005", gateway_txn_id="4JP11122EF333444G",
+        _settlement(gateway="paypal", row_number=6, record_ref="STL-0005", gateway_txn_id="4JP11122EF333444G",
                     kind="sale", direction="credit", gross_minor=1500, currency="JPY",
                     fee_minor=54, settled_on="2026-11-21",
                     occurred_at="2026-11-20T11:00:00.000000Z"),
@@ -421,6 +422,7 @@ def _rows(draw: st.DrawFn) -> list[dict[str, object]]:
         rows.append(
             _settlement(
                 record_ref=f"TX{i:04d}",
+                gateway="paypal",
                 gateway_txn_id=f"TX{i:04d}",
                 kind=kind,
                 direction=direction,

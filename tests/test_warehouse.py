@@ -170,6 +170,32 @@ def _balances(conn: sa.Connection) -> dict[str, int]:
     return {b.currency: b.available_minor for b in available_balances(conn)}
 
 
+def test_a_warehouse_from_before_the_gateway_column_gets_it_filled(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    folder = home / "landing" / "settlement-csv" / DAY
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text(HEADER + "S-1, PayOneer ,PO-1,sale,1.00,USD,,,2026-11-21,,,,\n")
+    with duckdb.connect(str(tmp_path / "wh.duckdb")) as wh:
+        raw.land_partition(wh, home, "settlement-csv", DAY)
+        # As the tables were made before: no gateway column (the CSV's stays in `raw`).
+        for table in ("settlement_csv", "paypal_stl", "camt053"):
+            wh.execute(f"ALTER TABLE raw.{table} DROP COLUMN gateway").fetchall()
+        wh.execute(
+            "INSERT INTO raw.paypal_stl (partition_date, file_name, content_sha256, row_number,"
+            " record_ref, kind, direction, gross_minor, currency, fee_minor, fee_currency,"
+            " settled_on, raw) VALUES (?, 'stl', 'sha', 2, 'T1', 'sale', 'credit', 100, 'USD',"
+            " 0, 'USD', ?, '{}')",
+            [DAY, DAY],
+        ).fetchall()
+        raw.ensure_schema(wh)
+        raw.ensure_schema(wh)  # once filled, opening again changes nothing
+        got = [
+            wh.execute(f"SELECT gateway FROM raw.{table}").fetchall()
+            for table in ("settlement_csv", "paypal_stl", "camt053")
+        ]
+    assert got == [[("payoneer",)], [("paypal",)], []]
+
+
 def test_a_revenue_file_with_bad_rows_lands_whole_for_the_ledger_to_refuse(tmp_path: Path) -> None:
     home = tmp_path / "home"
     folder = home / "landing" / "revenue" / DAY

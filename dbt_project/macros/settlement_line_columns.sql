@@ -1,10 +1,10 @@
 {#- The one shape every settlement source is staged into. Each staging model
-    names its source (the settlement_source label) and who settled the line
-    (gateway: a SQL expression; NULL when the file does not say). -#}
-{% macro settlement_line_columns(settlement_source, gateway) -%}
+    names its source (the settlement_source label). `gateway` (who settled the
+    line, lower-case, NULL when the file does not say) comes from the parser. -#}
+{% macro settlement_line_columns(settlement_source) -%}
         content_sha256 || ':' || cast(row_number as varchar) as settlement_line_id,
         '{{ settlement_source }}' as settlement_source,
-        {{ gateway }} as gateway,
+        gateway,
         partition_date,
         file_name,
         row_number,

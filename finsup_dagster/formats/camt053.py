@@ -283,6 +283,7 @@ def _entry_rows(
         row = settlement_row(
             row_number=ordinal,
             record_ref=ref,
+            gateway=None,  # a bank statement does not say which gateway paid
             gateway_txn_id=gateway,
             batch_ref=None,
             batch_net_minor=None,
@@ -317,6 +318,7 @@ def _entry_rows(
             settlement_row(
                 row_number=ordinal,
                 record_ref=_text(tx, "Refs/AcctSvcrRef") or f"{ref}/{i}",
+                gateway=None,
                 gateway_txn_id=gateway,
                 batch_ref=ref,
                 batch_net_minor=amount,

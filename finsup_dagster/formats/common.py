@@ -21,6 +21,7 @@ from finsup_dagster.ledger.errors import FooterMismatch, InvalidInput, Malformed
 SETTLEMENT_COLUMNS: tuple[str, ...] = (
     "row_number",
     "record_ref",
+    "gateway",
     "gateway_txn_id",
     "batch_ref",
     "batch_net_minor",
@@ -144,6 +145,7 @@ def settlement_row(
     *,
     row_number: int,
     record_ref: str,
+    gateway: str | None,
     gateway_txn_id: str | None,
     batch_ref: str | None,
     batch_net_minor: int | None,
@@ -173,6 +175,9 @@ def settlement_row(
     return {
         "row_number": row_number,
         "record_ref": record_ref,
+        # Who settled the line, lower-case (matched against an event's source);
+        # None when the file does not say (a bank statement).
+        "gateway": (gateway or "").strip().lower() or None,
         "gateway_txn_id": gateway_txn_id or None,
         "batch_ref": batch_ref or None,
         "batch_net_minor": batch_net_minor,

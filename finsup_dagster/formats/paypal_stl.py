@@ -245,6 +245,7 @@ class _Reader:
             settlement_row(
                 row_number=self.line,
                 record_ref=txn,
+                gateway="paypal",
                 gateway_txn_id=txn,
                 batch_ref=None,
                 batch_net_minor=None,

@@ -8,8 +8,8 @@ Header, exactly and in this order::
 One line per settled gateway transaction:
 
 - ``settlement_id`` (required, unique in the file): the settler's id for the line.
-- ``gateway`` (required): who settled it, e.g. ``paypal``; kept in ``raw`` only,
-  the caller knows the gateway from where the file landed.
+- ``gateway`` (required): who settled it, e.g. ``paypal``; lower-cased, it must
+  equal the revenue event's ``source`` for the line to match it.
 - ``gateway_txn_id`` (optional): the gateway transaction this line settles.
 - ``kind``: ``sale``, ``refund``, ``chargeback`` or ``other``. The kind gives the
   direction: a sale is money in (credit), everything else money out (debit).
@@ -121,6 +121,7 @@ def _row(line: int, rec: Mapping[str, str]) -> dict[str, object]:
     return settlement_row(
         row_number=line,
         record_ref=text("settlement_id"),
+        gateway=text("gateway"),
         gateway_txn_id=text("gateway_txn_id") or None,
         batch_ref=batch_ref,
         batch_net_minor=signed_minor(net_text, currency) if net_text else None,
@@ -158,7 +159,7 @@ def write_settlement_csv(
         writer.writerow(
             [
                 row["record_ref"],
-                row.get("gateway", gateway),
+                row.get("gateway") or gateway,
                 row.get("gateway_txn_id") or "",
                 row["kind"],
                 money.format_minor(as_int(row["gross_minor"], "gross_minor"), currency),

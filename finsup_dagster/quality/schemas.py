@@ -97,6 +97,9 @@ class _FileRows(pa.DataFrameModel):
 class SettlementLines(_FileRows):
     """Settlement report lines (PayPal STL, camt.053, settlement CSV) after parsing."""
 
+    gateway: Series[str] = pa.Field(
+        nullable=True, description="Who settled the line, lower-case; empty for bank lines."
+    )
     gateway_txn_id: Series[str] = pa.Field(nullable=True, description="Gateway transaction id.")
     batch_ref: Series[str] = pa.Field(nullable=True, description="Payout batch reference.")
     batch_net_minor: Series[pd.Int64Dtype] = pa.Field(

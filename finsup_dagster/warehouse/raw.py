@@ -70,6 +70,24 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
         )
         for fmt, table in TABLES.items():
             run(conn, _ddl(table, columns_for(fmt)))
+        for table, fill in _GATEWAY_BACKFILL.items():
+            if one(conn, _HAS_GATEWAY, [table]) is None:
+                run(conn, f"ALTER TABLE raw.{table} ADD COLUMN gateway VARCHAR")
+                if fill:
+                    run(conn, f"UPDATE raw.{table} SET gateway = {fill}")
+
+
+# Settlement tables made before `gateway` was a column of their own get it,
+# filled with what each format always said (the generic CSV kept it in `raw`).
+_GATEWAY_BACKFILL = {
+    "paypal_stl": "'paypal'",
+    "camt053": None,
+    "settlement_csv": "lower(nullif(trim(json_extract_string(raw, '$.gateway')), ''))",
+}
+_HAS_GATEWAY = (
+    "SELECT 1 FROM information_schema.columns"
+    " WHERE table_schema = 'raw' AND table_name = ? AND column_name = 'gateway'"
+)
 
 
 @dataclass

@@ -4,7 +4,7 @@ with source as (
 
 renamed as (
     select
-        {{ settlement_line_columns('camt053', "cast(null as varchar)") }}
+        {{ settlement_line_columns('camt053') }}
     from source
 )
 

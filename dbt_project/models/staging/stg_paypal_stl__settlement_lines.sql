@@ -4,7 +4,7 @@ with source as (
 
 renamed as (
     select
-        {{ settlement_line_columns('paypal-stl', "'paypal'") }}
+        {{ settlement_line_columns('paypal-stl') }}
     from source
 )
 

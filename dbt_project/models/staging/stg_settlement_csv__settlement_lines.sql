@@ -4,7 +4,7 @@ with source as (
 
 renamed as (
     select
-        {{ settlement_line_columns('settlement-csv', "lower(nullif(trim(json_extract_string(raw, '$.gateway')), ''))") }}
+        {{ settlement_line_columns('settlement-csv') }}
     from source
 )
 
