@@ -22,51 +22,72 @@ matches as (
     where run_date <= {{ run_date_text() }}
 ),
 
-lines as (
-    select * from {{ ref('settlement_lines') }}
-    where kind <> 'other'
-      and settled_on <= {{ run_date() }}
+{% set line_filter -%}
+    kind <> 'other' and settled_on <= {{ run_date() }}
+{%- endset %}
+
+-- Ids only: the anti-join over every line runs on one column; the few open
+-- lines fetch their other columns once below.
+open_line_ids as (
+    select lines.settlement_line_id
+    from {{ ref('settlement_lines') }} as lines
+    anti join matches on matches.settlement_line_id = lines.settlement_line_id
+    where {{ line_filter }}
 ),
 
-events as (
-    select
-        *,
-        date_diff('day', occurred_on, {{ run_date() }}) as age_days
-    from {{ ref('stg_ledger__revenue_events') }}
-    where kind in ('sale', 'refund', 'chargeback')
-      and status <> 'reversed'
-      and occurred_at < {{ run_end_text() }}
-),
+{% set event_filter -%}
+    events.kind in ('sale', 'refund', 'chargeback')
+    and events.status <> 'reversed'
+    and events.occurred_at < {{ run_end_text() }}
+{%- endset %}
 
 open_lines as (
     select lines.*
-    from lines
-    anti join matches on matches.settlement_line_id = lines.settlement_line_id
+    from {{ ref('settlement_lines') }} as lines
+    semi join open_line_ids on open_line_ids.settlement_line_id = lines.settlement_line_id
 ),
 
-open_events as (
-    select events.*
-    from events
+-- Hashes only: the anti-join runs on one column, the few open events' other
+-- columns are fetched once below.
+open_event_hashes as (
+    select events.event_hash
+    from {{ ref('stg_ledger__revenue_events') }} as events
     anti join matches on matches.event_hash = events.event_hash
+    where {{ event_filter }}
 ),
 
--- The event an open line's transaction id names, matched already or not.
+-- The event an open line's transaction id names, matched already or not,
+-- with the event's columns the report shows.
 named as (
     select
         open_lines.settlement_line_id,
         events.event_hash,
-        matches.event_hash is not null as already_matched,
-        events.currency <> open_lines.currency as other_currency,
-        row_number() over (
-            partition by open_lines.settlement_line_id
-            order by events.occurred_at, events.event_hash
-        ) as nth
+        events.source,
+        events.external_id,
+        events.amount_minor,
+        events.currency,
+        events.occurred_at,
+        events.event_hash not in (select event_hash from open_event_hashes) as already_matched,
+        events.currency <> open_lines.currency as other_currency
     from open_lines
-    inner join events
+    inner join {{ ref('stg_ledger__revenue_events') }} as events
         on events.external_id = open_lines.gateway_txn_id
         and events.kind = open_lines.kind
-    left join matches on matches.event_hash = events.event_hash
     where coalesce(open_lines.gateway, events.source) = events.source
+      and {{ event_filter }}
+    qualify row_number() over (
+        partition by open_lines.settlement_line_id
+        order by events.occurred_at, events.event_hash
+    ) = 1
+),
+
+open_events as (
+    select
+        events.event_hash, events.source, events.external_id, events.kind, events.amount_minor,
+        events.currency, events.occurred_at, events.status, events.source_file,
+        date_diff('day', events.occurred_on, {{ run_date() }}) as age_days
+    from {{ ref('stg_ledger__revenue_events') }} as events
+    semi join open_event_hashes on open_event_hashes.event_hash = events.event_hash
 ),
 
 line_exceptions as (
@@ -78,11 +99,14 @@ line_exceptions as (
             else 'unmatched_settlement'
         end as exception_kind,
         named.event_hash,
+        named.source as event_source,
+        named.external_id as event_external_id,
+        named.amount_minor as event_amount_minor,
+        named.currency as event_currency,
+        named.occurred_at as event_occurred_at,
         open_lines.*
     from open_lines
-    left join named
-        on named.settlement_line_id = open_lines.settlement_line_id
-        and named.nth = 1
+    left join named on named.settlement_line_id = open_lines.settlement_line_id
 ),
 
 event_exceptions as (
@@ -111,8 +135,8 @@ batches as (
             - sum(fee_minor)) as lines_net_minor,
         min(batch_net_minor) as batch_net_minor,
         count(*) as line_count
-    from lines
-    where batch_ref is not null and batch_net_minor is not null
+    from {{ ref('settlement_lines') }}
+    where batch_ref is not null and batch_net_minor is not null and {{ line_filter }}
     group by batch_ref, settlement_source
     -- Only a batch in one currency, fees included, can be added up; finsup
     -- never converts, and a mixed batch shows up line by line instead.
@@ -128,21 +152,21 @@ select
     {{ run_date_text() }} as run_date,
     line_exceptions.exception_kind,
     line_exceptions.event_hash,
-    events.source,
-    events.external_id,
+    line_exceptions.event_source as source,
+    line_exceptions.event_external_id as external_id,
     line_exceptions.settlement_line_id,
     line_exceptions.settlement_source,
     line_exceptions.gateway_txn_id,
     line_exceptions.kind,
-    events.amount_minor as revenue_amount_minor,
-    events.currency as revenue_currency,
+    line_exceptions.event_amount_minor as revenue_amount_minor,
+    line_exceptions.event_currency as revenue_currency,
     line_exceptions.gross_minor,
     line_exceptions.currency,
     line_exceptions.fee_minor,
-    case when events.currency = line_exceptions.currency
-        then line_exceptions.gross_minor - events.amount_minor
+    case when line_exceptions.event_currency = line_exceptions.currency
+        then line_exceptions.gross_minor - line_exceptions.event_amount_minor
     end as amount_difference_minor,
-    events.occurred_at,
+    line_exceptions.event_occurred_at as occurred_at,
     cast(line_exceptions.settled_on as varchar) as settled_on,
     date_diff('day', line_exceptions.settled_on, {{ run_date() }}) as age_days,
     line_exceptions.file_name,
@@ -150,14 +174,13 @@ select
     case line_exceptions.exception_kind
         when 'duplicate_settlement' then 'transaction already settled by an earlier line'
         when 'currency_mismatch' then 'settled in ' || line_exceptions.currency
-            || ', revenue in ' || events.currency
+            || ', revenue in ' || line_exceptions.event_currency
         when 'amount_mismatch' then 'settled ' || cast(line_exceptions.gross_minor as varchar)
-            || ', revenue ' || cast(events.amount_minor as varchar) || ' (minor units)'
+            || ', revenue ' || cast(line_exceptions.event_amount_minor as varchar) || ' (minor units)'
         else 'no revenue event for this settlement line'
     end as detail,
     line_exceptions.fee_currency
 from line_exceptions
-left join events on events.event_hash = line_exceptions.event_hash
 
 union all
 

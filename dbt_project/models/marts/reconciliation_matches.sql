@@ -7,38 +7,77 @@
 
 -- Matched pairs (revenue event, settlement line), one-to-one, with the rule that
 -- matched them. Incremental by run_date: a nightly run only pairs events and
--- lines no other run matched (anti-joins, so history costs a scan of two id
+-- lines no other run matched (anti-joins, so history costs a scan of the id
 -- columns, not a rebuild); running a day again replaces that day's matches.
 -- Every join is on equality keys, so DuckDB hash-joins them: the amount
 -- tolerance and the date window are enumerated offsets, not range predicates.
 with
 
+{% set line_columns -%}
+    lines.settlement_line_id, lines.settlement_source, lines.gateway, lines.gateway_txn_id,
+    lines.kind, lines.gross_minor, lines.currency, lines.fee_minor, lines.fee_currency,
+    lines.settled_on, lines.batch_ref, lines.file_name, lines.record_ref
+{%- endset %}
+{% set event_columns -%}
+    events.event_hash, events.source, events.external_id, events.kind,
+    events.amount_minor, events.currency, events.occurred_at, events.occurred_on
+{%- endset %}
+{% set line_filter -%}
+    lines.kind <> 'other' and lines.settled_on <= {{ run_date() }}
+{%- endset %}
+{% set event_filter -%}
+    events.kind in ('sale', 'refund', 'chargeback')
+    and events.status <> 'reversed'
+    and events.occurred_at < {{ run_end_text() }}
+{%- endset %}
+
+{% if is_incremental() %}
+-- A nightly run pairs only what no other night matched. History is anti-joined
+-- on the id column alone, and only the few ids left fetch their other columns:
+-- an anti-join carrying every column of a year of lines costs several times more.
 matched_elsewhere as (
-    {% if is_incremental() %}
     select event_hash, settlement_line_id from {{ this }}
     where run_date <> {{ run_date_text() }}
-    {% else %}
-    select cast(null as varchar) as event_hash, cast(null as varchar) as settlement_line_id
-    where false
-    {% endif %}
+),
+
+open_line_ids as (
+    select lines.settlement_line_id
+    from {{ ref('settlement_lines') }} as lines
+    anti join matched_elsewhere as m on m.settlement_line_id = lines.settlement_line_id
+    where {{ line_filter }}
+),
+
+open_event_hashes as (
+    select events.event_hash
+    from {{ ref('stg_ledger__revenue_events') }} as events
+    anti join matched_elsewhere as m on m.event_hash = events.event_hash
+    where {{ event_filter }}
 ),
 
 lines as (
-    select lines.*
+    select {{ line_columns }}
     from {{ ref('settlement_lines') }} as lines
-    anti join matched_elsewhere as m on m.settlement_line_id = lines.settlement_line_id
-    where lines.kind <> 'other'
-      and lines.settled_on <= {{ run_date() }}
+    semi join open_line_ids as o on o.settlement_line_id = lines.settlement_line_id
 ),
 
 events as (
-    select events.*
+    select {{ event_columns }}
     from {{ ref('stg_ledger__revenue_events') }} as events
-    anti join matched_elsewhere as m on m.event_hash = events.event_hash
-    where events.kind in ('sale', 'refund', 'chargeback')
-      and events.status <> 'reversed'
-      and events.occurred_at < {{ run_end_text() }}
+    semi join open_event_hashes as o on o.event_hash = events.event_hash
 ),
+{% else %}
+lines as (
+    select {{ line_columns }}
+    from {{ ref('settlement_lines') }} as lines
+    where {{ line_filter }}
+),
+
+events as (
+    select {{ event_columns }}
+    from {{ ref('stg_ledger__revenue_events') }} as events
+    where {{ event_filter }}
+),
+{% endif %}
 
 amount_offsets as (
     select unnest(range(-{{ var('amount_tolerance_minor') }},
@@ -52,18 +91,27 @@ day_offsets as (
 -- Rule 1: the gateway's transaction id names the event, same kind, same
 -- currency, amount within the tolerance (else it is an exception, not a
 -- match). The earliest settled line wins; a later one is a duplicate.
-by_id as (
+-- Each pair carries every column the table stores, so nothing is joined back.
+pairs_by_id as (
     select
         events.event_hash,
+        events.source,
+        events.external_id,
+        events.kind,
+        events.amount_minor as revenue_amount_minor,
+        events.currency as revenue_currency,
+        events.occurred_at,
         lines.settlement_line_id,
-        row_number() over (
-            partition by events.event_hash
-            order by lines.settled_on, lines.settlement_line_id
-        ) as nth_for_event,
-        row_number() over (
-            partition by lines.settlement_line_id
-            order by events.event_hash
-        ) as nth_for_line
+        lines.settlement_source,
+        lines.settled_on,
+        lines.gross_minor,
+        lines.currency,
+        lines.fee_minor,
+        lines.fee_currency,
+        lines.batch_ref,
+        lines.file_name,
+        lines.record_ref,
+        hash(events.external_id) as id_key
     from lines
     inner join events
         on lines.gateway_txn_id = events.external_id
@@ -73,15 +121,40 @@ by_id as (
       and abs(lines.gross_minor - events.amount_minor) <= {{ var('amount_tolerance_minor') }}
 ),
 
+-- Almost every id names one event and one line: that pair needs no ranking.
+-- Ids named twice on either side go to the exact ranking below. They are found
+-- by a 64-bit hash of the id, for speed: a collision only sends a few more
+-- pairs through the ranking, it never pairs anything differently.
+repeated_ids as (
+    select hash(gateway_txn_id) as id_key from lines
+    where gateway_txn_id is not null
+    group by id_key
+    having count(*) > 1
+    union
+    select hash(external_id) as id_key from events
+    group by id_key
+    having count(*) > 1
+),
+
 id_matches as (
-    select event_hash, settlement_line_id, 'gateway_txn_id' as rule
-    from by_id
-    where nth_for_event = 1 and nth_for_line = 1
+    select * exclude (id_key), 'gateway_txn_id' as rule
+    from pairs_by_id
+    where id_key not in (select id_key from repeated_ids)
+    union all
+    select * exclude (id_key), 'gateway_txn_id' as rule
+    from pairs_by_id
+    where id_key in (select id_key from repeated_ids)
+    qualify row_number() over (
+            partition by event_hash order by settled_on, settlement_line_id
+        ) = 1
+        and row_number() over (partition by settlement_line_id order by event_hash) = 1
 ),
 
 -- Rule 2: lines without an id, by kind, currency, amount (within the
--- tolerance) and settled 0..match_window_days after the event's day. Only
--- mutual best candidates pair up, so an ambiguous line is left for a human.
+-- tolerance) and settled 0..match_window_days after the event's day, for
+-- events rule 1 left open. Only mutual best candidates pair up, so an
+-- ambiguous line is left for a human. Ranked on narrow rows; the line's
+-- columns are joined once to the winners.
 candidates as (
     select
         lines.settlement_line_id,
@@ -97,68 +170,84 @@ candidates as (
     where lines.gateway_txn_id is null
 ),
 
-open_events as (
-    select events.*
-    from events
-    anti join id_matches on id_matches.event_hash = events.event_hash
-),
-
 by_amount as (
     select
-        open_events.event_hash,
+        events.event_hash,
+        events.source,
+        events.external_id,
+        events.amount_minor as revenue_amount_minor,
+        events.currency as revenue_currency,
+        events.occurred_at,
         candidates.settlement_line_id,
-        row_number() over (
-            partition by candidates.settlement_line_id
-            order by candidates.lag_days, open_events.occurred_at, open_events.event_hash
-        ) as pick_for_line,
-        row_number() over (
-            partition by open_events.event_hash
-            order by candidates.lag_days, candidates.settlement_line_id
-        ) as pick_for_event
+        candidates.lag_days
     from candidates
-    inner join open_events
-        on open_events.kind = candidates.kind
-        and open_events.currency = candidates.currency
-        and open_events.amount_minor = candidates.amount_minor
-        and open_events.occurred_on = candidates.occurred_on
-    where coalesce(candidates.gateway, open_events.source) = open_events.source
+    inner join events
+        on events.kind = candidates.kind
+        and events.currency = candidates.currency
+        and events.amount_minor = candidates.amount_minor
+        and events.occurred_on = candidates.occurred_on
+    anti join id_matches on id_matches.event_hash = events.event_hash
+    where coalesce(candidates.gateway, events.source) = events.source
+    qualify row_number() over (
+            partition by candidates.settlement_line_id
+            order by candidates.lag_days, events.occurred_at, events.event_hash
+        ) = 1
+        and row_number() over (
+            partition by events.event_hash
+            order by candidates.lag_days, candidates.settlement_line_id
+        ) = 1
 ),
 
 amount_matches as (
-    select event_hash, settlement_line_id, 'amount_date_window' as rule
+    select
+        by_amount.event_hash,
+        by_amount.source,
+        by_amount.external_id,
+        lines.kind,
+        by_amount.revenue_amount_minor,
+        by_amount.revenue_currency,
+        by_amount.occurred_at,
+        lines.settlement_line_id,
+        lines.settlement_source,
+        lines.settled_on,
+        lines.gross_minor,
+        lines.currency,
+        lines.fee_minor,
+        lines.fee_currency,
+        lines.batch_ref,
+        lines.file_name,
+        lines.record_ref,
+        'amount_date_window' as rule
     from by_amount
-    where pick_for_line = 1 and pick_for_event = 1
+    inner join lines on lines.settlement_line_id = by_amount.settlement_line_id
 ),
 
 matched as (
     select * from id_matches
-    union all
+    union all by name
     select * from amount_matches
 )
 
 select
-    matched.event_hash,
-    events.source,
-    events.external_id,
-    events.kind,
-    events.amount_minor as revenue_amount_minor,
-    events.currency as revenue_currency,
-    events.occurred_at,
-    lines.settlement_line_id,
-    lines.settlement_source,
-    cast(lines.settled_on as varchar) as settled_on,
-    lines.gross_minor,
-    lines.currency,
-    lines.fee_minor,
-    lines.fee_currency,
-    lines.gross_minor - events.amount_minor as amount_difference_minor,
+    event_hash,
+    source,
+    external_id,
+    kind,
+    revenue_amount_minor,
+    revenue_currency,
+    occurred_at,
+    settlement_line_id,
+    settlement_source,
+    cast(settled_on as varchar) as settled_on,
+    gross_minor,
+    currency,
+    fee_minor,
+    fee_currency,
+    gross_minor - revenue_amount_minor as amount_difference_minor,
     -- A line that is one of many under one bank credit was matched through its batch.
-    case when lines.batch_ref is not null then 'batch_reference' else matched.rule end
-        as match_rule,
-    lines.batch_ref,
-    lines.file_name,
-    lines.record_ref,
+    case when batch_ref is not null then 'batch_reference' else rule end as match_rule,
+    batch_ref,
+    file_name,
+    record_ref,
     {{ run_date_text() }} as run_date
 from matched
-inner join events on events.event_hash = matched.event_hash
-inner join lines on lines.settlement_line_id = matched.settlement_line_id

@@ -72,7 +72,8 @@ awaiting as (
     where events.kind in ('sale', 'refund', 'chargeback')
       and events.status <> 'reversed'
       and events.occurred_at < {{ run_end_text() }}
-      and events.occurred_on >= {{ run_date() }} - {{ var('match_window_days') }}
+      -- as text, like occurred_at < run end above, so the filter reaches the table scan
+      and events.occurred_at >= strftime({{ run_date() }} - {{ var('match_window_days') }}, '%Y-%m-%d')
     group by events.currency
 ),
 
