@@ -1,0 +1,18 @@
+{#- dbt's hook for a test's `where` config, overridden so a yml test can say
+    `__run_date__` for the night being built and `__run_end__` for the day after
+    it, both as 'YYYY-MM-DD' text (yml configs cannot call macros).
+    Staging tests check the rows the night brings, not a year of history again:
+    see docs/reconciliation.md, "dbt tests". -#}
+{% macro get_where_subquery(relation) -%}
+    {%- set where = config.get('where') -%}
+    {%- if where -%}
+        {%- set where = where | replace('__run_date__', run_date_text())
+                              | replace('__run_end__', run_end_text()) -%}
+        {%- set filtered -%}
+            (select * from {{ relation }} where {{ where }}) dbt_subquery
+        {%- endset -%}
+        {%- do return(filtered) -%}
+    {%- else -%}
+        {%- do return(relation) -%}
+    {%- endif -%}
+{%- endmacro %}
