@@ -22,6 +22,12 @@ with
     events.event_hash, events.source, events.external_id, events.kind,
     events.amount_minor, events.currency, events.occurred_at, events.occurred_on
 {%- endset %}
+{#- What a match keeps of its line, for both rules. -#}
+{% set stored_line_columns -%}
+    lines.settlement_line_id, lines.settlement_source, lines.settled_on, lines.gross_minor,
+    lines.currency, lines.fee_minor, lines.fee_currency, lines.batch_ref, lines.file_name,
+    lines.record_ref
+{%- endset %}
 {% set line_filter -%}
     lines.kind <> 'other' and lines.settled_on <= {{ run_date() }}
 {%- endset %}
@@ -101,16 +107,7 @@ pairs_by_id as (
         events.amount_minor as revenue_amount_minor,
         events.currency as revenue_currency,
         events.occurred_at,
-        lines.settlement_line_id,
-        lines.settlement_source,
-        lines.settled_on,
-        lines.gross_minor,
-        lines.currency,
-        lines.fee_minor,
-        lines.fee_currency,
-        lines.batch_ref,
-        lines.file_name,
-        lines.record_ref,
+        {{ stored_line_columns }},
         hash(events.external_id) as id_key
     from lines
     inner join events
@@ -207,16 +204,7 @@ amount_matches as (
         by_amount.revenue_amount_minor,
         by_amount.revenue_currency,
         by_amount.occurred_at,
-        lines.settlement_line_id,
-        lines.settlement_source,
-        lines.settled_on,
-        lines.gross_minor,
-        lines.currency,
-        lines.fee_minor,
-        lines.fee_currency,
-        lines.batch_ref,
-        lines.file_name,
-        lines.record_ref,
+        {{ stored_line_columns }},
         'amount_date_window' as rule
     from by_amount
     inner join lines on lines.settlement_line_id = by_amount.settlement_line_id
