@@ -35,16 +35,17 @@ credited a few minor units off), a few bank-charge lines (kind ``other``).
    ``reconciliation_summary`` for the last day. Two baselines, same warehouse,
    same run, each a plain hash join on ``gateway_txn_id = external_id``:
 
-   - **same output** (the target's): the join over the models' own inputs (the
-     staging views) writing, for every pair, the columns the matches table
-     stores, taken straight from the event and the line; checked against the
-     built table's columns, so the two cannot drift apart;
-   - **ids** (informational): ``CREATE TABLE ... AS SELECT event_hash,
+   - **ids** (the target's): ``CREATE TABLE ... AS SELECT event_hash,
      content_sha256, row_number FROM ledger.revenue_events JOIN <the three raw
-     settlement tables, UNION ALL>``. Its ratio to the same-output baseline is
-     what writing the matches table's columns costs on its own.
+     settlement tables, UNION ALL>``;
+   - **same output** (informational): the join over the models' own inputs (the
+     staging views) writing, for every pair, the columns the matches table
+     stores, taken straight from the event and the line (no kind, currency or
+     gateway condition, no rule 2: it writes somewhat fewer rows than the
+     model); its columns are checked against the built table's. Its ratio to
+     the ids baseline is what writing that output costs on its own.
 
-   Target: ≤ 3 × the same-output baseline. Scaling: the same on N/4 events,
+   Target: ≤ 3 × the ids baseline. Scaling: the same on N/4 events,
    target t(N) / t(N/4) ≤ 4.5.
 2. **Nightly run vs. history.** 365 days of history (``--per-day`` events a
    day, default 3,000) loaded as already reconciled: the first-build matches
@@ -705,7 +706,8 @@ def run_size(
         print(f"    baseline, output {same}", flush=True)
         rec = best_of(repeats, conn, lambda: first_build(conn, compiled, day), limit)
         print(f"    reconciliation   {rec}", flush=True)
-        same_output_check(conn, compiled)
+        if rec.done:  # a stopped build left no table to compare columns with
+            same_output_check(conn, compiled)
         counts = outcome_counts(conn, compiled, day)
         print(f"    {counts}", flush=True)
     path.unlink()
@@ -835,7 +837,7 @@ def copy_new_day(
               AND event_hash NOT IN (SELECT event_hash FROM {matches})"""
     ]
     statements += [
-        f"INSERT INTO fresh.raw.{t} SELECT * FROM raw.{t} WHERE settled_on = '{day}'"
+        f"INSERT INTO fresh.raw.{t} BY NAME SELECT * FROM raw.{t} WHERE settled_on = '{day}'"
         for t in SETTLEMENT_TABLES
     ]
     for name in MODELS:
@@ -952,8 +954,8 @@ def summary_block(
     args: argparse.Namespace, small: SizeResult, big: SizeResult, hist: HistoryResult
 ) -> tuple[list[str], list[str]]:
     """The markdown block for docs/performance.md, and the targets missed."""
-    r_ids = Ratio.of(big.reconcile, big.baseline)
-    r_base = Ratio.of(big.reconcile, big.same_output)
+    r_base = Ratio.of(big.reconcile, big.baseline)
+    r_same = Ratio.of(big.reconcile, big.same_output)
     r_write = Ratio.of(big.same_output, big.baseline)
     r_scale = Ratio.of(big.reconcile, small.reconcile)
     r_hist = Ratio.of(hist.with_history, hist.empty_history)
@@ -972,9 +974,9 @@ def summary_block(
         (f"first build, {small.events:,} events ({small.lines:,} lines)", small.reconcile,
          None, None),
         (f"first build, {big.events:,} events ({big.lines:,} lines)", big.reconcile,
-         (r_base, "× same-output baseline"), BASELINE_TARGET),
-        (f"first build, {big.events:,} events, against the ids baseline", None,
-         (r_ids, "× ids baseline"), None),
+         (r_base, "× ids baseline"), BASELINE_TARGET),
+        (f"first build, {big.events:,} events, against the same-output baseline", None,
+         (r_same, "× same-output baseline"), None),
         (f"scaling: t({big.events:,}) / t({small.events:,})", None, (r_scale, ""),
          SCALING_TARGET),
         (f"nightly `dbt build` {night}, {empty}", hist.dbt_empty, None, None),

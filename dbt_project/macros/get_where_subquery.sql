@@ -2,9 +2,14 @@
     `__run_date__` for the night being built and `__run_end__` for the day after
     it, both as 'YYYY-MM-DD' text (yml configs cannot call macros).
     Staging tests check the rows the night brings, not a year of history again:
-    see docs/reconciliation.md, "dbt tests". -#}
+    see docs/reconciliation.md, "Checks". A `where` naming the night applies only
+    when a night is given (var run_date); an ad-hoc `dbt test` without one checks
+    every row. -#}
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where') -%}
+    {%- if where and '__run_' in where and not var('run_date') -%}
+        {%- set where = none -%}
+    {%- endif -%}
     {%- if where -%}
         {%- set where = where | replace('__run_date__', run_date_text())
                               | replace('__run_end__', run_end_text()) -%}

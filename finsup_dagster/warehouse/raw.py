@@ -85,8 +85,8 @@ _GATEWAY_BACKFILL = {
     "settlement_csv": "lower(nullif(trim(json_extract_string(raw, '$.gateway')), ''))",
 }
 _HAS_GATEWAY = (
-    "SELECT 1 FROM information_schema.columns"
-    " WHERE table_schema = 'raw' AND table_name = ? AND column_name = 'gateway'"
+    "SELECT 1 FROM information_schema.columns WHERE table_catalog = current_database()"
+    " AND table_schema = 'raw' AND table_name = ? AND column_name = 'gateway'"
 )
 
 

@@ -176,7 +176,8 @@ select
         when 'currency_mismatch' then 'settled in ' || line_exceptions.currency
             || ', revenue in ' || line_exceptions.event_currency
         when 'amount_mismatch' then 'settled ' || cast(line_exceptions.gross_minor as varchar)
-            || ', revenue ' || cast(line_exceptions.event_amount_minor as varchar) || ' (minor units)'
+            || ', revenue ' || cast(line_exceptions.event_amount_minor as varchar)
+            || ' (minor units)'
         else 'no revenue event for this settlement line'
     end as detail,
     line_exceptions.fee_currency

@@ -73,7 +73,8 @@ awaiting as (
       and events.status <> 'reversed'
       and events.occurred_at < {{ run_end_text() }}
       -- as text, like occurred_at < run end above, so the filter reaches the table scan
-      and events.occurred_at >= strftime({{ run_date() }} - {{ var('match_window_days') }}, '%Y-%m-%d')
+      and events.occurred_at
+          >= strftime({{ run_date() }} - {{ var('match_window_days') }}, '%Y-%m-%d')
     group by events.currency
 ),
 

@@ -15,6 +15,9 @@ renamed as (
         occurred_at,
         cast(left(occurred_at, 10) as date) as occurred_on,
         status,
+        -- When the books last changed the event (canonical UTC text): the dbt tests
+        -- check what changed since the night began, late arrivals included.
+        status_changed_at,
         source_file
     from source
 )
