@@ -2,10 +2,11 @@
 
 `reconciliation_matches` is written for speed (an id named once on each side
 pairs without ranking; ids named more than once are found by a 64-bit hash and
-ranked exactly; rule 2 is ranked on narrow rows). This test runs the model's
-compiled first-build SQL in DuckDB on small random books with many repeated ids,
-sources, kinds, currencies and dates, and compares its pairs with a plain Python
-reading of the rules.
+ranked exactly; rule 2 is ranked on narrow rows; a nightly run anti-joins the
+matches of other nights on ids alone). This test runs the model's compiled SQL —
+first build and nightly, with no amount tolerance and with one minor unit — in
+DuckDB on small random books with many repeated ids, sources, kinds, currencies
+and dates, and compares its pairs with a plain Python reading of the rules.
 """
 
 from __future__ import annotations
