@@ -526,6 +526,18 @@ def settlement_line_count(conn: duckdb.DuckDBPyConnection) -> int:
 # -- the timed work --------------------------------------------------------------------------
 
 
+def _per_model(
+    conn: duckdb.DuckDBPyConnection, models: tuple[str, ...], statements: Callable[[str], list[str]]
+) -> Breakdown:
+    """Runs each model's statements in a transaction of its own, timing each model."""
+    took: Breakdown = {}
+    for name in models:
+        start = time.perf_counter()
+        in_transaction(conn, statements(name))
+        took[name] = time.perf_counter() - start
+    return took
+
+
 def first_build(
     conn: duckdb.DuckDBPyConnection,
     compiled: Compiled,
@@ -533,40 +545,31 @@ def first_build(
     models: tuple[str, ...] = MODELS,
 ) -> Breakdown:
     """The marts built from nothing for ``day`` (what dbt does when they do not exist)."""
-    took: Breakdown = {}
-    for name in models:
-        rel = compiled.relation[name]
-        start = time.perf_counter()
-        in_transaction(
-            conn,
-            [
-                f"DROP TABLE IF EXISTS {rel}",
-                f"CREATE TABLE {rel} AS {compiled.sql(name, day, nightly=False)}",
-            ],
-        )
-        took[name] = time.perf_counter() - start
-    return took
+    return _per_model(
+        conn,
+        models,
+        lambda name: [
+            f"DROP TABLE IF EXISTS {compiled.relation[name]}",
+            f"CREATE TABLE {compiled.relation[name]} AS {compiled.sql(name, day, nightly=False)}",
+        ],
+    )
 
 
 def nightly_build(
     conn: duckdb.DuckDBPyConnection, compiled: Compiled, day: str, models: tuple[str, ...] = MODELS
 ) -> Breakdown:
     """The marts brought up to ``day``: dbt-duckdb's delete+insert on run_date."""
-    took: Breakdown = {}
-    for name in models:
-        rel = compiled.relation[name]
-        start = time.perf_counter()
-        in_transaction(
-            conn,
-            [
-                f"CREATE TEMP TABLE bench_tmp AS {compiled.sql(name, day, nightly=True)}",
-                f"DELETE FROM {rel} WHERE (run_date) IN (SELECT run_date FROM bench_tmp)",
-                f"INSERT INTO {rel} BY NAME SELECT * FROM bench_tmp",
-                "DROP TABLE bench_tmp",
-            ],
-        )
-        took[name] = time.perf_counter() - start
-    return took
+    return _per_model(
+        conn,
+        models,
+        lambda name: [
+            f"CREATE TEMP TABLE bench_tmp AS {compiled.sql(name, day, nightly=True)}",
+            f"DELETE FROM {compiled.relation[name]}"
+            " WHERE (run_date) IN (SELECT run_date FROM bench_tmp)",
+            f"INSERT INTO {compiled.relation[name]} BY NAME SELECT * FROM bench_tmp",
+            "DROP TABLE bench_tmp",
+        ],
+    )
 
 
 def baseline_join(conn: duckdb.DuckDBPyConnection) -> Breakdown:
