@@ -64,6 +64,7 @@ class Line:
     gross_minor: int
     currency: str
     day: int
+    landed: int = 0  # days after settling that its file landed
 
     @property
     def line_id(self) -> str:
@@ -72,6 +73,18 @@ class Line:
     @property
     def settled_on(self) -> date:
         return RUN_DATE - timedelta(days=self.day)
+
+    @property
+    def partition_date(self) -> str:
+        return str(self.settled_on + timedelta(days=self.landed))
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.table}/{self.partition_date}/settlement.csv"
+
+    def order(self) -> tuple[Any, ...]:
+        """Earlier landing day, then file name, then the earlier row; the id last."""
+        return (self.partition_date, self.file_name, self.row_number, self.line_id)
 
 
 OTHER_NIGHT = (RUN_DATE - timedelta(days=1)).isoformat()
@@ -154,8 +167,8 @@ def run_model(
                 f"INSERT INTO raw.{ln.table} (partition_date, file_name, content_sha256,"
                 " row_number, record_ref, gateway, gateway_txn_id, kind, direction, gross_minor,"
                 " currency, fee_minor, fee_currency, settled_on, raw)"
-                " VALUES (?, 'f', ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, '{}')",
-                [str(ln.settled_on), f"{ln.table:0<64}", ln.row_number, f"R{ln.row_number}",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, '{}')",
+                [ln.partition_date, ln.file_name, f"{ln.table:0<64}", ln.row_number, f"R{ln.row_number}",
                  ln.gateway, ln.gateway_txn_id, ln.kind,
                  "debit" if ln.kind == "refund" else "credit", ln.gross_minor, ln.currency,
                  ln.currency, str(ln.settled_on)],
@@ -221,7 +234,7 @@ def reference(
         return ln.gateway is None or ln.gateway == e.source
 
     by_id = [
-        (e.event_hash, ln.line_id, (ln.settled_on, ln.line_id), (e.event_hash,))
+        (e.event_hash, ln.line_id, (ln.settled_on, *ln.order()), (e.event_hash,))
         for e in events
         for ln in lines
         if ln.gateway_txn_id == e.external_id and close(e, ln) and same_gateway(e, ln)
@@ -229,7 +242,7 @@ def reference(
     rule1 = mutual_best(by_id)
     taken = {event for event, _ in rule1}
     by_amount = [
-        (e.event_hash, ln.line_id, (e.day - ln.day, ln.line_id),
+        (e.event_hash, ln.line_id, (e.day - ln.day, *ln.order()),
          (e.day - ln.day, e.occurred_at, e.event_hash))
         for e in events
         for ln in lines
@@ -261,15 +274,15 @@ events_strategy = st.lists(
 lines_strategy = st.lists(
     st.tuples(
         st.sampled_from(["settlement_csv", "camt053"]), SOURCES,
-        st.one_of(st.none(), IDS), KINDS, AMOUNTS, CURRENCIES, DAYS,
+        st.one_of(st.none(), IDS), KINDS, AMOUNTS, CURRENCIES, DAYS, st.sampled_from([0, 1]),
     ),
     min_size=2,
     max_size=10,
 ).map(
     lambda ls: [
         Line(table, n + 1, gateway if table == "settlement_csv" else None, txn, kind, amount,
-             currency, day)
-        for n, (table, gateway, txn, kind, amount, currency, day) in enumerate(ls)
+             currency, day, landed)
+        for n, (table, gateway, txn, kind, amount, currency, day, landed) in enumerate(ls)
     ]
 )  # fmt: skip
 
@@ -314,6 +327,46 @@ def test_a_repeated_id_pairs_the_earliest_line_and_leaves_the_other(
     first = Line("settlement_csv", 1, "stripe", "T1", "sale", 100, "USD", 4)
     again = Line("settlement_csv", 2, "stripe", "T1", "sale", 100, "USD", 2)
     assert run_model(compiled, [sale], [again, first]) == {(sale.event_hash, first.line_id, False)}
+
+
+def test_of_two_rows_of_one_file_naming_one_transaction_the_earlier_row_is_the_match(
+    compiled: Compiled,
+) -> None:
+    # Rows 9 and 10: compared as the line ids' text, row 10 would come first.
+    sale = Event(f"{1:064x}", "stripe", "T1", "sale", 100, "USD", 5, "projected")
+    row_9 = Line("settlement_csv", 9, "stripe", "T1", "sale", 100, "USD", 4)
+    row_10 = Line("settlement_csv", 10, "stripe", "T1", "sale", 100, "USD", 4)
+    assert row_10.line_id < row_9.line_id
+    got = run_model(compiled, [sale], [row_10, row_9])
+    assert got == {(sale.event_hash, row_9.line_id, False)}
+    # The same by amount and date window (no id on either line).
+    no_id_9 = Line("settlement_csv", 9, "stripe", None, "sale", 100, "USD", 4)
+    no_id_10 = Line("settlement_csv", 10, "stripe", None, "sale", 100, "USD", 4)
+    got = run_model(compiled, [sale], [no_id_10, no_id_9])
+    assert got == {(sale.event_hash, no_id_9.line_id, True)}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    copies=st.lists(
+        st.tuples(st.sampled_from(["settlement_csv", "camt053"]), st.sampled_from([0, 1])),
+        min_size=2,
+        max_size=12,
+    ),
+    rows=st.permutations(list(range(1, 13))),
+    txn=st.sampled_from(["T1", None]),
+)
+def test_of_lines_alike_but_for_where_they_landed_the_first_landed_is_the_match(
+    compiled: Compiled, copies: list[tuple[str, int]], rows: list[int], txn: str | None
+) -> None:
+    sale = Event(f"{1:064x}", "stripe", "T1", "sale", 100, "USD", 5, "projected")
+    lines = [
+        Line(table, row, "stripe" if table == "settlement_csv" else None, txn, "sale", 100,
+             "USD", 4, landed)
+        for (table, landed), row in zip(copies, rows, strict=False)
+    ]  # fmt: skip
+    first = min(lines, key=Line.order)
+    assert run_model(compiled, [sale], lines) == {(sale.event_hash, first.line_id, txn is None)}
 
 
 def test_an_id_two_sources_share_pairs_one_event_with_a_line_naming_no_gateway(

@@ -9,7 +9,8 @@ with
 {% set line_columns -%}
     lines.settlement_line_id, lines.settlement_source, lines.gateway, lines.gateway_txn_id,
     lines.kind, lines.gross_minor, lines.currency, lines.fee_minor, lines.fee_currency,
-    lines.settled_on, lines.batch_ref, lines.file_name, lines.record_ref
+    lines.settled_on, lines.batch_ref, lines.partition_date, lines.file_name, lines.row_number,
+    lines.record_ref
 {%- endset %}
 {% set event_columns -%}
     events.event_hash, events.source, events.external_id, events.kind,
@@ -20,6 +21,12 @@ with
     lines.settlement_line_id, lines.settlement_source, lines.settled_on, lines.gross_minor,
     lines.currency, lines.fee_minor, lines.fee_currency, lines.batch_ref, lines.file_name,
     lines.record_ref
+{%- endset %}
+{#- Which of several qualifying lines comes first, after the settlement day: the
+    one landed first (landing day, then file name), then the earlier row of its
+    file; the line id (unique) settles the rest. -#}
+{% set line_order -%}
+    partition_date, file_name, row_number, settlement_line_id
 {%- endset %}
 {% set line_filter -%}
     lines.kind <> 'other' and lines.settled_on <= {{ run_date() }}
@@ -101,6 +108,8 @@ pairs_by_id as (
         events.currency as revenue_currency,
         events.occurred_at,
         {{ stored_line_columns }},
+        lines.partition_date,
+        lines.row_number,
         hash(events.external_id) as id_key
     from lines
     inner join events
@@ -135,7 +144,7 @@ id_matches as (
     from pairs_by_id
     where id_key in (select id_key from repeated_ids)
     qualify row_number() over (
-            partition by event_hash order by settled_on, settlement_line_id
+            partition by event_hash order by settled_on, {{ line_order }}
         ) = 1
         and row_number() over (partition by settlement_line_id order by event_hash) = 1
 ),
@@ -153,7 +162,10 @@ candidates as (
         lines.gateway,
         lines.gross_minor + amount_offsets.delta as amount_minor,
         lines.settled_on - cast(day_offsets.days as integer) as occurred_on,
-        day_offsets.days as lag_days
+        day_offsets.days as lag_days,
+        lines.partition_date,
+        lines.file_name,
+        lines.row_number
     from lines
     cross join amount_offsets
     cross join day_offsets
@@ -184,7 +196,7 @@ by_amount as (
         ) = 1
         and row_number() over (
             partition by events.event_hash
-            order by candidates.lag_days, candidates.settlement_line_id
+            order by candidates.lag_days, {{ line_order }}
         ) = 1
 ),
 
