@@ -75,6 +75,24 @@ def test_replica_copies_only_what_changed(engine: Engine, tmp_path: Path) -> Non
         assert third.totals == second.totals
         assert (third.copied["journal_entries"], third.copied["postings"]) == (0, 0)
 
+        # Every copy numbers what it writes; a row keeps the number of the copy that
+        # first brought it, however often it is copied again.
+        ingest(engine, [(1, parse_event({"source": "payoneer", "external_id": "PO-99",
+                                         "amount": "9.00", "currency": "USD",
+                                         "occurred_at": "2026-11-20T10:00:00Z", "kind": "sale",
+                                         "status": "projected"}))])  # fmt: skip
+        replicate(engine, wh)
+        seqs = dict(
+            wh.execute(
+                "SELECT external_id, (first_replicated_seq, replicated_seq)"
+                " FROM ledger.revenue_events WHERE external_id IN ('PO-6', 'PO-7', 'PO-99')"
+            ).fetchall()
+        )
+    assert seqs["PO-6"] == (1, 1)  # copied once, by the first copy
+    first, last = seqs["PO-7"]  # changed, and re-read in the overlap since
+    assert first == 1 and last >= 3
+    assert seqs["PO-99"] == (last, last)  # new in the latest copy, which re-read PO-7 too
+
 
 def getattr_table(name: str) -> sa.Table:
     return {"revenue_events": revenue_events, "journal_entries": journal_entries,
@@ -170,16 +188,20 @@ def _balances(conn: sa.Connection) -> dict[str, int]:
     return {b.currency: b.available_minor for b in available_balances(conn)}
 
 
-def test_a_warehouse_from_before_the_gateway_column_gets_it_filled(tmp_path: Path) -> None:
+def test_a_warehouse_from_before_the_gateway_and_landing_seq_columns_gets_them(
+    tmp_path: Path,
+) -> None:
     home = tmp_path / "home"
     folder = home / "landing" / "settlement-csv" / DAY
     folder.mkdir(parents=True)
     (folder / "a.csv").write_text(HEADER + "S-1, PayOneer ,PO-1,sale,1.00,USD,,,2026-11-21,,,,\n")
     with duckdb.connect(str(tmp_path / "wh.duckdb")) as wh:
         raw.land_partition(wh, home, "settlement-csv", DAY)
-        # As the tables were made before: no gateway column (the CSV's stays in `raw`).
+        # As the tables were made before: no gateway column (the CSV's stays in `raw`), no
+        # landing sequence.
         for table in ("settlement_csv", "paypal_stl", "camt053"):
             wh.execute(f"ALTER TABLE raw.{table} DROP COLUMN gateway").fetchall()
+            wh.execute(f"ALTER TABLE raw.{table} DROP COLUMN landing_seq").fetchall()
         wh.execute(
             "INSERT INTO raw.paypal_stl (partition_date, file_name, content_sha256, row_number,"
             " record_ref, kind, direction, gross_minor, currency, fee_minor, fee_currency,"
@@ -190,10 +212,39 @@ def test_a_warehouse_from_before_the_gateway_column_gets_it_filled(tmp_path: Pat
         raw.ensure_schema(wh)
         raw.ensure_schema(wh)  # once filled, opening again changes nothing
         got = [
-            wh.execute(f"SELECT gateway FROM raw.{table}").fetchall()
+            wh.execute(f"SELECT gateway, landing_seq FROM raw.{table}").fetchall()
             for table in ("settlement_csv", "paypal_stl", "camt053")
         ]
-    assert got == [[("payoneer",)], [("paypal",)], []]
+        # A file landed after the migration comes after every line landed before it.
+        (folder / "b.csv").write_text(HEADER + "S-2,stripe,ch_2,sale,2.00,USD,,,2026-11-21,,,,\n")
+        raw.land_partition(wh, home, "settlement-csv", DAY)
+        later = wh.execute(
+            "SELECT landing_seq FROM raw.settlement_csv WHERE file_name LIKE '%b.csv'"
+        ).fetchall()
+    assert got == [[("payoneer", 0)], [("paypal", 0)], []]
+    assert later[0][0] > 0
+
+
+def test_every_landed_settlement_file_gets_the_next_landing_number(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with duckdb.connect(str(tmp_path / "wh.duckdb")) as wh:
+        for n, day in enumerate(("2026-11-22", "2026-11-21", "2026-11-22"), 1):
+            folder = home / "landing" / "settlement-csv" / day
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{n}.csv").write_text(
+                HEADER
+                + f"S-{n},stripe,ch_{n},sale,1.00,USD,,,{day},,,,\n"
+                + f"S-{n}b,stripe,ch_{n}b,sale,1.00,USD,,,{day},,,,\n"
+            )
+            raw.land_partition(wh, home, "settlement-csv", day)
+        got = wh.execute(
+            "SELECT file_name, min(landing_seq), max(landing_seq) FROM raw.settlement_csv"
+            " GROUP BY file_name ORDER BY min(landing_seq)"
+        ).fetchall()
+    # One number per file, rising in the order files landed (not the day they landed for).
+    assert [name.rsplit("/", 1)[-1] for name, _, _ in got] == ["1.csv", "2.csv", "3.csv"]
+    assert all(low == high for _, low, high in got)
+    assert got[0][1] < got[1][1] < got[2][1]
 
 
 def test_a_revenue_file_with_bad_rows_lands_whole_for_the_ledger_to_refuse(tmp_path: Path) -> None:

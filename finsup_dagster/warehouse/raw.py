@@ -5,6 +5,11 @@ from (``file_name``, relative to the landing zone), its row number in that file
 and the file's SHA-256, so any number in a report can be traced to a line of a
 file an auditor can open. ``raw.landed_files`` remembers every file by content
 hash: the same bytes delivered again, under any name or day, land once.
+
+Settlement rows also carry ``landing_seq``, one number per landed file from the
+sequence ``raw.landing_seq``, in landing order: the nightly reconciliation
+knows exactly which lines arrived after a night was built (whatever day they
+landed for) by comparing it with the night's recorded watermark.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ TABLES = {
     "camt053": "camt053",
     "settlement-csv": "settlement_csv",
 }
+SETTLEMENT_TABLES = tuple(TABLES[fmt] for fmt in landing.SETTLEMENT_FORMATS)
 PROVENANCE = ("partition_date", "file_name", "content_sha256")
 # Revenue rows stay text here: the ledger validates them, and a row it refuses
 # is still kept, with the problem found while reading it (if any).
@@ -50,8 +56,10 @@ _SQL_TYPES = {
 
 
 def _ddl(table: str, columns: Sequence[str]) -> str:
-    cols = ", ".join(f"{c} {_SQL_TYPES.get(c, 'VARCHAR')}" for c in (*PROVENANCE, *columns))
-    return f"CREATE TABLE IF NOT EXISTS raw.{table} ({cols})"
+    cols = [f"{c} {_SQL_TYPES.get(c, 'VARCHAR')}" for c in (*PROVENANCE, *columns)]
+    if table in SETTLEMENT_TABLES:
+        cols.append("landing_seq BIGINT NOT NULL")
+    return f"CREATE TABLE IF NOT EXISTS raw.{table} ({', '.join(cols)})"
 
 
 def columns_for(fmt: str) -> tuple[str, ...]:
@@ -61,6 +69,7 @@ def columns_for(fmt: str) -> tuple[str, ...]:
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     with transaction(conn):
         run(conn, "CREATE SCHEMA IF NOT EXISTS raw")
+        run(conn, "CREATE SEQUENCE IF NOT EXISTS raw.landing_seq START 1")
         run(
             conn,
             "CREATE TABLE IF NOT EXISTS raw.landed_files ("
@@ -71,10 +80,16 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
         for fmt, table in TABLES.items():
             run(conn, _ddl(table, columns_for(fmt)))
         for table, fill in _GATEWAY_BACKFILL.items():
-            if one(conn, _HAS_GATEWAY, [table]) is None:
+            if one(conn, _HAS_COLUMN, [table, "gateway"]) is None:
                 run(conn, f"ALTER TABLE raw.{table} ADD COLUMN gateway VARCHAR")
                 if fill:
                     run(conn, f"UPDATE raw.{table} SET gateway = {fill}")
+        for table in SETTLEMENT_TABLES:
+            if one(conn, _HAS_COLUMN, [table, "landing_seq"]) is None:
+                # Lines landed before the column existed: 0, before any night's watermark.
+                run(conn, f"ALTER TABLE raw.{table} ADD COLUMN landing_seq BIGINT DEFAULT 0")
+                run(conn, f"ALTER TABLE raw.{table} ALTER COLUMN landing_seq DROP DEFAULT")
+                run(conn, f"ALTER TABLE raw.{table} ALTER COLUMN landing_seq SET NOT NULL")
 
 
 # Settlement tables made before `gateway` was a column of their own get it,
@@ -84,9 +99,9 @@ _GATEWAY_BACKFILL = {
     "camt053": None,
     "settlement_csv": "lower(nullif(trim(json_extract_string(raw, '$.gateway')), ''))",
 }
-_HAS_GATEWAY = (
+_HAS_COLUMN = (
     "SELECT 1 FROM information_schema.columns WHERE table_catalog = current_database()"
-    " AND table_schema = 'raw' AND table_name = ? AND column_name = 'gateway'"
+    " AND table_schema = 'raw' AND table_name = ? AND column_name = ?"
 )
 
 
@@ -140,9 +155,15 @@ def land_partition(
             continue
         with transaction(conn):
             if len(frame):
+                table = TABLES[fmt]
+                rows = "SELECT * FROM incoming_rows"
+                if table in SETTLEMENT_TABLES:  # one number for the whole file
+                    seq = one(conn, "SELECT nextval('raw.landing_seq')")
+                    assert seq is not None
+                    rows = f"SELECT *, {int(seq[0])} AS landing_seq FROM incoming_rows"
                 conn.register("incoming_rows", frame)
                 try:
-                    run(conn, f"INSERT INTO raw.{TABLES[fmt]} BY NAME SELECT * FROM incoming_rows")
+                    run(conn, f"INSERT INTO raw.{table} BY NAME {rows}")
                 finally:
                     conn.unregister("incoming_rows")
             run(

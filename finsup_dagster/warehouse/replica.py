@@ -8,7 +8,11 @@ the day's changes, not the size of the books:
   ``event_hash``. The watermark (``ledger.replica_watermarks``) is the time the
   last copy started, taken back by ``OVERLAP``: a writer that stamped a row
   before that copy may have committed after it, and clocks of different
-  machines drift. The upsert makes re-reading those rows harmless.
+  machines drift. The upsert makes re-reading those rows harmless. Each copy
+  numbers the rows it writes (``replicated_seq``, one number per copy, rising)
+  and every row keeps the number of the copy that first brought it
+  (``first_replicated_seq``): the nightly reconciliation tells new events from
+  changed ones, exactly, against a night's recorded watermark.
 - ``journal_entries`` and ``postings`` are append-only: rows with an id past
   the copy's largest id, less ``ID_OVERLAP`` for the same reason (sequence
   order is not commit order on PostgreSQL), inserted where missing.
@@ -31,6 +35,10 @@ from finsup_dagster.ledger.schema import journal_entries, postings, revenue_even
 from finsup_dagster.warehouse.connection import one, run, transaction
 
 OVERLAP = timedelta(minutes=10)
+_HAS_COLUMN = (
+    "SELECT 1 FROM information_schema.columns WHERE table_catalog = current_database()"
+    " AND table_schema = 'ledger' AND table_name = ? AND column_name = ?"
+)
 ID_OVERLAP = 1_000
 
 _DUCK_TYPES = {sa.BigInteger: "BIGINT", sa.Integer: "BIGINT", sa.Boolean: "BOOLEAN"}
@@ -42,11 +50,16 @@ class ReplicaStats:
     totals: dict[str, int]
 
 
+# Warehouse-only columns of the copy, after the ledger's own.
+_COPY_COLUMNS = {"revenue_events": ("replicated_seq", "first_replicated_seq")}
+
+
 def _ddl(table: sa.Table) -> str:
     cols = []
     for col in table.columns:
         kind = next((v for k, v in _DUCK_TYPES.items() if isinstance(col.type, k)), "VARCHAR")
         cols.append(f"{col.name} {kind}")
+    cols += [f"{name} BIGINT NOT NULL" for name in _COPY_COLUMNS.get(table.name, ())]
     key = ", ".join(c.name for c in table.primary_key.columns)
     return (
         f"CREATE TABLE IF NOT EXISTS ledger.{table.name} ({', '.join(cols)}, PRIMARY KEY ({key}))"
@@ -58,6 +71,13 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
         run(conn, "CREATE SCHEMA IF NOT EXISTS ledger")
         for table in (revenue_events, journal_entries, postings, transaction_log):
             run(conn, _ddl(table))
+        for name, extra in _COPY_COLUMNS.items():
+            for column in extra:
+                if one(conn, _HAS_COLUMN, [name, column]) is None:
+                    # Rows copied before the column existed: 0, before any night's watermark.
+                    run(conn, f"ALTER TABLE ledger.{name} ADD COLUMN {column} BIGINT DEFAULT 0")
+                    run(conn, f"ALTER TABLE ledger.{name} ALTER COLUMN {column} DROP DEFAULT")
+                    run(conn, f"ALTER TABLE ledger.{name} ALTER COLUMN {column} SET NOT NULL")
         run(conn, "CREATE TABLE IF NOT EXISTS ledger.replica_watermarks"
                   " (table_name VARCHAR PRIMARY KEY, watermark VARCHAR NOT NULL)")  # fmt: skip
 
@@ -95,14 +115,32 @@ def _copy_revenue_events(engine: Engine, conn: duckdb.DuckDBPyConnection) -> int
     frame = _frame(revenue_events, rows)
     with transaction(conn):
         if rows:
+            mark = one(
+                conn, "SELECT coalesce(max(replicated_seq), 0) + 1 FROM ledger.revenue_events"
+            )
+            seq = int(mark[0]) if mark else 1
             conn.register("changed_events", frame)
             try:
+                # Replaced rows keep the number of the copy that first brought them.
+                run(
+                    conn,
+                    "CREATE TEMP TABLE replica_first AS"
+                    " SELECT event_hash, first_replicated_seq FROM ledger.revenue_events"
+                    " WHERE event_hash IN (SELECT event_hash FROM changed_events)",
+                )
                 run(
                     conn,
                     "DELETE FROM ledger.revenue_events"
                     " WHERE event_hash IN (SELECT event_hash FROM changed_events)",
                 )
-                run(conn, "INSERT INTO ledger.revenue_events BY NAME SELECT * FROM changed_events")
+                run(
+                    conn,
+                    "INSERT INTO ledger.revenue_events BY NAME"
+                    f" SELECT c.*, {seq} AS replicated_seq,"
+                    f" coalesce(f.first_replicated_seq, {seq}) AS first_replicated_seq"
+                    " FROM changed_events AS c LEFT JOIN replica_first AS f USING (event_hash)",
+                )
+                run(conn, "DROP TABLE replica_first")
             finally:
                 conn.unregister("changed_events")
         run(conn, "INSERT OR REPLACE INTO ledger.replica_watermarks VALUES (?, ?)",
