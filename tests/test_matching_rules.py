@@ -158,7 +158,8 @@ def run_model(
         for e in events:
             conn.execute(
                 "INSERT INTO ledger.revenue_events (event_hash, source, external_id, kind,"
-                " amount_minor, currency, occurred_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " amount_minor, currency, occurred_at, status, replicated_seq,"
+                " first_replicated_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 1)",
                 [e.event_hash, e.source, e.external_id, e.kind, e.amount_minor, e.currency,
                  e.occurred_at, e.status],
             ).fetchall()  # fmt: skip
@@ -166,8 +167,8 @@ def run_model(
             conn.execute(
                 f"INSERT INTO raw.{ln.table} (partition_date, file_name, content_sha256,"
                 " row_number, record_ref, gateway, gateway_txn_id, kind, direction, gross_minor,"
-                " currency, fee_minor, fee_currency, settled_on, raw)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, '{}')",
+                " currency, fee_minor, fee_currency, settled_on, raw, landing_seq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, '{}', 1)",
                 [ln.partition_date, ln.file_name, f"{ln.table:0<64}", ln.row_number, f"R{ln.row_number}",
                  ln.gateway, ln.gateway_txn_id, ln.kind,
                  "debit" if ln.kind == "refund" else "credit", ln.gross_minor, ln.currency,

@@ -6,6 +6,8 @@
         '{{ settlement_source }}' as settlement_source,
         gateway,
         partition_date,
+        -- One number per landed file, in landing order (finsup_dagster/warehouse/raw.py).
+        landing_seq,
         file_name,
         row_number,
         record_ref,

@@ -10,43 +10,15 @@
 -- A snapshot per run_date: open items as that day closed.
 with
 
-matches as (
-    select event_hash, settlement_line_id from {{ ref('reconciliation_matches') }}
-    where run_date <= {{ run_date_text() }}
-),
-
-{% set line_filter -%}
-    kind <> 'other' and settled_on <= {{ run_date() }}
-{%- endset %}
-
--- Ids only: the anti-join over every line runs on one column; the few open
--- lines fetch their other columns once below.
-open_line_ids as (
-    select lines.settlement_line_id
-    from {{ ref('settlement_lines') }} as lines
-    anti join matches on matches.settlement_line_id = lines.settlement_line_id
-    where {{ line_filter }}
-),
-
-{% set event_filter -%}
-    events.kind in ('sale', 'refund', 'chargeback')
-    and events.status <> 'reversed'
-    and events.occurred_at < {{ run_end_text() }}
-{%- endset %}
-
+-- What the night left open and is due (reconciliation_open_lines / _events).
 open_lines as (
-    select lines.*
-    from {{ ref('settlement_lines') }} as lines
-    semi join open_line_ids on open_line_ids.settlement_line_id = lines.settlement_line_id
+    select lines.* exclude (run_date) from {{ ref('reconciliation_open_lines') }} as lines
+    where lines.run_date = {{ run_date_text() }} and {{ line_due() }}
 ),
 
--- Hashes only: the anti-join runs on one column, the few open events' other
--- columns are fetched once below.
 open_event_hashes as (
-    select events.event_hash
-    from {{ ref('stg_ledger__revenue_events') }} as events
-    anti join matches on matches.event_hash = events.event_hash
-    where {{ event_filter }}
+    select events.event_hash from {{ ref('reconciliation_open_events') }} as events
+    where events.run_date = {{ run_date_text() }} and {{ event_due() }}
 ),
 
 -- The event an open line's transaction id names, matched already or not,
@@ -67,7 +39,7 @@ named as (
         on events.external_id = open_lines.gateway_txn_id
         and events.kind = open_lines.kind
     where coalesce(open_lines.gateway, events.source) = events.source
-      and {{ event_filter }}
+      and {{ open_event() }} and {{ event_due() }}
     qualify row_number() over (
         partition by open_lines.settlement_line_id
         order by events.occurred_at, events.event_hash
@@ -79,8 +51,8 @@ open_events as (
         events.event_hash, events.source, events.external_id, events.kind, events.amount_minor,
         events.currency, events.occurred_at, events.status, events.source_file,
         date_diff('day', events.occurred_on, {{ run_date() }}) as age_days
-    from {{ ref('stg_ledger__revenue_events') }} as events
-    semi join open_event_hashes on open_event_hashes.event_hash = events.event_hash
+    from {{ ref('reconciliation_open_events') }} as events
+    where events.run_date = {{ run_date_text() }} and {{ event_due() }}
 ),
 
 line_exceptions as (
@@ -129,7 +101,8 @@ batches as (
         min(batch_net_minor) as batch_net_minor,
         count(*) as line_count
     from {{ ref('settlement_lines') }}
-    where batch_ref is not null and batch_net_minor is not null and {{ line_filter }}
+    where batch_ref is not null and batch_net_minor is not null
+      and kind <> 'other' and settled_on <= {{ run_date() }}
     group by batch_ref, settlement_source
     -- Only a batch in one currency, fees included, can be added up; finsup
     -- never converts, and a mixed batch shows up line by line instead.

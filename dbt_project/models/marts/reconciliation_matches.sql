@@ -1,9 +1,10 @@
 -- Matched pairs (revenue event, settlement line), one-to-one, with the rule that
 -- matched them. Incremental by run_date: a nightly run only pairs events and
--- lines no other run matched (anti-joins, so history costs a scan of the id
--- columns, not a rebuild); running a day again replaces that day's matches.
+-- lines no other run matched (the open items: macros/open_items.sql); running a
+-- day again replaces that day's matches.
 -- Every join is on equality keys, so DuckDB hash-joins them: the amount
 -- tolerance and the date window are enumerated offsets, not range predicates.
+{{ config(pre_hook="{{ forget_nights_from_run_date() }}") }}
 with
 
 {% set line_columns -%}
@@ -28,19 +29,32 @@ with
 {% set line_order -%}
     partition_date, file_name, row_number, settlement_line_id
 {%- endset %}
+{#- Open and due tonight (macros/open_items.sql). -#}
 {% set line_filter -%}
-    lines.kind <> 'other' and lines.settled_on <= {{ run_date() }}
+    {{ open_line() }} and {{ line_due() }}
 {%- endset %}
 {% set event_filter -%}
-    events.kind in ('sale', 'refund', 'chargeback')
-    and events.status <> 'reversed'
-    and events.occurred_at < {{ run_end_text() }}
+    {{ open_event() }} and {{ event_due() }}
 {%- endset %}
 
-{% if is_incremental() %}
--- A nightly run pairs only what no other night matched. History is anti-joined
--- on the id column alone, and only the few ids left fetch their other columns:
--- an anti-join carrying every column of a year of lines costs several times more.
+{% set night = previous_night() if is_incremental() else none %}
+{% if night %}
+-- Tonight's open items: the previous night's, and what arrived since.
+lines as (
+    select {{ line_columns }}
+    from ({{ recent_open_lines(night) }}) as lines
+    where {{ line_due() }}
+),
+
+events as (
+    select {{ event_columns }}
+    from ({{ recent_open_events(night) }}) as events
+    where {{ event_due() }}
+),
+{% elif is_incremental() %}
+-- No previous night to start from: history is anti-joined on the id column
+-- alone, and only the few ids left fetch their other columns (an anti-join
+-- carrying every column of a year of lines costs several times more).
 matched_elsewhere as (
     select event_hash, settlement_line_id from {{ this }}
     where run_date <> {{ run_date_text() }}

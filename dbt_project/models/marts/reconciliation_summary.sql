@@ -42,16 +42,12 @@ exceptions as (
     group by all
 ),
 
-matches_to_date as (
-    select event_hash from {{ ref('reconciliation_matches') }}
-    where run_date <= {{ run_date_text() }}
-),
-
 exception_events as (
     select event_hash from {{ ref('reconciliation_exceptions') }}
     where run_date = {{ run_date_text() }} and event_hash is not null
 ),
 
+-- Open events still within the match window (not exceptions yet).
 awaiting as (
     select
         'awaiting_settlement' as category,
@@ -59,13 +55,9 @@ awaiting as (
         count(*) as items,
         sum(case when events.kind = 'sale' then events.amount_minor else -events.amount_minor end),
         0
-    from {{ ref('stg_ledger__revenue_events') }} as events
-    anti join matches_to_date on matches_to_date.event_hash = events.event_hash
+    from {{ ref('reconciliation_open_events') }} as events
     anti join exception_events on exception_events.event_hash = events.event_hash
-    where events.kind in ('sale', 'refund', 'chargeback')
-      and events.status <> 'reversed'
-      and events.occurred_at < {{ run_end_text() }}
-      -- as text, like occurred_at < run end above, so the filter reaches the table scan
+    where events.run_date = {{ run_date_text() }} and {{ event_due() }}
       and events.occurred_at
           >= strftime({{ run_date() }} - {{ var('match_window_days') }}, '%Y-%m-%d')
     group by events.currency

@@ -18,7 +18,11 @@ renamed as (
         -- When the books last changed the event (canonical UTC text): the dbt tests
         -- check what changed since the night began, late arrivals included.
         status_changed_at,
-        source_file
+        source_file,
+        -- The warehouse copy that last wrote the row and the one that first brought it
+        -- (finsup_dagster/warehouse/replica.py): new and changed events, exactly.
+        replicated_seq,
+        first_replicated_seq
     from source
 )
 

@@ -1,0 +1,133 @@
+{#- Open items: the settlement lines and revenue events no match has taken.
+
+    Every night keeps what it left open (reconciliation_open_lines and
+    reconciliation_open_events, one slice per run_date: every line that is not
+    a bank charge and every sale, refund or chargeback the books have not
+    reversed, that no night up to it matched, those not due yet included) and,
+    once both are written, a row in reconciliation_nights with the landing and
+    replication watermarks it saw. The next night starts from those instead of
+    from the whole history:
+
+      lines  = last night's open lines
+             + lines landed since (landing_seq above its landing watermark)
+      events = last night's open events, those the books changed since
+               taken again from the books (a reversal drops one)
+             + events first copied since (first_replicated_seq above its
+               replica watermark)
+
+    Nothing else can be open: a line or an event known to last night was open
+    then or matched (matches are made by nights only), and one that was neither
+    is a bank charge, a fee or reversed, which it stays. So the cost is the open
+    items and what arrived, not the history. What is due tonight (settled, or
+    occurred, by its end) is then filtered from them.
+
+    The previous night is used only when it is the last word on the earlier
+    nights: its nights row exists (the matches model deletes the nights rows
+    of the night it rebuilds and of every later one before it starts, so
+    rebuilding an earlier night voids them) and no night after it, other
+    than tonight, has matches (and the var open_items_from_previous_night is
+    not false). Otherwise, and on a first build, every line and event is
+    anti-joined with the matches of the other nights (the full way, its cost
+    grows with history). The dbt tests assert_open_*_complete check every
+    night, either way, that open and matched items add up to all of them.
+-#}
+
+{#- The previous night to start from, as a dict (run_date, landing_watermark,
+    replica_watermark), or none: take the full way. -#}
+{% macro previous_night() -%}
+  {%- if not execute or not var('open_items_from_previous_night') -%}{{ return(none) }}{%- endif -%}
+  {%- set nights = _relation('reconciliation_nights') -%}
+  {%- set matches = _relation('reconciliation_matches') -%}
+  {%- if nights is none or matches is none
+        or _relation('reconciliation_open_lines') is none
+        or _relation('reconciliation_open_events') is none -%}
+    {{ return(none) }}
+  {%- endif -%}
+  {%- set found = run_query(
+      "select run_date, landing_watermark, replica_watermark from " ~ nights
+      ~ " where run_date < " ~ run_date_text() ~ " order by run_date desc limit 1") -%}
+  {%- if found.rows | length == 0 -%}{{ return(none) }}{%- endif -%}
+  {%- set night = found.rows[0] -%}
+  {%- set later = run_query(
+      "select count(*) from " ~ matches ~ " where run_date > '" ~ night[0]
+      ~ "' and run_date <> " ~ run_date_text()) -%}
+  {%- if later.rows[0][0] > 0 -%}{{ return(none) }}{%- endif -%}
+  {{ return({'run_date': night[0], 'landing_watermark': night[1] | int,
+             'replica_watermark': night[2] | int}) }}
+{%- endmacro %}
+
+{#- A sibling model's table by name, none before it exists. Not ref(): these
+    are earlier nights' outputs, read by models they depend on. -#}
+{% macro _relation(name) -%}
+  {{ return(adapter.get_relation(database=this.database, schema=this.schema, identifier=name)) }}
+{%- endmacro %}
+
+{#- Tonight's candidate lines from the previous night (see above), due or not:
+    every column of settlement_lines. -#}
+{% macro recent_open_lines(night) -%}
+    select * exclude (run_date) from {{ _relation('reconciliation_open_lines') }}
+    where run_date = '{{ night.run_date }}'
+    union all by name
+    select lines.* from {{ ref('settlement_lines') }} as lines
+    where lines.landing_seq > {{ night.landing_watermark }} and {{ open_line() }}
+{%- endmacro %}
+
+{#- Tonight's candidate events from the previous night (see above), occurred
+    or not: every column of stg_ledger__revenue_events. -#}
+{% macro recent_open_events(night) -%}
+    {%- set events = ref('stg_ledger__revenue_events') -%}
+    {%- set previous -%}
+        (select * exclude (run_date) from {{ _relation('reconciliation_open_events') }}
+         where run_date = '{{ night.run_date }}')
+    {%- endset -%}
+    {%- set changed -%}
+        (select * from {{ events }} where replicated_seq > {{ night.replica_watermark }})
+    {%- endset -%}
+    select previous.* from {{ previous }} as previous
+    anti join {{ changed }} as changed on changed.event_hash = previous.event_hash
+    union all by name
+    select events.* from {{ changed }} as events
+    semi join {{ previous }} as previous on previous.event_hash = events.event_hash
+    where {{ open_event() }}
+    union all by name
+    select events.* from {{ changed }} as events
+    where events.first_replicated_seq > {{ night.replica_watermark }} and {{ open_event() }}
+{%- endmacro %}
+
+{#- What can be open at all, due or not (on the aliases `lines`, `events`). -#}
+{% macro open_line() -%}
+    lines.kind <> 'other'
+{%- endmacro %}
+
+{% macro open_event() -%}
+    events.kind in ('sale', 'refund', 'chargeback') and events.status <> 'reversed'
+{%- endmacro %}
+
+{#- What is due on the night being built. -#}
+{% macro line_due() -%}
+    lines.settled_on <= {{ run_date() }}
+{%- endmacro %}
+
+{% macro event_due() -%}
+    events.occurred_at < {{ run_end_text() }}
+{%- endmacro %}
+
+{#- Before the matches of a night are rebuilt: the nights rows of that night and
+    every later one go, so no later night starts from open items that night's
+    new matches could contradict. -#}
+{% macro forget_nights_from_run_date() -%}
+  {%- set nights = _relation('reconciliation_nights') if execute else none -%}
+  {%- if nights is not none -%}
+    delete from {{ nights }} where run_date >= {{ run_date_text() }}
+  {%- else -%}
+    select 1
+  {%- endif -%}
+{%- endmacro %}
+
+{#- After a night's open items are written: slices older than
+    open_items_nights_kept nights go (reconciliation_exceptions keeps what every
+    night left open); a night older than that starts the full way. -#}
+{% macro forget_old_nights() -%}
+    delete from {{ this }}
+    where run_date < strftime({{ run_date() }} - {{ var('open_items_nights_kept') }}, '%Y-%m-%d')
+{%- endmacro %}

@@ -1,0 +1,37 @@
+{{ config(post_hook="{{ forget_old_nights() }}") }}
+-- The revenue events open when run_date closed: every sale, refund and chargeback
+-- the books have not reversed and that no night up to run_date matched, those
+-- within the match window and those that occur later included. Every column of
+-- stg_ledger__revenue_events. The next night starts from this slice
+-- (macros/open_items.sql); reconciliation_exceptions reports the ones past the
+-- match window.
+{% set night = previous_night() if is_incremental() else none %}
+with
+
+{% if night %}
+-- The previous night's open events (taken again from the books where they
+-- changed since) and those first copied since, less tonight's matches.
+candidates as (
+    {{ recent_open_events(night) }}
+),
+
+matched as (
+    select event_hash from {{ ref('reconciliation_matches') }}
+    where run_date = {{ run_date_text() }}
+)
+
+select {{ run_date_text() }} as run_date, candidates.*
+from candidates
+anti join matched on matched.event_hash = candidates.event_hash
+{% else %}
+-- Every event against every match up to run_date.
+matched as (
+    select event_hash from {{ ref('reconciliation_matches') }}
+    where run_date <= {{ run_date_text() }}
+)
+
+select {{ run_date_text() }} as run_date, events.*
+from {{ ref('stg_ledger__revenue_events') }} as events
+anti join matched on matched.event_hash = events.event_hash
+where {{ open_event() }}
+{% endif %}

@@ -1,0 +1,35 @@
+{{ config(post_hook="{{ forget_old_nights() }}") }}
+-- The settlement lines open when run_date closed: every line that is not a bank
+-- charge and that no night up to run_date matched, those settled later (a report
+-- dated ahead) included. Every column of settlement_lines. The next night starts
+-- from this slice (macros/open_items.sql); reconciliation_exceptions reports the
+-- ones due.
+{% set night = previous_night() if is_incremental() else none %}
+with
+
+{% if night %}
+-- The previous night's open lines and those landed since, less tonight's matches.
+candidates as (
+    {{ recent_open_lines(night) }}
+),
+
+matched as (
+    select settlement_line_id from {{ ref('reconciliation_matches') }}
+    where run_date = {{ run_date_text() }}
+)
+
+select {{ run_date_text() }} as run_date, candidates.*
+from candidates
+anti join matched on matched.settlement_line_id = candidates.settlement_line_id
+{% else %}
+-- Every line against every match up to run_date.
+matched as (
+    select settlement_line_id from {{ ref('reconciliation_matches') }}
+    where run_date <= {{ run_date_text() }}
+)
+
+select {{ run_date_text() }} as run_date, lines.*
+from {{ ref('settlement_lines') }} as lines
+anti join matched on matched.settlement_line_id = lines.settlement_line_id
+where {{ open_line() }}
+{% endif %}
