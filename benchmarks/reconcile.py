@@ -1,17 +1,21 @@
 """Benchmark: the reconciliation dbt models against DuckDB's plain hash join.
 
 How the models are timed: as SQL work, not dbt start-up. ``dbt compile`` runs
-twice in a scratch warehouse (``--target-path`` and ``--log-path`` in a temp
-dir, ``run_date`` set to a placeholder date): once before the mart tables exist
-(the first-build SQL, ``is_incremental()`` false) and once after (the nightly
-SQL, ``is_incremental()`` true). The compiled SELECTs of ``manifest.json`` are
+in a scratch warehouse before the mart tables exist (``--target-path`` and
+``--log-path`` in a temp dir, ``run_date`` set to a placeholder date): the
+first-build SQL, ``is_incremental()`` false. The nightly SQL is compiled by dbt
+against each warehouse it runs on, as it stands, for the night being run:
+whether a night finds its open items from the previous night or from the whole
+history is decided while compiling (``macros/open_items.sql``), so each side
+runs the SQL dbt would run there. The compiled SELECTs of ``manifest.json`` are
 then executed directly in DuckDB, the way the dbt-duckdb materialisations do:
 
 - views (staging, ``settlement_lines``): ``CREATE VIEW ... AS <select>``, untimed;
 - first build of an incremental model: ``CREATE TABLE ... AS <select>``;
 - nightly build (delete+insert on ``run_date``), one transaction per model:
-  ``CREATE TEMP TABLE tmp AS <select>``, ``DELETE FROM t WHERE (run_date) IN
-  (SELECT run_date FROM tmp)``, ``INSERT INTO t BY NAME SELECT * FROM tmp``.
+  ``CREATE TEMP TABLE tmp AS <select>``, ``DELETE FROM t WHERE run_date =
+  '<night>'`` (``macros/delete_insert.sql``), ``INSERT INTO t BY NAME SELECT *
+  FROM tmp``.
 
 Every timing is the best of ``--repeats`` (3) runs, after a ``CHECKPOINT``
 (untimed), with DuckDB's default threads. Machines are noisy: read the ratios.
@@ -50,12 +54,16 @@ credited a few minor units off), a few bank-charge lines (kind ``other``).
 2. **Nightly run vs. history.** 365 days of history (``--per-day`` events a
    day, default 3,000) loaded as already reconciled: the first-build matches
    SQL run once for day 365, each match re-dated to
-   the day its line settled; exceptions and summary built for day 365 and
-   that snapshot copied to every earlier day (open items only from the day
-   they appeared). Then the nightly SQL for day 366 is timed against the same
-   day on an empty history: a warehouse holding only day 366's settlement
-   lines and the events still open in the match window (occurred on days
-   363-366, not matched by the history), with empty mart tables.
+   the day its line settled; the other marts built for day 365 and that
+   snapshot copied to earlier days (exceptions and summary to every day, open
+   items only from the day they appeared; the open-item slices and the nights
+   table to the nights the models keep), day 365's watermarks set to what had
+   landed and been copied by then. So day 366 starts from day 365's open items,
+   as a night after a nightly run does. It is timed against the same day on an
+   empty history: a warehouse holding only day 366's settlement lines and the
+   events still open in the match window (occurred on days 363-366, not
+   matched by the history), with empty mart tables (so it takes the full way,
+   over almost nothing).
    Two measurements of that night:
 
    - **dbt build** (the target, ≤ 1.2 ×): what the nightly job runs, ``dbt
@@ -63,10 +71,10 @@ credited a few minor units off), a few bank-charge lines (kind ``other``).
      on a fresh copy of each warehouse file for every run (``dbt parse`` once
      beforehand, untimed, so each build partial-parses the same project; dbt
      start-up is included, on both sides);
-   - **SQL only** (informational, no target): the nightly SQL of the three
-     marts as above. The exceptions model writes a snapshot of every item
-     still open, history included, so it grows with the open items of the
-     history by design.
+   - **SQL only** (informational, no target): the nightly SQL of the marts as
+     above. The exceptions model writes a snapshot of every item still open,
+     history included, so it grows with the open items of the history by
+     design.
 
 A build still running after ``--timeout`` seconds (100) is interrupted and
 reported as a lower bound; one taking over 20 s is measured once.
@@ -102,9 +110,18 @@ PROJECT = ROOT / "dbt_project"
 DBT = Path(sys.executable).with_name("dbt")
 WAREHOUSE_FILE = "warehouse.duckdb"  # the same name everywhere: compiled SQL names its catalog
 PLACEHOLDER = "2099-12-31"  # run_date at compile time, replaced by the day being run
-MODELS = ("reconciliation_matches", "reconciliation_exceptions", "reconciliation_summary")
+# The incremental marts in build order (dependencies first).
+MODELS = (
+    "reconciliation_matches",
+    "reconciliation_open_lines",
+    "reconciliation_open_events",
+    "reconciliation_exceptions",
+    "reconciliation_summary",
+    "reconciliation_nights",
+)
 START = date(2025, 1, 1)
 MATCH_WINDOW_DAYS = 3  # dbt_project.yml match_window_days
+OPEN_ITEMS_NIGHTS_KEPT = 7  # dbt_project.yml open_items_nights_kept
 
 LONG_RUN = 20.0  # seconds: a build that takes longer is measured once
 
@@ -120,15 +137,23 @@ SETTLEMENT_TABLES = ("paypal_stl", "camt053", "settlement_csv")
 
 @dataclass
 class Compiled:
-    """The compiled SELECT of every model, and where each one lives."""
+    """The compiled SELECT of every model (first build), and where each one lives."""
 
     relation: dict[str, str]
     views: dict[str, str]  # name -> SELECT, in dependency order
     first_build: dict[str, str]
-    nightly: dict[str, str]
 
-    def sql(self, model: str, day: str, *, nightly: bool) -> str:
-        return (self.nightly if nightly else self.first_build)[model].replace(PLACEHOLDER, day)
+    def sql(self, model: str, day: str) -> str:
+        return self.first_build[model].replace(PLACEHOLDER, day)
+
+
+@dataclass
+class Nightly:
+    """The SQL dbt would run for one night on one warehouse, and how it finds open items."""
+
+    day: str
+    sql: dict[str, str]
+    way: str  # "previous night" or "full" (macros/open_items.sql)
 
 
 def dbt(
@@ -202,7 +227,7 @@ def _depends_on(node: dict[str, object]) -> list[str]:
 
 
 def compile_models(workdir: Path) -> Compiled:
-    """dbt compile before and after the mart tables exist: first-build and nightly SQL."""
+    """dbt compile before the mart tables exist: the first-build SQL."""
     warehouse = workdir / "compile" / WAREHOUSE_FILE
     warehouse.parent.mkdir(parents=True)
     target = workdir / "dbt_target"
@@ -214,24 +239,24 @@ def compile_models(workdir: Path) -> Compiled:
     relation = {name: str(node["relation_name"]) for name, node in models.items()}
     first = {name: str(models[name]["compiled_code"]) for name in MODELS}
     views = {name: str(models[name]["compiled_code"]) for name in view_order(models)}
-    compiled = Compiled(relation, views, first, {})
-    with duckdb.connect(str(warehouse)) as conn:
-        create_views(conn, compiled)
-        for name in MODELS:
-            run(
-                conn,
-                f"CREATE TABLE {relation[name]} AS {compiled.sql(name, PLACEHOLDER, nightly=False)}",
-            )
-    took += dbt(["compile"], warehouse, target)
-    models = read_manifest(target)
-    compiled.nightly = {name: str(models[name]["compiled_code"]) for name in MODELS}
     for name in MODELS:
-        if PLACEHOLDER not in compiled.nightly[name]:
+        if PLACEHOLDER not in first[name]:
             raise RuntimeError(f"{name}: run_date placeholder not found in the compiled SQL")
-    if compiled.nightly["reconciliation_matches"] == compiled.first_build["reconciliation_matches"]:
-        raise RuntimeError("the second compile did not see the tables: is_incremental() false")
-    print(f"dbt compile twice: {took:.1f} s (not part of any timing)", flush=True)
-    return compiled
+    print(f"dbt compile: {took:.1f} s (not part of any timing)", flush=True)
+    return Compiled(relation, views, first)
+
+
+def compile_nightly(warehouse: Path, target: Path, compiled: Compiled, day: str) -> Nightly:
+    """The marts' SQL for night ``day``, compiled by dbt against ``warehouse`` as it stands
+    (closed): whether open items come from the previous night is decided while compiling,
+    from the warehouse's own state, so each warehouse gets the SQL dbt would run on it."""
+    dbt(["compile", "--select", *MODELS], warehouse, target, run_date=day)
+    models = read_manifest(target)
+    sql = {name: str(models[name]["compiled_code"]) for name in MODELS}
+    if sql["reconciliation_matches"] == compiled.sql("reconciliation_matches", day):
+        raise RuntimeError("the nightly compile did not see the tables: is_incremental() false")
+    way = "previous night" if "landing_seq >" in sql["reconciliation_matches"] else "full"
+    return Nightly(day, sql, way)
 
 
 def create_views(conn: duckdb.DuckDBPyConnection, compiled: Compiled) -> None:
@@ -402,9 +427,10 @@ def generate(conn: duckdb.DuckDBPyConnection, events: int, days: int, seed: int)
     revenue = """
     INSERT INTO ledger.revenue_events (event_hash, source, external_id, kind, amount_minor,
         currency, occurred_at, status, ingested_at, status_changed_at, source_file,
-        confirmed_entry_id, reversed_entry_id)
+        confirmed_entry_id, reversed_entry_id, replicated_seq, first_replicated_seq)
     SELECT event_hash, source, external_id, kind, amount_minor, currency, occurred_at, status,
-        occurred_at, occurred_at, 'revenue/' || CAST(day AS VARCHAR) || '.csv', NULL, NULL
+        occurred_at, occurred_at, 'revenue/' || CAST(day AS VARCHAR) || '.csv', NULL, NULL,
+        day + 1, day + 1
     FROM gen_events ORDER BY i
     """
     # One line per settled event (two for a duplicate), extra lines that name no event, and
@@ -483,14 +509,14 @@ def generate(conn: duckdb.DuckDBPyConnection, events: int, days: int, seed: int)
     FROM shaped
     """
     statements = [ev, revenue, lines]
-    for table in SETTLEMENT_TABLES:
+    for n, table in enumerate(SETTLEMENT_TABLES):
         ext = {"paypal_stl": "csv", "camt053": "xml", "settlement_csv": "csv"}[table]
         statements.append(
             f"""
             INSERT INTO raw.{table} (partition_date, file_name, content_sha256, row_number,
                 record_ref, gateway, gateway_txn_id, batch_ref, batch_net_minor, event_code,
                 kind, direction, gross_minor, currency, fee_minor, fee_currency, settled_on,
-                occurred_at, description, raw)
+                occurred_at, description, raw, landing_seq)
             SELECT
                 settled_on, '{table}/' || settled_on || '/settlement.{ext}',
                 sha256('{table}:' || settled_on || ':{seed}'), row_number,
@@ -510,7 +536,9 @@ def generate(conn: duckdb.DuckDBPyConnection, events: int, days: int, seed: int)
                           || coalesce(gateway_txn_id, '') || '", "gross": "'
                           || CAST(gross_minor AS VARCHAR) || '", "currency": "' || currency
                           || '"}}'
-                     ELSE CAST(i AS VARCHAR) END
+                     ELSE CAST(i AS VARCHAR) END,
+                -- one file a day per table, landed in day order
+                settled_day * {len(SETTLEMENT_TABLES)} + {n + 1}
             FROM gen_lines WHERE landing = '{table}'
             ORDER BY settled_day, row_number
             """
@@ -550,22 +578,22 @@ def first_build(
         models,
         lambda name: [
             f"DROP TABLE IF EXISTS {compiled.relation[name]}",
-            f"CREATE TABLE {compiled.relation[name]} AS {compiled.sql(name, day, nightly=False)}",
+            f"CREATE TABLE {compiled.relation[name]} AS {compiled.sql(name, day)}",
         ],
     )
 
 
 def nightly_build(
-    conn: duckdb.DuckDBPyConnection, compiled: Compiled, day: str, models: tuple[str, ...] = MODELS
+    conn: duckdb.DuckDBPyConnection, compiled: Compiled, nightly: Nightly
 ) -> Breakdown:
-    """The marts brought up to ``day``: dbt-duckdb's delete+insert on run_date."""
+    """The marts brought up to the night: delete+insert on run_date, as
+    dbt_project/macros/delete_insert.sql does it."""
     return _per_model(
         conn,
-        models,
+        MODELS,
         lambda name: [
-            f"CREATE TEMP TABLE bench_tmp AS {compiled.sql(name, day, nightly=True)}",
-            f"DELETE FROM {compiled.relation[name]}"
-            " WHERE (run_date) IN (SELECT run_date FROM bench_tmp)",
+            f"CREATE TEMP TABLE bench_tmp AS {nightly.sql[name]}",
+            f"DELETE FROM {compiled.relation[name]} WHERE run_date = '{nightly.day}'",
             f"INSERT INTO {compiled.relation[name]} BY NAME SELECT * FROM bench_tmp",
             "DROP TABLE bench_tmp",
         ],
@@ -782,15 +810,16 @@ def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, days: int)
     """History as if every night of days 0..days-1 had run.
 
     Matches: the first-build SQL once for the last night, then each match re-dated to
-    the night its line settled. Exceptions and summary: built once for the last
-    night, and that snapshot copied to every earlier night with the items that
-    had appeared by then.
+    the night its line settled. The other marts: built once for the last night, and
+    that snapshot copied to earlier nights — every night for exceptions and summary
+    (with the items that had appeared by then), the nights the models keep for the
+    open items and the nights table. The last night's watermarks are those of what
+    had landed and been copied by then (the data up to the new day is all there).
     """
     day_before = day_text(days - 1)
     first_build(conn, compiled, day_before, MODELS[:1])
-    matches = compiled.relation["reconciliation_matches"]
-    exceptions = compiled.relation["reconciliation_exceptions"]
-    summary = compiled.relation["reconciliation_summary"]
+    rel = compiled.relation
+    matches = rel["reconciliation_matches"]
     in_transaction(
         conn,
         [  # A match belongs to the night its line settled.
@@ -801,28 +830,55 @@ def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, days: int)
         ],
     )
     first_build(conn, compiled, day_before, MODELS[1:])
-    nights = f"""(SELECT strftime(DATE '{START}' + INTERVAL (d) DAY, '%Y-%m-%d') AS day
-                 FROM range({days}) r(d))"""
+    lines = " UNION ALL ".join(
+        f"SELECT landing_seq FROM raw.{t} WHERE partition_date <= '{day_before}'"
+        for t in SETTLEMENT_TABLES
+    )
+    end = day_text(days)
     in_transaction(
         conn,
         [
-            # Every night's snapshot holds the items open that night: those of the last night
-            # that had appeared by then.
-            f"CREATE TEMP TABLE hist AS SELECT * FROM {exceptions}",
-            f"DELETE FROM {exceptions}",
-            f"""INSERT INTO {exceptions} BY NAME
-                SELECT hist.* REPLACE (days.day AS run_date) FROM hist JOIN {nights} AS days
-                  ON coalesce(hist.settled_on, left(hist.occurred_at, 10)) <= days.day
-                ORDER BY days.day""",
-            "DROP TABLE hist",
-            f"CREATE TEMP TABLE hist AS SELECT * FROM {summary}",
-            f"DELETE FROM {summary}",
-            f"""INSERT INTO {summary} BY NAME
-                SELECT hist.* REPLACE (days.day AS run_date) FROM hist CROSS JOIN {nights} AS days
-                ORDER BY days.day""",
-            "DROP TABLE hist",
+            f"""UPDATE {rel["reconciliation_nights"]} SET
+                  landing_watermark = (SELECT max(landing_seq) FROM ({lines})),
+                  replica_watermark = (SELECT max(replicated_seq) FROM ledger.revenue_events
+                                       WHERE occurred_at < '{end}')""",
         ],
     )
+
+    def copy_back(model: str, nights: int, appeared: str | None) -> list[str]:
+        """The last night's rows again for each of the ``nights`` before it."""
+        table = rel[model]
+        back = f"""(SELECT strftime(DATE '{START}' + INTERVAL (d) DAY, '%Y-%m-%d') AS day
+                    FROM range({max(days - nights, 0)}, {days}) r(d))"""
+        join = (
+            f"JOIN {back} AS days ON {appeared} <= days.day"
+            if appeared
+            else f"CROSS JOIN {back} AS days"
+        )
+        return [
+            f"CREATE TEMP TABLE hist AS SELECT * FROM {table}",
+            f"DELETE FROM {table}",
+            f"""INSERT INTO {table} BY NAME
+                SELECT hist.* REPLACE (days.day AS run_date) FROM hist {join}
+                ORDER BY days.day""",
+            "DROP TABLE hist",
+        ]
+
+    kept = OPEN_ITEMS_NIGHTS_KEPT
+    in_transaction(
+        conn,
+        [
+            # Every night's snapshot holds the items open that night: those of the last
+            # night that had appeared by then.
+            *copy_back("reconciliation_exceptions", days,
+                       "coalesce(hist.settled_on, left(hist.occurred_at, 10))"),
+            *copy_back("reconciliation_summary", days, None),
+            *copy_back("reconciliation_open_lines", kept,
+                       "cast(hist.settled_on AS VARCHAR)"),
+            *copy_back("reconciliation_open_events", kept, "left(hist.occurred_at, 10)"),
+            *copy_back("reconciliation_nights", kept, None),
+        ],
+    )  # fmt: skip
 
 
 def copy_new_day(
@@ -896,8 +952,17 @@ def run_history(
     for source, copy in ((path, path_copy), (fresh, fresh_copy)):
         copy.parent.mkdir()
         shutil.copyfile(source, copy)
+    night_history = compile_nightly(path, workdir / "compile_history", compiled, new_day)
+    night_empty = compile_nightly(fresh, workdir / "compile_empty", compiled, new_day)
+    print(
+        f"    open items found: with history, {night_history.way};"
+        f" on empty history, {night_empty.way}",
+        flush=True,
+    )
     with duckdb.connect(str(path)) as conn:
-        with_history = best_of(repeats, conn, lambda: nightly_build(conn, compiled, new_day), limit)
+        with_history = best_of(
+            repeats, conn, lambda: nightly_build(conn, compiled, night_history), limit
+        )
         counts_history = outcome_counts(conn, compiled, new_day)
         print(f"    day {days + 1}, with history   {with_history}", flush=True)
         print(f"    {counts_history}", flush=True)
@@ -905,7 +970,7 @@ def run_history(
         create_views(conn, compiled)
         events = scalar(conn, "SELECT count(*) FROM ledger.revenue_events")
         lines = settlement_line_count(conn)
-        empty = best_of(repeats, conn, lambda: nightly_build(conn, compiled, new_day), limit)
+        empty = best_of(repeats, conn, lambda: nightly_build(conn, compiled, night_empty), limit)
         counts_empty = outcome_counts(conn, compiled, new_day)
         print(
             f"    day {days + 1}, empty history  {empty}"
