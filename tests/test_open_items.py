@@ -276,3 +276,21 @@ def test_a_night_from_the_previous_night_equals_a_night_from_history(
     assert wh.slices(4) == slices  # an earlier night's results stay as they were
     night(7)
     assert ways[7] == "previous night"
+
+
+def test_a_night_run_again_with_nothing_left_to_match_keeps_no_old_matches(
+    tmp_path: Path,
+) -> None:
+    # Night 0 pairs a sale with its line; the sale is then reversed in the books, so
+    # night 0 run again pairs nothing. Its old match must go, not stay beside nothing.
+    sale = Event("a".ljust(64, "0"), "stripe", "T1", "sale", 500, "USD", 0)
+    wh = Warehouse(tmp_path / "warehouse")
+    wh.land([Line("settlement_csv", "stripe", "T1", "sale", 500, "USD", 0, 0)], 0)
+    wh.copy([sale])
+    wh.build(0)
+    assert wh.matched_events(0) == [sale.event_hash]
+    wh.copy([replace(sale, status="reversed")])
+    wh.build(0)
+    assert wh.matched_events(0) == []
+    slices = wh.slices(0)
+    assert [row[1] for row in slices["reconciliation_exceptions"]] == ["unmatched_settlement"]
