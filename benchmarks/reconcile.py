@@ -813,8 +813,9 @@ def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, days: int)
     the night its line settled. The other marts: built once for the last night, and
     that snapshot copied to earlier nights — every night for exceptions and summary
     (with the items that had appeared by then), the nights the models keep for the
-    open items and the nights table. The last night's watermarks are those of what
-    had landed and been copied by then (the data up to the new day is all there).
+    open items and the nights table. The last night's watermarks and open items are
+    those of what had landed and been copied by then (the data up to the new day is
+    all there).
     """
     day_before = day_text(days - 1)
     first_build(conn, compiled, day_before, MODELS[:1])
@@ -835,13 +836,29 @@ def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, days: int)
         for t in SETTLEMENT_TABLES
     )
     end = day_text(days)
+    # The last night knew only what had landed and been copied by then: its
+    # watermarks, and its open items without what came after (the first build saw
+    # everything up to the new day).
+    nights, open_lines, open_events = (
+        rel["reconciliation_nights"], rel["reconciliation_open_lines"],
+        rel["reconciliation_open_events"],
+    )  # fmt: skip
     in_transaction(
         conn,
         [
-            f"""UPDATE {rel["reconciliation_nights"]} SET
+            f"""UPDATE {nights} SET
                   landing_watermark = (SELECT max(landing_seq) FROM ({lines})),
                   replica_watermark = (SELECT max(replicated_seq) FROM ledger.revenue_events
                                        WHERE occurred_at < '{end}')""",
+            f"""DELETE FROM {open_lines} WHERE settlement_line_id IN (
+                  SELECT settlement_line_id FROM {rel["settlement_lines"]}
+                  WHERE landing_seq > (SELECT landing_watermark FROM {nights}))""",
+            f"""DELETE FROM {open_events} WHERE event_hash IN (
+                  SELECT event_hash FROM ledger.revenue_events
+                  WHERE first_replicated_seq > (SELECT replica_watermark FROM {nights}))""",
+            f"""UPDATE {nights} SET
+                  open_lines = (SELECT count(*) FROM {open_lines}),
+                  open_events = (SELECT count(*) FROM {open_events})""",
         ],
     )
 
@@ -873,9 +890,8 @@ def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, days: int)
             *copy_back("reconciliation_exceptions", days,
                        "coalesce(hist.settled_on, left(hist.occurred_at, 10))"),
             *copy_back("reconciliation_summary", days, None),
-            *copy_back("reconciliation_open_lines", kept,
-                       "cast(hist.settled_on AS VARCHAR)"),
-            *copy_back("reconciliation_open_events", kept, "left(hist.occurred_at, 10)"),
+            *copy_back("reconciliation_open_lines", kept, None),
+            *copy_back("reconciliation_open_events", kept, None),
             *copy_back("reconciliation_nights", kept, None),
         ],
     )  # fmt: skip
@@ -954,6 +970,8 @@ def run_history(
         shutil.copyfile(source, copy)
     night_history = compile_nightly(path, workdir / "compile_history", compiled, new_day)
     night_empty = compile_nightly(fresh, workdir / "compile_empty", compiled, new_day)
+    if night_history.way != "previous night":  # the history was not loaded as a night leaves it
+        raise RuntimeError("with history, the night did not start from the previous night")
     print(
         f"    open items found: with history, {night_history.way};"
         f" on empty history, {night_empty.way}",

@@ -75,6 +75,7 @@ class Scenario:
     events: list[Event]
     copied_on: dict[str, int]  # event hash -> day first copied into the warehouse
     reversed_on: dict[str, int]  # event hash -> day its reversal was copied
+    confirmed_on: dict[str, int]  # event hash -> day the gateway confirmed it, unsettled
     lines: list[Line] = field(default_factory=list)
 
 
@@ -83,6 +84,7 @@ def scenario(seed: int, days: int) -> Scenario:
     events: list[Event] = []
     copied_on: dict[str, int] = {}
     reversed_on: dict[str, int] = {}
+    confirmed_on: dict[str, int] = {}
     lines: list[Line] = []
     for d in range(days):
         for n in range(14):
@@ -103,8 +105,12 @@ def scenario(seed: int, days: int) -> Scenario:
             if rng.random() < 0.06:
                 reversed_on[ev.event_hash] = d + rng.choice([1, 2, 3])
             fate = rng.random()
-            if fate < 0.06:
-                continue  # never settled
+            if fate < 0.06:  # never settled; some reversed or confirmed while open
+                if rng.random() < 0.4:
+                    reversed_on[ev.event_hash] = copied_on[ev.event_hash] + rng.choice([1, 4])
+                elif rng.random() < 0.5:
+                    confirmed_on[ev.event_hash] = copied_on[ev.event_hash] + rng.choice([1, 4])
+                continue
             settled = d + rng.choice([0, 0, 1, 2])
             # Most lines land the day they settle; some days later, and some the day before
             # (a report dated ahead).
@@ -127,7 +133,7 @@ def scenario(seed: int, days: int) -> Scenario:
             lines.append(
                 Line("settlement_csv", "stripe", f"G{seed}-{d}-{n}", "sale", 700, "USD", d, d)
             )
-    return Scenario(events, copied_on, reversed_on, lines)
+    return Scenario(events, copied_on, reversed_on, confirmed_on, lines)
 
 
 class Warehouse:
@@ -187,16 +193,18 @@ class Warehouse:
                      ev.currency, at, ev.status, at, at, seq, first[0][0] if first else seq],
                 ).fetchall()  # fmt: skip
 
-    def build(self, d: int, *, from_history: bool = False) -> str:
-        """``dbt build`` for night ``d``; returns the way the matches model found open items."""
+    def build(self, d: int | None, *, from_history: bool = False, select: str | None = None) -> str:
+        """``dbt build`` for night ``d`` (None: no run_date, today); returns the way the
+        matches model found open items."""
         target = self.folder / "target"
-        variables: dict[str, Any] = {"run_date": day(d)}
+        variables: dict[str, Any] = {} if d is None else {"run_date": day(d)}
         if from_history:
             variables["open_items_from_previous_night"] = False
         done = subprocess.run(
             [dbt_executable(), "build", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
              "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(target),
-             "--log-path", str(target / "logs"), "--vars", json.dumps(variables)],
+             "--log-path", str(target / "logs"), "--vars", json.dumps(variables),
+             *(["--select", select] if select else [])],
             env={**os.environ, "FINSUP_WAREHOUSE_PATH": str(self.path),
                  "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
             capture_output=True, text=True, check=False,
@@ -214,6 +222,13 @@ class Warehouse:
                 ).fetchall()
                 for mart in MARTS
             }
+
+    def nights(self) -> list[str]:
+        with duckdb.connect(str(self.path), read_only=True) as conn:
+            rows = conn.execute(
+                "SELECT run_date FROM main.reconciliation_nights ORDER BY run_date"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def matched_events(self, d: int) -> list[str]:
         with duckdb.connect(str(self.path), read_only=True) as conn:
@@ -249,8 +264,11 @@ def test_a_night_from_the_previous_night_equals_a_night_from_history(
                 if plan.reversed_on.get(h) == d and plan.copied_on[h] <= d:
                     status[h] = "reversed"
                     changed.append(ev)
-                elif h in confirmed_next and status.get(h) != "reversed":
-                    status[h] = "confirmed"  # what revenue_confirmations does after a night
+                elif (h in confirmed_next or plan.confirmed_on.get(h) == d) and status.get(
+                    h
+                ) != "reversed":
+                    # revenue_confirmations after a night, or the gateway's word
+                    status[h] = "confirmed"
                     changed.append(ev)
             confirmed_next.clear()
             wh.copy([replace(ev, status=status.get(ev.event_hash, ev.status)) for ev in changed])
@@ -294,3 +312,44 @@ def test_a_night_run_again_with_nothing_left_to_match_keeps_no_old_matches(
     assert wh.matched_events(0) == []
     slices = wh.slices(0)
     assert [row[1] for row in slices["reconciliation_exceptions"]] == ["unmatched_settlement"]
+
+
+def test_a_night_whose_previous_night_cannot_be_trusted_takes_the_full_way(
+    tmp_path: Path,
+) -> None:
+    plan = scenario(3, days=12)
+    wh = Warehouse(tmp_path / "warehouse")
+
+    def arrive(d: int) -> None:
+        wh.land(plan.lines, d)
+        wh.copy([ev for ev in plan.events if plan.copied_on[ev.event_hash] == d])
+
+    runs = iter(range(100))
+
+    def night(d: int) -> str:
+        reference = wh.copy_to(tmp_path / f"history_{d}_{next(runs)}")
+        reference.build(d, from_history=True)
+        way = wh.build(d)
+        assert wh.slices(d) == reference.slices(d), f"night {day(d)} ({way})"
+        shutil.rmtree(reference.folder)
+        return way
+
+    for d in range(3):
+        arrive(d)
+    assert [night(0), night(1)] == ["full", "previous night"]
+    # The nights model alone (a partial re-run): it cannot vouch for slices another
+    # invocation wrote, so night 1 leaves no row and night 2 cannot start from it.
+    wh.build(1, select="reconciliation_nights")
+    assert wh.nights() == [day(0)]
+    assert night(2) == "full"
+    # Nine nights later: night 2's slices may be gone (seven nights are kept).
+    for d in range(3, 12):
+        arrive(d)
+    assert night(11) == "full"
+    arrive(12)
+    assert night(12) == "previous night"
+    # No run_date: today (UTC), on top of kept slices of other nights, twice over.
+    assert wh.build(None) == "full"  # night 12 is more than seven nights back
+    wh.build(None)
+    today = wh.nights()[-1]
+    assert today > day(12) and wh.nights().count(today) == 1

@@ -22,11 +22,13 @@
     occurred, by its end) is then filtered from them.
 
     The previous night is used only when it is the last word on the earlier
-    nights: its nights row exists (the matches model deletes the nights rows
-    of the night it rebuilds and of every later one before it starts, so
-    rebuilding an earlier night voids them) and no night after it, other
-    than tonight, has matches (and the var open_items_from_previous_night is
-    not false). Otherwise, and on a first build, every line and event is
+    nights: its nights row exists (written only by an invocation that built
+    the night's matches and both slices; the matches model deletes the nights
+    rows of the night it rebuilds and of every later one before it starts, so
+    rebuilding an earlier night voids them), it is within
+    open_items_nights_kept nights, its slices still hold what it counted, and
+    no night after it, other than tonight, has matches (and the var
+    open_items_from_previous_night is not false). Otherwise, and on a first build, every line and event is
     anti-joined with the matches of the other nights (the full way, its cost
     grows with history). The dbt tests assert_open_*_complete check every
     night, either way, that open and matched items add up to all of them.
@@ -38,20 +40,29 @@
   {%- if not execute or not var('open_items_from_previous_night') -%}{{ return(none) }}{%- endif -%}
   {%- set nights = _relation('reconciliation_nights') -%}
   {%- set matches = _relation('reconciliation_matches') -%}
-  {%- if nights is none or matches is none
-        or _relation('reconciliation_open_lines') is none
-        or _relation('reconciliation_open_events') is none -%}
+  {%- set lines = _relation('reconciliation_open_lines') -%}
+  {%- set events = _relation('reconciliation_open_events') -%}
+  {%- if nights is none or matches is none or lines is none or events is none -%}
     {{ return(none) }}
   {%- endif -%}
+  {#- The latest earlier night, if its slices are still kept. -#}
   {%- set found = run_query(
-      "select run_date, landing_watermark, replica_watermark from " ~ nights
-      ~ " where run_date < " ~ run_date_text() ~ " order by run_date desc limit 1") -%}
+      "select run_date, landing_watermark, replica_watermark, open_lines, open_events from "
+      ~ nights ~ " where run_date < " ~ run_date_text() ~ " and run_date >= strftime("
+      ~ run_date() ~ " - " ~ var('open_items_nights_kept') ~ ", '%Y-%m-%d')"
+      ~ " order by run_date desc limit 1") -%}
   {%- if found.rows | length == 0 -%}{{ return(none) }}{%- endif -%}
   {%- set night = found.rows[0] -%}
-  {%- set later = run_query(
-      "select count(*) from " ~ matches ~ " where run_date > '" ~ night[0]
-      ~ "' and run_date <> " ~ run_date_text()) -%}
-  {%- if later.rows[0][0] > 0 -%}{{ return(none) }}{%- endif -%}
+  {#- Its slices as it wrote them, and no later night's matches but tonight's. -#}
+  {%- set check = run_query(
+      "select (select count(*) from " ~ lines ~ " where run_date = '" ~ night[0] ~ "'),"
+      ~ " (select count(*) from " ~ events ~ " where run_date = '" ~ night[0] ~ "'),"
+      ~ " (select count(*) from " ~ matches ~ " where run_date > '" ~ night[0]
+      ~ "' and run_date <> " ~ run_date_text() ~ ")") -%}
+  {%- set counts = check.rows[0] -%}
+  {%- if counts[0] != night[3] or counts[1] != night[4] or counts[2] > 0 -%}
+    {{ return(none) }}
+  {%- endif -%}
   {{ return({'run_date': night[0], 'landing_watermark': night[1] | int,
              'replica_watermark': night[2] | int}) }}
 {%- endmacro %}
@@ -62,36 +73,52 @@
   {{ return(adapter.get_relation(database=this.database, schema=this.schema, identifier=name)) }}
 {%- endmacro %}
 
-{#- Tonight's candidate lines from the previous night (see above), due or not:
-    every column of settlement_lines. -#}
+{#- Tonight's candidate lines from the previous night (see above), due or not. -#}
 {% macro recent_open_lines(night) -%}
-    select * exclude (run_date) from {{ _relation('reconciliation_open_lines') }}
-    where run_date = '{{ night.run_date }}'
-    union all by name
-    select lines.* from {{ ref('settlement_lines') }} as lines
+    select {{ open_line_columns('previous') }}
+    from {{ _relation('reconciliation_open_lines') }} as previous
+    where previous.run_date = '{{ night.run_date }}'
+    union all
+    select {{ open_line_columns('lines') }} from {{ ref('settlement_lines') }} as lines
     where lines.landing_seq > {{ night.landing_watermark }} and {{ open_line() }}
 {%- endmacro %}
 
 {#- Tonight's candidate events from the previous night (see above), occurred
-    or not: every column of stg_ledger__revenue_events. -#}
+    or not. -#}
 {% macro recent_open_events(night) -%}
     {%- set events = ref('stg_ledger__revenue_events') -%}
     {%- set previous -%}
-        (select * exclude (run_date) from {{ _relation('reconciliation_open_events') }}
-         where run_date = '{{ night.run_date }}')
+        (select {{ open_event_columns('slice') }}
+         from {{ _relation('reconciliation_open_events') }} as slice
+         where slice.run_date = '{{ night.run_date }}')
     {%- endset -%}
     {%- set changed -%}
         (select * from {{ events }} where replicated_seq > {{ night.replica_watermark }})
     {%- endset -%}
-    select previous.* from {{ previous }} as previous
+    select {{ open_event_columns('previous') }} from {{ previous }} as previous
     anti join {{ changed }} as changed on changed.event_hash = previous.event_hash
-    union all by name
-    select events.* from {{ changed }} as events
+    union all
+    select {{ open_event_columns('events') }} from {{ changed }} as events
     semi join {{ previous }} as previous on previous.event_hash = events.event_hash
     where {{ open_event() }}
-    union all by name
-    select events.* from {{ changed }} as events
+    union all
+    select {{ open_event_columns('events') }} from {{ changed }} as events
     where events.first_replicated_seq > {{ night.replica_watermark }} and {{ open_event() }}
+{%- endmacro %}
+
+{#- What an open-item slice keeps: the columns matching and the reports use. -#}
+{% macro open_line_columns(alias) -%}
+    {%- set columns = ['settlement_line_id', 'settlement_source', 'gateway', 'gateway_txn_id',
+                       'kind', 'gross_minor', 'currency', 'fee_minor', 'fee_currency',
+                       'settled_on', 'batch_ref', 'partition_date', 'file_name', 'row_number',
+                       'record_ref'] -%}
+    {%- for column in columns %}{{ alias }}.{{ column }}{{ ', ' if not loop.last }}{% endfor -%}
+{%- endmacro %}
+
+{% macro open_event_columns(alias) -%}
+    {%- set columns = ['event_hash', 'source', 'external_id', 'kind', 'amount_minor', 'currency',
+                       'occurred_at', 'occurred_on', 'status', 'source_file'] -%}
+    {%- for column in columns %}{{ alias }}.{{ column }}{{ ', ' if not loop.last }}{% endfor -%}
 {%- endmacro %}
 
 {#- What can be open at all, due or not (on the aliases `lines`, `events`). -#}

@@ -1,7 +1,10 @@
-{#- The day being reconciled, and the first instant after it. -#}
+{#- The day being reconciled, and the first instant after it. Without a
+    run_date var: the UTC day the dbt invocation started, one date for every
+    model and hook of it (current_date, read by each statement on its own,
+    could change between them at midnight). -#}
 {% macro run_date() -%}
   {%- if var('run_date') -%} cast('{{ var("run_date") }}' as date)
-  {%- else -%} current_date
+  {%- else -%} cast('{{ run_started_at.strftime("%Y-%m-%d") }}' as date)
   {%- endif -%}
 {%- endmacro %}
 

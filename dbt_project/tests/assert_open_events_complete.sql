@@ -1,9 +1,10 @@
 {{ config(meta={"dagster": {"ref": {"name": "reconciliation_open_events"}}}) }}
 
--- Every sale, refund and chargeback the books have not reversed is, on the
--- night being built, either open or matched (that night or before), never
--- both: the open events and the matched ones not reversed since add up to all
--- of them, and none is in both (macros/open_items.sql).
+-- The night's open events are exactly the events no night up to it matched:
+-- each is a sale, refund or chargeback the books have not reversed, once, and
+-- not matched; and they and the matched ones not reversed since add up to all
+-- such events. One pass over the events and one over the matches
+-- (macros/open_items.sql).
 with
 
 open_events as (
@@ -11,32 +12,42 @@ open_events as (
     where run_date = {{ run_date_text() }}
 ),
 
-matched as (
-    select event_hash from {{ ref('reconciliation_matches') }}
-    where run_date <= {{ run_date_text() }}
-),
-
 reversed as (
     select event_hash from {{ ref('stg_ledger__revenue_events') }}
     where status = 'reversed'
 ),
 
-counts as (
+events as (
     select
-        (select count(*) from {{ ref('stg_ledger__revenue_events') }} as events
-         where {{ open_event() }}) as events,
-        (select count(*) from open_events) as open,
-        (select count(*) from matched) as matched,
-        (select count(*) from matched semi join reversed using (event_hash)) as matched_reversed
+        count(*) filter (where {{ open_event() }}) as can_be_open,
+        count(open_events.event_hash) filter (where {{ open_event() }}) as open_found
+    from {{ ref('stg_ledger__revenue_events') }} as events
+    left join open_events on open_events.event_hash = events.event_hash
+),
+
+-- A matched event the books reversed since no longer counts (looked up in the
+-- few reversed ones).
+matches as (
+    select
+        count(*) filter (where matches.event_hash not in (select event_hash from reversed))
+            as matched,
+        count(open_events.event_hash) as open_and_matched
+    from {{ ref('reconciliation_matches') }} as matches
+    left join open_events on open_events.event_hash = matches.event_hash
+    where matches.run_date <= {{ run_date_text() }}
+),
+
+open as (
+    select count(*) as open, count(distinct event_hash) as distinct_open
+    from open_events
 )
 
-select 'open and matched' as problem, open_events.event_hash, null as events, null as open,
-    null as matched
-from open_events
-semi join matched on matched.event_hash = open_events.event_hash
-
+select 'open twice' as problem, open, null as other from open where distinct_open <> open
 union all
-
-select 'open + matched <> events', null, events, open, matched - matched_reversed
-from counts
-where open + matched - matched_reversed <> events
+select 'open but no such event, reversed, or a fee', open, open_found
+from open, events where open_found <> open
+union all
+select 'open and matched', open_and_matched, null from matches where open_and_matched > 0
+union all
+select 'open + matched <> events that can be open', open + matched, can_be_open
+from open, matches, events where open + matched <> can_be_open

@@ -1,10 +1,11 @@
 {{ config(meta={"dagster": {"ref": {"name": "reconciliation_open_lines"}}}) }}
 
--- Every settlement line that is not a bank charge is, on the night being
--- built, either open or matched (that night or before), never both: the open
--- lines and the matches add up to all such lines, and none is in both. Counts
--- and one join of tonight's open lines, so the check costs little whichever way
--- the open lines were found (macros/open_items.sql).
+-- The night's open lines are exactly the lines no night up to it matched: each
+-- is a line that can be open (not a bank charge), once, and not matched; and
+-- they and the matches add up to all such lines. So a line missing from the
+-- open items cannot be made up for by another in its place. One pass over the
+-- lines and one over the matches, whichever way the open lines were found
+-- (macros/open_items.sql).
 with
 
 open_lines as (
@@ -12,26 +13,34 @@ open_lines as (
     where run_date = {{ run_date_text() }}
 ),
 
-matched as (
-    select settlement_line_id from {{ ref('reconciliation_matches') }}
-    where run_date <= {{ run_date_text() }}
+lines as (
+    select
+        count(*) filter (where {{ open_line() }}) as can_be_open,
+        count(open_lines.settlement_line_id) filter (where {{ open_line() }}) as open_found
+    from {{ ref('settlement_lines') }} as lines
+    left join open_lines on open_lines.settlement_line_id = lines.settlement_line_id
 ),
 
-counts as (
+matches as (
     select
-        (select count(*) from {{ ref('settlement_lines') }} as lines
-         where {{ open_line() }}) as lines,
-        (select count(*) from open_lines) as open,
-        (select count(*) from matched) as matched
+        count(*) as matched,
+        count(open_lines.settlement_line_id) as open_and_matched
+    from {{ ref('reconciliation_matches') }} as matches
+    left join open_lines on open_lines.settlement_line_id = matches.settlement_line_id
+    where matches.run_date <= {{ run_date_text() }}
+),
+
+open as (
+    select count(*) as open, count(distinct settlement_line_id) as distinct_open
+    from open_lines
 )
 
-select 'open and matched' as problem, open_lines.settlement_line_id, null as lines,
-    null as open, null as matched
-from open_lines
-semi join matched on matched.settlement_line_id = open_lines.settlement_line_id
-
+select 'open twice' as problem, open, null as other from open where distinct_open <> open
 union all
-
-select 'open + matched <> lines', null, lines, open, matched
-from counts
-where open + matched <> lines
+select 'open but no such line, or a bank charge', open, open_found
+from open, lines where open_found <> open
+union all
+select 'open and matched', open_and_matched, null from matches where open_and_matched > 0
+union all
+select 'open + matched <> lines that can be open', open + matched, can_be_open
+from open, matches, lines where open + matched <> can_be_open

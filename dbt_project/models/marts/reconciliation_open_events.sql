@@ -1,8 +1,8 @@
 {{ config(post_hook="{{ forget_old_nights() }}") }}
 -- The revenue events open when run_date closed: every sale, refund and chargeback
 -- the books have not reversed and that no night up to run_date matched, those
--- within the match window and those that occur later included. Every column of
--- stg_ledger__revenue_events. The next night starts from this slice
+-- within the match window and those that occur later included, with the columns
+-- matching and the reports use (open_event_columns). The next night starts from this slice
 -- (macros/open_items.sql); reconciliation_exceptions reports the ones past the
 -- match window.
 {% set night = previous_night() if is_incremental() else none %}
@@ -30,7 +30,7 @@ matched as (
     where run_date <= {{ run_date_text() }}
 )
 
-select {{ run_date_text() }} as run_date, events.*
+select {{ run_date_text() }} as run_date, {{ open_event_columns('events') }}
 from {{ ref('stg_ledger__revenue_events') }} as events
 anti join matched on matched.event_hash = events.event_hash
 where {{ open_event() }}

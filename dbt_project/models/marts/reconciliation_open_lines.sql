@@ -1,7 +1,8 @@
 {{ config(post_hook="{{ forget_old_nights() }}") }}
 -- The settlement lines open when run_date closed: every line that is not a bank
 -- charge and that no night up to run_date matched, those settled later (a report
--- dated ahead) included. Every column of settlement_lines. The next night starts
+-- dated ahead) included, with the columns matching and the reports use
+-- (macros/open_items.sql, open_line_columns). The next night starts
 -- from this slice (macros/open_items.sql); reconciliation_exceptions reports the
 -- ones due.
 {% set night = previous_night() if is_incremental() else none %}
@@ -28,7 +29,7 @@ matched as (
     where run_date <= {{ run_date_text() }}
 )
 
-select {{ run_date_text() }} as run_date, lines.*
+select {{ run_date_text() }} as run_date, {{ open_line_columns('lines') }}
 from {{ ref('settlement_lines') }} as lines
 anti join matched on matched.settlement_line_id = lines.settlement_line_id
 where {{ open_line() }}
