@@ -23,9 +23,9 @@
 
     The previous night is used only when it is the last word on the earlier
     nights: its nights row exists (written only by an invocation that built
-    the night's matches and both slices; the matches model deletes the nights
-    rows of the night it rebuilds and of every later one before it starts, so
-    rebuilding an earlier night voids them), it is within
+    the night's matches and both slices; those models delete the nights rows
+    of the night they rebuild and of every later one before they start, so
+    rebuilding an earlier night, or part of one, voids them), it is within
     open_items_nights_kept nights, its slices still hold what it counted, and
     no night after it, other than tonight, has matches (and the var
     open_items_from_previous_night is not false). Otherwise, and on a first build, every line and event is
@@ -100,7 +100,7 @@
     union all
     select {{ open_event_columns('events') }} from {{ changed }} as events
     semi join {{ previous }} as previous on previous.event_hash = events.event_hash
-    where {{ open_event() }}
+    where {{ open_event() }} and events.first_replicated_seq <= {{ night.replica_watermark }}
     union all
     select {{ open_event_columns('events') }} from {{ changed }} as events
     where events.first_replicated_seq > {{ night.replica_watermark }} and {{ open_event() }}
@@ -139,9 +139,10 @@
     events.occurred_at < {{ run_end_text() }}
 {%- endmacro %}
 
-{#- Before the matches of a night are rebuilt: the nights rows of that night and
-    every later one go, so no later night starts from open items that night's
-    new matches could contradict. -#}
+{#- Before a night's matches or open-item slices are rebuilt: the nights rows
+    of that night and every later one go, so no later night starts from open
+    items the rebuilt ones could contradict (the nights model writes the row
+    again only when the same invocation built all three). -#}
 {% macro forget_nights_from_run_date() -%}
   {%- set nights = _relation('reconciliation_nights') if execute else none -%}
   {%- if nights is not none -%}

@@ -3,8 +3,8 @@
 -- The night's open events are exactly the events no night up to it matched:
 -- each is a sale, refund or chargeback the books have not reversed, once, and
 -- not matched; and they and the matched ones not reversed since add up to all
--- such events. One pass over the events and one over the matches
--- (macros/open_items.sql).
+-- such events. Passes over the events (and their few reversed ones) and over
+-- the matches (macros/open_items.sql).
 with
 
 open_events as (

@@ -11,7 +11,7 @@
                  'reconciliation_open_events'] %}
 {%- set ns = namespace(whole=execute) %}
 {%- for name in chain if execute %}
-    {%- if 'model.' ~ project_name ~ '.' ~ name not in selected_resources %}
+    {%- if 'model.' ~ model.package_name ~ '.' ~ name not in selected_resources %}
         {%- set ns.whole = false %}
     {%- endif %}
 {%- endfor %}

@@ -1,4 +1,4 @@
-{{ config(post_hook="{{ forget_old_nights() }}") }}
+{{ config(pre_hook="{{ forget_nights_from_run_date() }}", post_hook="{{ forget_old_nights() }}") }}
 -- The revenue events open when run_date closed: every sale, refund and chargeback
 -- the books have not reversed and that no night up to run_date matched, those
 -- within the match window and those that occur later included, with the columns
