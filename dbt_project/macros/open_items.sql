@@ -28,9 +28,9 @@
     rebuilding an earlier night, or part of one, voids them), it is within
     open_items_nights_kept nights, its slices still hold what it counted, and
     no night after it, other than tonight, has matches (and the var
-    open_items_from_previous_night is not false). Otherwise, and on a first build, every line and event is
-    anti-joined with the matches of the other nights (the full way, its cost
-    grows with history). The dbt tests assert_open_*_complete check every
+    open_items_from_previous_night is not false). Otherwise, and on a first
+    build, every line and event is anti-joined with the matches of the other
+    nights (the full way, its cost grows with history). The dbt tests assert_open_*_complete check every
     night, either way, that open and matched items add up to all of them.
 -#}
 

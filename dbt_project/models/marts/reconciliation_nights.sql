@@ -5,8 +5,8 @@
 -- is written only by a dbt invocation that also built the night's matches and
 -- both open-item slices (so nothing can have landed in between: the invocation
 -- holds the warehouse); built after them, it says the night finished. The
--- matches model deletes the rows of the night it rebuilds and of every later
--- one first (macros/open_items.sql).
+-- matches and slice models delete the rows of the night they rebuild and of
+-- every later one first (macros/open_items.sql).
 {%- set chain = ['reconciliation_matches', 'reconciliation_open_lines',
                  'reconciliation_open_events'] %}
 {%- set ns = namespace(whole=execute) %}
