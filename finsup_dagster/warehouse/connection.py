@@ -65,3 +65,28 @@ def one(
     """The first row of a query (read to the end, for the same reason as ``run``)."""
     rows = conn.execute(sql, params or []).fetchall()
     return tuple(rows[0]) if rows else None
+
+
+def has_column(conn: duckdb.DuckDBPyConnection, schema: str, table: str, column: str) -> bool:
+    """Whether this database's ``schema.table`` has ``column`` (for one-off migrations)."""
+    return (
+        one(
+            conn,
+            "SELECT 1 FROM information_schema.columns WHERE table_catalog = current_database()"
+            " AND table_schema = ? AND table_name = ? AND column_name = ?",
+            [schema, table, column],
+        )
+        is not None
+    )
+
+
+def add_counter_column(
+    conn: duckdb.DuckDBPyConnection, schema: str, table: str, column: str
+) -> None:
+    """Adds a ``BIGINT NOT NULL`` numbering column to a table made before it existed, once:
+    the rows already there get 0, before any number handed out from then on."""
+    if has_column(conn, schema, table, column):
+        return
+    run(conn, f"ALTER TABLE {schema}.{table} ADD COLUMN {column} BIGINT DEFAULT 0")
+    run(conn, f"ALTER TABLE {schema}.{table} ALTER COLUMN {column} DROP DEFAULT")
+    run(conn, f"ALTER TABLE {schema}.{table} ALTER COLUMN {column} SET NOT NULL")

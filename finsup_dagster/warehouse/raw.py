@@ -32,7 +32,13 @@ from finsup_dagster.ledger.money import to_minor
 from finsup_dagster.ledger.revenue import FIELDS
 from finsup_dagster.ledger.revenue_files import file_sha256
 from finsup_dagster.quality import schemas
-from finsup_dagster.warehouse.connection import one, run, transaction
+from finsup_dagster.warehouse.connection import (
+    add_counter_column,
+    has_column,
+    one,
+    run,
+    transaction,
+)
 
 TABLES = {
     "revenue": "revenue_files",
@@ -80,16 +86,12 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
         for fmt, table in TABLES.items():
             run(conn, _ddl(table, columns_for(fmt)))
         for table, fill in _GATEWAY_BACKFILL.items():
-            if one(conn, _HAS_COLUMN, [table, "gateway"]) is None:
+            if not has_column(conn, "raw", table, "gateway"):
                 run(conn, f"ALTER TABLE raw.{table} ADD COLUMN gateway VARCHAR")
                 if fill:
                     run(conn, f"UPDATE raw.{table} SET gateway = {fill}")
-        for table in SETTLEMENT_TABLES:
-            if one(conn, _HAS_COLUMN, [table, "landing_seq"]) is None:
-                # Lines landed before the column existed: 0, before any night's watermark.
-                run(conn, f"ALTER TABLE raw.{table} ADD COLUMN landing_seq BIGINT DEFAULT 0")
-                run(conn, f"ALTER TABLE raw.{table} ALTER COLUMN landing_seq DROP DEFAULT")
-                run(conn, f"ALTER TABLE raw.{table} ALTER COLUMN landing_seq SET NOT NULL")
+        for table in SETTLEMENT_TABLES:  # lines landed before: before any night's watermark
+            add_counter_column(conn, "raw", table, "landing_seq")
 
 
 # Settlement tables made before `gateway` was a column of their own get it,
@@ -99,10 +101,6 @@ _GATEWAY_BACKFILL = {
     "camt053": None,
     "settlement_csv": "lower(nullif(trim(json_extract_string(raw, '$.gateway')), ''))",
 }
-_HAS_COLUMN = (
-    "SELECT 1 FROM information_schema.columns WHERE table_catalog = current_database()"
-    " AND table_schema = 'raw' AND table_name = ? AND column_name = ?"
-)
 
 
 @dataclass

@@ -32,13 +32,9 @@ from sqlalchemy.engine import Engine
 
 from finsup_dagster.ledger import clock, db
 from finsup_dagster.ledger.schema import journal_entries, postings, revenue_events, transaction_log
-from finsup_dagster.warehouse.connection import one, run, transaction
+from finsup_dagster.warehouse.connection import add_counter_column, one, run, transaction
 
 OVERLAP = timedelta(minutes=10)
-_HAS_COLUMN = (
-    "SELECT 1 FROM information_schema.columns WHERE table_catalog = current_database()"
-    " AND table_schema = 'ledger' AND table_name = ? AND column_name = ?"
-)
 ID_OVERLAP = 1_000
 
 _DUCK_TYPES = {sa.BigInteger: "BIGINT", sa.Integer: "BIGINT", sa.Boolean: "BOOLEAN"}
@@ -71,13 +67,9 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
         run(conn, "CREATE SCHEMA IF NOT EXISTS ledger")
         for table in (revenue_events, journal_entries, postings, transaction_log):
             run(conn, _ddl(table))
-        for name, extra in _COPY_COLUMNS.items():
+        for name, extra in _COPY_COLUMNS.items():  # rows copied before: before any watermark
             for column in extra:
-                if one(conn, _HAS_COLUMN, [name, column]) is None:
-                    # Rows copied before the column existed: 0, before any night's watermark.
-                    run(conn, f"ALTER TABLE ledger.{name} ADD COLUMN {column} BIGINT DEFAULT 0")
-                    run(conn, f"ALTER TABLE ledger.{name} ALTER COLUMN {column} DROP DEFAULT")
-                    run(conn, f"ALTER TABLE ledger.{name} ALTER COLUMN {column} SET NOT NULL")
+                add_counter_column(conn, "ledger", name, column)
         run(conn, "CREATE TABLE IF NOT EXISTS ledger.replica_watermarks"
                   " (table_name VARCHAR PRIMARY KEY, watermark VARCHAR NOT NULL)")  # fmt: skip
 
