@@ -16,8 +16,12 @@ open_lines as (
     where lines.run_date = {{ run_date_text() }} and {{ line_due() }}
 ),
 
-open_event_hashes as (
-    select events.event_hash from {{ ref('reconciliation_open_events') }} as events
+open_events as (
+    select
+        events.event_hash, events.source, events.external_id, events.kind, events.amount_minor,
+        events.currency, events.occurred_at, events.status, events.source_file,
+        date_diff('day', events.occurred_on, {{ run_date() }}) as age_days
+    from {{ ref('reconciliation_open_events') }} as events
     where events.run_date = {{ run_date_text() }} and {{ event_due() }}
 ),
 
@@ -32,7 +36,7 @@ named as (
         events.amount_minor,
         events.currency,
         events.occurred_at,
-        events.event_hash not in (select event_hash from open_event_hashes) as already_matched,
+        events.event_hash not in (select event_hash from open_events) as already_matched,
         events.currency <> open_lines.currency as other_currency
     from open_lines
     inner join {{ ref('stg_ledger__revenue_events') }} as events
@@ -44,15 +48,6 @@ named as (
         partition by open_lines.settlement_line_id
         order by events.occurred_at, events.event_hash
     ) = 1
-),
-
-open_events as (
-    select
-        events.event_hash, events.source, events.external_id, events.kind, events.amount_minor,
-        events.currency, events.occurred_at, events.status, events.source_file,
-        date_diff('day', events.occurred_on, {{ run_date() }}) as age_days
-    from {{ ref('reconciliation_open_events') }} as events
-    where events.run_date = {{ run_date_text() }} and {{ event_due() }}
 ),
 
 line_exceptions as (
