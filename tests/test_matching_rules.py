@@ -1,9 +1,9 @@
 """The matches model pairs exactly what docs/reconciliation.md's rules say, on any input.
 
-`reconciliation_matches` is written for speed (an id named once on each side
-pairs without ranking; ids named more than once are found by a 64-bit hash and
-ranked exactly; rule 2 is ranked on narrow rows; a nightly run anti-joins the
-matches of other nights on ids alone). This test runs the model's compiled SQL —
+`reconciliation_match_keys` is written for speed (integer keys for events and
+lines; an id named once on each side pairs without ranking; ids named more than
+once are found by a 64-bit hash and ranked exactly; rule 2 is ranked on narrow
+rows; a nightly run anti-joins the matches of other nights on keys alone). This test runs the model's compiled SQL —
 first build and nightly, with no amount tolerance and with one minor unit — in
 DuckDB on small random books with many repeated ids, sources, kinds, currencies
 and dates, and compares its pairs with a plain Python reading of the rules.
@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_executable
 from finsup_dagster.warehouse import raw, replica
 
+MODEL = "reconciliation_match_keys"
 RUN_DATE = date(2025, 3, 10)
 WINDOW_DAYS = 3  # dbt_project.yml match_window_days
 VIEWS = (
@@ -99,7 +100,7 @@ def _compile(warehouse: Path, target: Path, tolerance: int) -> dict[str, str]:
     }
     variables = {"run_date": RUN_DATE.isoformat(), "amount_tolerance_minor": tolerance}
     subprocess.run(
-        [dbt_executable(), "compile", "--quiet", "--select", "+reconciliation_matches",
+        [dbt_executable(), "compile", "--quiet", "--select", "+reconciliation_match_keys",
          "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
          "--target-path", str(target), "--log-path", str(target / "logs"),
          "--vars", json.dumps(variables)],
@@ -128,13 +129,11 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
         with duckdb.connect(str(warehouse)) as conn:
             for name in VIEWS:
                 conn.execute(f"CREATE VIEW main.{name} AS {nodes[name]}").fetchall()
-            conn.execute(
-                f"CREATE TABLE main.reconciliation_matches AS {nodes['reconciliation_matches']}"
-            ).fetchall()
-        nightly = _compile(warehouse, work / "nightly", tolerance)["reconciliation_matches"]
-        assert nightly != nodes["reconciliation_matches"]  # is_incremental() took effect
+            conn.execute(f"CREATE TABLE main.{MODEL} AS {nodes[MODEL]}").fetchall()
+        nightly = _compile(warehouse, work / "nightly", tolerance)[MODEL]
+        assert nightly != nodes[MODEL]  # is_incremental() took effect
         out |= {(name, tolerance): nodes[name] for name in VIEWS}
-        out[("first", tolerance)] = nodes["reconciliation_matches"]
+        out[("first", tolerance)] = nodes[MODEL]
         out[("nightly", tolerance)] = nightly
     return out
 
@@ -180,18 +179,21 @@ def run_model(
         if earlier is not None:
             mode = "nightly"
             conn.execute(
-                "CREATE TABLE main.reconciliation_matches AS"
+                f"CREATE TABLE main.{MODEL} AS"
                 f" SELECT * FROM ({compiled[('first', tolerance)]}) LIMIT 0"
             ).fetchall()
             for row in earlier:
                 conn.execute(
-                    "INSERT INTO main.reconciliation_matches"
-                    " (event_hash, settlement_line_id, run_date) VALUES (?, ?, ?)",
-                    list(row),
+                    f"INSERT INTO main.{MODEL} (event_key, line_key, run_date)"
+                    " SELECT e.event_key, l.line_key, ? FROM main.stg_ledger__revenue_events AS e,"
+                    " main.settlement_lines AS l WHERE e.event_hash = ? AND l.settlement_line_id = ?",
+                    [row[2], row[0], row[1]],
                 ).fetchall()
         rows = conn.execute(
-            "SELECT event_hash, settlement_line_id, match_rule = 'amount_date_window'"
-            f" FROM ({compiled[(mode, tolerance)]})"
+            "SELECT e.event_hash, l.settlement_line_id, m.match_rule = 'amount_date_window'"
+            f" FROM ({compiled[(mode, tolerance)]}) AS m"
+            " JOIN main.stg_ledger__revenue_events AS e ON e.event_key = m.event_key"
+            " JOIN main.settlement_lines AS l ON l.line_key = m.line_key"
         ).fetchall()
     finally:
         conn.close()

@@ -30,7 +30,7 @@ import duckdb
 import pytest
 
 from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_executable
-from finsup_dagster.warehouse import raw, replica
+from finsup_dagster.warehouse import marts, raw, replica
 
 START = date(2025, 3, 1)
 MARTS = (
@@ -177,7 +177,8 @@ class Warehouse:
             ).fetchall()[0][0]
             for ev in rows:
                 first = conn.execute(
-                    "SELECT first_replicated_seq FROM ledger.revenue_events WHERE event_hash = ?",
+                    "SELECT first_replicated_seq, event_key FROM ledger.revenue_events"
+                    " WHERE event_hash = ?",
                     [ev.event_hash],
                 ).fetchall()
                 conn.execute(
@@ -187,10 +188,12 @@ class Warehouse:
                 conn.execute(
                     "INSERT INTO ledger.revenue_events (event_hash, source, external_id, kind,"
                     " amount_minor, currency, occurred_at, status, ingested_at,"
-                    " status_changed_at, source_file, replicated_seq, first_replicated_seq)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'books', ?, ?)",
+                    " status_changed_at, source_file, replicated_seq, first_replicated_seq,"
+                    " event_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'books', ?, ?,"
+                    " coalesce(?, nextval('ledger.event_key')))",
                     [ev.event_hash, ev.source, ev.external_id, ev.kind, ev.amount_minor,
-                     ev.currency, at, ev.status, at, at, seq, first[0][0] if first else seq],
+                     ev.currency, at, ev.status, at, at, seq, first[0][0] if first else seq,
+                     first[0][1] if first else None],
                 ).fetchall()  # fmt: skip
 
     def build(self, d: int | None, *, from_history: bool = False, select: str | None = None) -> str:
@@ -211,17 +214,25 @@ class Warehouse:
         )  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         compiled = target / "compiled" / "finsup" / "models" / "marts"
-        sql = (compiled / "reconciliation_matches.sql").read_text(encoding="utf-8")
+        sql = (compiled / "reconciliation_match_keys.sql").read_text(encoding="utf-8")
         return "previous night" if "landing_seq >" in sql else "full"
 
-    def slices(self, d: int) -> dict[str, list[tuple[Any, ...]]]:
+    def slices(self, d: int, *, keys: bool = True) -> dict[str, list[tuple[Any, ...]]]:
+        """Night ``d``'s rows of every mart, columns in name order; ``keys`` False: without
+        the integer keys (a warehouse that numbered its rows again)."""
+        out = {}
         with duckdb.connect(str(self.path), read_only=True) as conn:
-            return {
-                mart: conn.execute(
-                    f"SELECT * FROM main.{mart} WHERE run_date = ? ORDER BY ALL", [day(d)]
+            for mart in MARTS:
+                columns = sorted(
+                    str(r[0])
+                    for r in conn.execute(f"DESCRIBE main.{mart}").fetchall()
+                    if keys or str(r[0]) not in ("line_key", "event_key")
+                )
+                out[mart] = conn.execute(
+                    f"SELECT {', '.join(columns)} FROM main.{mart} WHERE run_date = ? ORDER BY ALL",
+                    [day(d)],
                 ).fetchall()
-                for mart in MARTS
-            }
+        return out
 
     def nights(self) -> list[str]:
         with duckdb.connect(str(self.path), read_only=True) as conn:
@@ -310,8 +321,12 @@ def test_a_night_run_again_with_nothing_left_to_match_keeps_no_old_matches(
     wh.copy([replace(sale, status="reversed")])
     wh.build(0)
     assert wh.matched_events(0) == []
-    slices = wh.slices(0)
-    assert [row[1] for row in slices["reconciliation_exceptions"]] == ["unmatched_settlement"]
+    with duckdb.connect(str(wh.path), read_only=True) as conn:
+        kinds = conn.execute(
+            "SELECT exception_kind FROM main.reconciliation_exceptions WHERE run_date = ?",
+            [day(0)],
+        ).fetchall()
+    assert kinds == [("unmatched_settlement",)]
 
 
 def test_a_night_whose_previous_night_cannot_be_trusted_takes_the_full_way(
@@ -358,3 +373,47 @@ def test_a_night_whose_previous_night_cannot_be_trusted_takes_the_full_way(
     wh.build(None)
     today = wh.nights()[-1]
     assert today > day(12) and wh.nights().count(today) == 1
+
+
+def test_a_warehouse_from_before_integer_keys_goes_on_from_its_last_night(
+    tmp_path: Path,
+) -> None:
+    # Nights built by the models before integer keys kept their matches in a wide table
+    # (reconciliation_matches, text ids) and slices without keys, in a warehouse whose
+    # lines and events had no keys. After the upgrade every night's results are as they
+    # were, and the next night still starts from the last one.
+    plan = scenario(11, days=5)
+    wh = Warehouse(tmp_path / "warehouse")
+
+    def arrive(d: int) -> None:
+        wh.land(plan.lines, d)
+        wh.copy([ev for ev in plan.events if plan.copied_on[ev.event_hash] == d])
+
+    for d in range(3):
+        arrive(d)
+        wh.build(d)
+    kept = {d: wh.slices(d, keys=False) for d in range(3)}
+    assert sum(len(kept[d]["reconciliation_matches"]) for d in kept) > 20
+    with duckdb.connect(str(wh.path)) as conn:
+        for sql in (
+            "CREATE TABLE main.wide AS SELECT * FROM main.reconciliation_matches",
+            "DROP VIEW main.reconciliation_matches",
+            "ALTER TABLE main.wide RENAME TO reconciliation_matches",
+            "DROP TABLE main.reconciliation_match_keys",
+            "ALTER TABLE main.reconciliation_open_lines DROP COLUMN line_key",
+            "ALTER TABLE main.reconciliation_open_events DROP COLUMN event_key",
+            *(f"ALTER TABLE raw.{t} DROP COLUMN line_key" for t in raw.SETTLEMENT_TABLES),
+            "ALTER TABLE ledger.revenue_events DROP COLUMN event_key",
+        ):
+            conn.execute(sql).fetchall()
+        # What the nightly job does first: lines and events numbered anew, then the marts.
+        raw.ensure_schema(conn)
+        replica.ensure_schema(conn)
+        assert len(marts.upgrade(conn)) == 3
+        assert marts.upgrade(conn) == []  # once
+    arrive(3)
+    reference = wh.copy_to(tmp_path / "history")
+    reference.build(3, from_history=True)
+    assert wh.build(3) == "previous night"
+    assert wh.slices(3) == reference.slices(3)
+    assert {d: wh.slices(d, keys=False) for d in range(3)} == kept

@@ -39,7 +39,7 @@
 {% macro previous_night() -%}
   {%- if not execute or not var('open_items_from_previous_night') -%}{{ return(none) }}{%- endif -%}
   {%- set nights = _relation('reconciliation_nights') -%}
-  {%- set matches = _relation('reconciliation_matches') -%}
+  {%- set matches = _relation('reconciliation_match_keys') -%}
   {%- set lines = _relation('reconciliation_open_lines') -%}
   {%- set events = _relation('reconciliation_open_events') -%}
   {%- if nights is none or matches is none or lines is none or events is none -%}
@@ -96,10 +96,10 @@
         (select * from {{ events }} where replicated_seq > {{ night.replica_watermark }})
     {%- endset -%}
     select {{ open_event_columns('previous') }} from {{ previous }} as previous
-    anti join {{ changed }} as changed on changed.event_hash = previous.event_hash
+    anti join {{ changed }} as changed on changed.event_key = previous.event_key
     union all
     select {{ open_event_columns('events') }} from {{ changed }} as events
-    semi join {{ previous }} as previous on previous.event_hash = events.event_hash
+    semi join {{ previous }} as previous on previous.event_key = events.event_key
     where {{ open_event() }} and events.first_replicated_seq <= {{ night.replica_watermark }}
     union all
     select {{ open_event_columns('events') }} from {{ changed }} as events
@@ -108,7 +108,7 @@
 
 {#- What an open-item slice keeps: the columns matching and the reports use. -#}
 {% macro open_line_columns(alias) -%}
-    {%- set columns = ['settlement_line_id', 'settlement_source', 'gateway', 'gateway_txn_id',
+    {%- set columns = ['line_key', 'settlement_line_id', 'settlement_source', 'gateway', 'gateway_txn_id',
                        'kind', 'gross_minor', 'currency', 'fee_minor', 'fee_currency',
                        'settled_on', 'batch_ref', 'partition_date', 'file_name', 'row_number',
                        'record_ref'] -%}
@@ -116,7 +116,7 @@
 {%- endmacro %}
 
 {% macro open_event_columns(alias) -%}
-    {%- set columns = ['event_hash', 'source', 'external_id', 'kind', 'amount_minor', 'currency',
+    {%- set columns = ['event_key', 'event_hash', 'source', 'external_id', 'kind', 'amount_minor', 'currency',
                        'occurred_at', 'occurred_on', 'status', 'source_file'] -%}
     {%- for column in columns %}{{ alias }}.{{ column }}{{ ', ' if not loop.last }}{% endfor -%}
 {%- endmacro %}

@@ -3,6 +3,8 @@
     line, lower-case, NULL when the file does not say) comes from the parser. -#}
 {% macro settlement_line_columns(settlement_source) -%}
         content_sha256 || ':' || cast(row_number as varchar) as settlement_line_id,
+        -- The line's integer key (finsup_dagster/warehouse/raw.py): what the marts join on.
+        line_key,
         '{{ settlement_source }}' as settlement_source,
         gateway,
         partition_date,

@@ -1,4 +1,4 @@
-{{ config(meta={"dagster": {"ref": {"name": "reconciliation_matches"}}}) }}
+{{ config(meta={"dagster": {"ref": {"name": "reconciliation_match_keys"}}}) }}
 
 -- No event and no settlement line matched tonight was matched on another night.
 -- With the unique tests on tonight's matches, this keeps every event and every
@@ -7,13 +7,13 @@
 with
 
 tonight as (
-    select event_hash, settlement_line_id from {{ ref('reconciliation_matches') }}
+    select event_key, line_key from {{ ref('reconciliation_match_keys') }}
     where run_date = {{ run_date_text() }}
 )
 
-select other.event_hash, other.settlement_line_id, other.run_date as also_matched_on
-from {{ ref('reconciliation_matches') }} as other
-left join tonight as same_event on same_event.event_hash = other.event_hash
-left join tonight as same_line on same_line.settlement_line_id = other.settlement_line_id
+select other.event_key, other.line_key, other.run_date as also_matched_on
+from {{ ref('reconciliation_match_keys') }} as other
+left join tonight as same_event on same_event.event_key = other.event_key
+left join tonight as same_line on same_line.line_key = other.line_key
 where other.run_date <> {{ run_date_text() }}
-  and (same_event.event_hash is not null or same_line.settlement_line_id is not null)
+  and (same_event.event_key is not null or same_line.line_key is not null)

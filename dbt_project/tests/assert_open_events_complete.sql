@@ -8,37 +8,37 @@
 with
 
 open_events as (
-    select event_hash from {{ ref('reconciliation_open_events') }}
+    select event_key from {{ ref('reconciliation_open_events') }}
     where run_date = {{ run_date_text() }}
 ),
 
 reversed as (
-    select event_hash from {{ ref('stg_ledger__revenue_events') }}
+    select event_key from {{ ref('stg_ledger__revenue_events') }}
     where status = 'reversed'
 ),
 
 events as (
     select
         count(*) filter (where {{ open_event() }}) as can_be_open,
-        count(open_events.event_hash) filter (where {{ open_event() }}) as open_found
+        count(open_events.event_key) filter (where {{ open_event() }}) as open_found
     from {{ ref('stg_ledger__revenue_events') }} as events
-    left join open_events on open_events.event_hash = events.event_hash
+    left join open_events on open_events.event_key = events.event_key
 ),
 
 -- A matched event the books reversed since no longer counts (looked up in the
 -- few reversed ones).
 matches as (
     select
-        count(*) filter (where matches.event_hash not in (select event_hash from reversed))
+        count(*) filter (where matches.event_key not in (select event_key from reversed))
             as matched,
-        count(open_events.event_hash) as open_and_matched
-    from {{ ref('reconciliation_matches') }} as matches
-    left join open_events on open_events.event_hash = matches.event_hash
+        count(open_events.event_key) as open_and_matched
+    from {{ ref('reconciliation_match_keys') }} as matches
+    left join open_events on open_events.event_key = matches.event_key
     where matches.run_date <= {{ run_date_text() }}
 ),
 
 open as (
-    select count(*) as open, count(distinct event_hash) as distinct_open
+    select count(*) as open, count(distinct event_key) as distinct_open
     from open_events
 )
 

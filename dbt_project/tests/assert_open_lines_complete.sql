@@ -9,29 +9,29 @@
 with
 
 open_lines as (
-    select settlement_line_id from {{ ref('reconciliation_open_lines') }}
+    select line_key from {{ ref('reconciliation_open_lines') }}
     where run_date = {{ run_date_text() }}
 ),
 
 lines as (
     select
         count(*) filter (where {{ open_line() }}) as can_be_open,
-        count(open_lines.settlement_line_id) filter (where {{ open_line() }}) as open_found
+        count(open_lines.line_key) filter (where {{ open_line() }}) as open_found
     from {{ ref('settlement_lines') }} as lines
-    left join open_lines on open_lines.settlement_line_id = lines.settlement_line_id
+    left join open_lines on open_lines.line_key = lines.line_key
 ),
 
 matches as (
     select
         count(*) as matched,
-        count(open_lines.settlement_line_id) as open_and_matched
-    from {{ ref('reconciliation_matches') }} as matches
-    left join open_lines on open_lines.settlement_line_id = matches.settlement_line_id
+        count(open_lines.line_key) as open_and_matched
+    from {{ ref('reconciliation_match_keys') }} as matches
+    left join open_lines on open_lines.line_key = matches.line_key
     where matches.run_date <= {{ run_date_text() }}
 ),
 
 open as (
-    select count(*) as open, count(distinct settlement_line_id) as distinct_open
+    select count(*) as open, count(distinct line_key) as distinct_open
     from open_lines
 )
 

@@ -23,7 +23,7 @@ from finsup_dagster.ledger.confirmations import confirm_matches
 from finsup_dagster.ledger.money import format_minor
 from finsup_dagster.resources import LedgerResource, ReconciliationPolicyResource
 from finsup_dagster.resources.dbt import manifest_path
-from finsup_dagster.warehouse import raw, replica, reports
+from finsup_dagster.warehouse import marts, raw, replica, reports
 
 OWNERS = ["team:finance-engineering"]
 MATCHES = dg.AssetKey(["warehouse", "reconciliation_matches"])
@@ -67,6 +67,8 @@ def reconciliation_models(
     with duckdb.get_connection() as conn:  # sources exist even before anything landed
         raw.ensure_schema(conn)
         replica.ensure_schema(conn)
+        for change in marts.upgrade(conn):  # tables of an earlier version of the models
+            context.log.info(f"warehouse upgraded: {change}")
     # The dbt profile reads the warehouse path from the environment (dbt_project/profiles.yml).
     os.environ["FINSUP_WAREHOUSE_PATH"] = duckdb.database
     run_vars = json.dumps({"run_date": context.partition_key})

@@ -90,3 +90,30 @@ def add_counter_column(
     run(conn, f"ALTER TABLE {schema}.{table} ADD COLUMN {column} BIGINT DEFAULT 0")
     run(conn, f"ALTER TABLE {schema}.{table} ALTER COLUMN {column} DROP DEFAULT")
     run(conn, f"ALTER TABLE {schema}.{table} ALTER COLUMN {column} SET NOT NULL")
+
+
+def key_column(column: str, sequence: str) -> str:
+    """DDL of a ``BIGINT NOT NULL`` key column that numbers rows from ``sequence``."""
+    return f"{column} BIGINT DEFAULT nextval('{sequence}') NOT NULL"
+
+
+def add_key_column(
+    conn: duckdb.DuckDBPyConnection, schema: str, table: str, column: str, sequence: str
+) -> None:
+    """Adds a key column (``key_column``) to a table made before it existed: the rows
+    already there get numbers of their own. Outside any transaction: DuckDB numbers the
+    rows as an update, and only a later transaction may then make the column NOT NULL
+    (each step commits, and a step left undone is done on the next call)."""
+    if not has_column(conn, schema, table, column):
+        with transaction(conn):
+            run(conn, f"ALTER TABLE {schema}.{table} ADD COLUMN {column} BIGINT"
+                      f" DEFAULT nextval('{sequence}')")  # fmt: skip
+    nullable = one(
+        conn,
+        "SELECT is_nullable FROM information_schema.columns WHERE table_catalog ="
+        " current_database() AND table_schema = ? AND table_name = ? AND column_name = ?",
+        [schema, table, column],
+    )
+    if nullable and nullable[0] == "YES":
+        with transaction(conn):
+            run(conn, f"ALTER TABLE {schema}.{table} ALTER COLUMN {column} SET NOT NULL")

@@ -9,7 +9,10 @@ hash: the same bytes delivered again, under any name or day, land once.
 Settlement rows also carry ``landing_seq``, one number per landed file from the
 sequence ``raw.landing_seq``, in landing order: the nightly reconciliation
 knows exactly which lines arrived after a night was built (whatever day they
-landed for) by comparing it with the night's recorded watermark.
+landed for) by comparing it with the night's recorded watermark. And each
+settlement row gets a ``line_key`` of its own when it lands (sequence
+``raw.line_key``): the integer the reconciliation joins and stores instead of the
+text line id.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from finsup_dagster.ledger.revenue_files import file_sha256
 from finsup_dagster.quality import schemas
 from finsup_dagster.warehouse.connection import (
     add_counter_column,
+    add_key_column,
     has_column,
+    key_column,
     one,
     run,
     transaction,
@@ -64,7 +69,7 @@ _SQL_TYPES = {
 def _ddl(table: str, columns: Sequence[str]) -> str:
     cols = [f"{c} {_SQL_TYPES.get(c, 'VARCHAR')}" for c in (*PROVENANCE, *columns)]
     if table in SETTLEMENT_TABLES:
-        cols.append("landing_seq BIGINT NOT NULL")
+        cols += ["landing_seq BIGINT NOT NULL", key_column("line_key", "raw.line_key")]
     return f"CREATE TABLE IF NOT EXISTS raw.{table} ({', '.join(cols)})"
 
 
@@ -76,6 +81,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     with transaction(conn):
         run(conn, "CREATE SCHEMA IF NOT EXISTS raw")
         run(conn, "CREATE SEQUENCE IF NOT EXISTS raw.landing_seq START 1")
+        run(conn, "CREATE SEQUENCE IF NOT EXISTS raw.line_key START 1")
         run(
             conn,
             "CREATE TABLE IF NOT EXISTS raw.landed_files ("
@@ -92,6 +98,8 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
                     run(conn, f"UPDATE raw.{table} SET gateway = {fill}")
         for table in SETTLEMENT_TABLES:  # lines landed before: before any night's watermark
             add_counter_column(conn, "raw", table, "landing_seq")
+    for table in SETTLEMENT_TABLES:  # and a key each (in transactions of its own)
+        add_key_column(conn, "raw", table, "line_key", "raw.line_key")
 
 
 # Settlement tables made before `gateway` was a column of their own get it,

@@ -12,7 +12,10 @@ the day's changes, not the size of the books:
   numbers the rows it writes (``replicated_seq``, one number per copy, rising)
   and every row keeps the number of the copy that first brought it
   (``first_replicated_seq``): the nightly reconciliation tells new events from
-  changed ones, exactly, against a night's recorded watermark.
+  changed ones, exactly, against a night's recorded watermark. A row also gets
+  an ``event_key`` (sequence ``ledger.event_key``) when first copied and keeps
+  it: the integer the reconciliation joins and stores instead of the 64-character
+  event hash.
 - ``journal_entries`` and ``postings`` are append-only: rows with an id past
   the copy's largest id, less ``ID_OVERLAP`` for the same reason (sequence
   order is not commit order on PostgreSQL), inserted where missing.
@@ -32,7 +35,14 @@ from sqlalchemy.engine import Engine
 
 from finsup_dagster.ledger import clock, db
 from finsup_dagster.ledger.schema import journal_entries, postings, revenue_events, transaction_log
-from finsup_dagster.warehouse.connection import add_counter_column, one, run, transaction
+from finsup_dagster.warehouse.connection import (
+    add_counter_column,
+    add_key_column,
+    key_column,
+    one,
+    run,
+    transaction,
+)
 
 OVERLAP = timedelta(minutes=10)
 ID_OVERLAP = 1_000
@@ -48,6 +58,7 @@ class ReplicaStats:
 
 # Warehouse-only columns of the copy, after the ledger's own.
 _COPY_COLUMNS = {"revenue_events": ("replicated_seq", "first_replicated_seq")}
+_KEY_COLUMNS = {"revenue_events": ("event_key", "ledger.event_key")}
 
 
 def _ddl(table: sa.Table) -> str:
@@ -56,6 +67,8 @@ def _ddl(table: sa.Table) -> str:
         kind = next((v for k, v in _DUCK_TYPES.items() if isinstance(col.type, k)), "VARCHAR")
         cols.append(f"{col.name} {kind}")
     cols += [f"{name} BIGINT NOT NULL" for name in _COPY_COLUMNS.get(table.name, ())]
+    if table.name in _KEY_COLUMNS:
+        cols.append(key_column(*_KEY_COLUMNS[table.name]))
     key = ", ".join(c.name for c in table.primary_key.columns)
     return (
         f"CREATE TABLE IF NOT EXISTS ledger.{table.name} ({', '.join(cols)}, PRIMARY KEY ({key}))"
@@ -65,6 +78,7 @@ def _ddl(table: sa.Table) -> str:
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     with transaction(conn):
         run(conn, "CREATE SCHEMA IF NOT EXISTS ledger")
+        run(conn, "CREATE SEQUENCE IF NOT EXISTS ledger.event_key START 1")
         for table in (revenue_events, journal_entries, postings, transaction_log):
             run(conn, _ddl(table))
         for name, extra in _COPY_COLUMNS.items():  # rows copied before: before any watermark
@@ -72,6 +86,8 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
                 add_counter_column(conn, "ledger", name, column)
         run(conn, "CREATE TABLE IF NOT EXISTS ledger.replica_watermarks"
                   " (table_name VARCHAR PRIMARY KEY, watermark VARCHAR NOT NULL)")  # fmt: skip
+    for name, (column, sequence) in _KEY_COLUMNS.items():  # and keys (transactions of their own)
+        add_key_column(conn, "ledger", name, column, sequence)
 
 
 def replicate(engine: Engine, conn: duckdb.DuckDBPyConnection) -> ReplicaStats:
@@ -113,11 +129,12 @@ def _copy_revenue_events(engine: Engine, conn: duckdb.DuckDBPyConnection) -> int
             seq = int(mark[0]) if mark else 1
             conn.register("changed_events", frame)
             try:
-                # Replaced rows keep the number of the copy that first brought them.
+                # Replaced rows keep the number of the copy that first brought them,
+                # and their key.
                 run(
                     conn,
                     "CREATE TEMP TABLE replica_first AS"
-                    " SELECT event_hash, first_replicated_seq FROM ledger.revenue_events"
+                    " SELECT event_hash, first_replicated_seq, event_key FROM ledger.revenue_events"
                     " WHERE event_hash IN (SELECT event_hash FROM changed_events)",
                 )
                 run(
@@ -129,7 +146,8 @@ def _copy_revenue_events(engine: Engine, conn: duckdb.DuckDBPyConnection) -> int
                     conn,
                     "INSERT INTO ledger.revenue_events BY NAME"
                     f" SELECT c.*, {seq} AS replicated_seq,"
-                    f" coalesce(f.first_replicated_seq, {seq}) AS first_replicated_seq"
+                    f" coalesce(f.first_replicated_seq, {seq}) AS first_replicated_seq,"
+                    " coalesce(f.event_key, nextval('ledger.event_key')) AS event_key"
                     " FROM changed_events AS c LEFT JOIN replica_first AS f USING (event_hash)",
                 )
                 run(conn, "DROP TABLE replica_first")

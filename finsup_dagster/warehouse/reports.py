@@ -71,9 +71,9 @@ def exceptions(conn: duckdb.DuckDBPyConnection, day: str) -> list[dict[str, Any]
 
 
 def matched_to_date(conn: duckdb.DuckDBPyConnection, day: str) -> int:
-    if not _has_table(conn, "reconciliation_matches"):
+    if not _has_table(conn, "reconciliation_match_keys"):
         return 0
-    row = one(conn, "SELECT count(*) FROM reconciliation_matches WHERE run_date <= ?", [day])
+    row = one(conn, "SELECT count(*) FROM reconciliation_match_keys WHERE run_date <= ?", [day])
     return int(row[0]) if row else 0
 
 

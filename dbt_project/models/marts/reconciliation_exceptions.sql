@@ -18,7 +18,8 @@ open_lines as (
 
 open_events as (
     select
-        events.event_hash, events.source, events.external_id, events.kind, events.amount_minor,
+        events.event_key, events.event_hash, events.source, events.external_id, events.kind,
+        events.amount_minor,
         events.currency, events.occurred_at, events.status, events.source_file,
         date_diff('day', events.occurred_on, {{ run_date() }}) as age_days
     from {{ ref('reconciliation_open_events') }} as events
@@ -29,14 +30,15 @@ open_events as (
 -- with the event's columns the report shows.
 named as (
     select
-        open_lines.settlement_line_id,
+        open_lines.line_key,
+        events.event_key,
         events.event_hash,
         events.source,
         events.external_id,
         events.amount_minor,
         events.currency,
         events.occurred_at,
-        events.event_hash not in (select event_hash from open_events) as already_matched,
+        events.event_key not in (select event_key from open_events) as already_matched,
         events.currency <> open_lines.currency as other_currency
     from open_lines
     inner join {{ ref('stg_ledger__revenue_events') }} as events
@@ -45,7 +47,7 @@ named as (
     where coalesce(open_lines.gateway, events.source) = events.source
       and {{ open_event() }} and {{ event_due() }}
     qualify row_number() over (
-        partition by open_lines.settlement_line_id
+        partition by open_lines.line_key
         order by events.occurred_at, events.event_hash
     ) = 1
 ),
@@ -58,6 +60,7 @@ line_exceptions as (
             when named.event_hash is not null then 'amount_mismatch'
             else 'unmatched_settlement'
         end as exception_kind,
+        named.event_key,
         named.event_hash,
         named.source as event_source,
         named.external_id as event_external_id,
@@ -66,7 +69,7 @@ line_exceptions as (
         named.occurred_at as event_occurred_at,
         open_lines.*
     from open_lines
-    left join named on named.settlement_line_id = open_lines.settlement_line_id
+    left join named on named.line_key = open_lines.line_key
 ),
 
 event_exceptions as (
@@ -79,7 +82,7 @@ event_exceptions as (
         end as exception_kind,
         open_events.*
     from open_events
-    anti join line_exceptions on line_exceptions.event_hash = open_events.event_hash
+    anti join line_exceptions on line_exceptions.event_key = open_events.event_key
     where open_events.age_days > {{ var('match_window_days') }}
 ),
 

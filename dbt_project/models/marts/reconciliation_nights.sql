@@ -7,7 +7,7 @@
 -- holds the warehouse); built after them, it says the night finished. The
 -- matches and slice models delete the rows of the night they rebuild and of
 -- every later one first (macros/open_items.sql).
-{%- set chain = ['reconciliation_matches', 'reconciliation_open_lines',
+{%- set chain = ['reconciliation_match_keys', 'reconciliation_open_lines',
                  'reconciliation_open_events'] %}
 {%- set ns = namespace(whole=execute) %}
 {%- for name in chain if execute %}

@@ -16,22 +16,22 @@ candidates as (
 ),
 
 matched as (
-    select event_hash from {{ ref('reconciliation_matches') }}
+    select event_key from {{ ref('reconciliation_match_keys') }}
     where run_date = {{ run_date_text() }}
 )
 
 select {{ run_date_text() }} as run_date, candidates.*
 from candidates
-anti join matched on matched.event_hash = candidates.event_hash
+anti join matched on matched.event_key = candidates.event_key
 {% else %}
 -- Every event against every match up to run_date.
 matched as (
-    select event_hash from {{ ref('reconciliation_matches') }}
+    select event_key from {{ ref('reconciliation_match_keys') }}
     where run_date <= {{ run_date_text() }}
 )
 
 select {{ run_date_text() }} as run_date, {{ open_event_columns('events') }}
 from {{ ref('stg_ledger__revenue_events') }} as events
-anti join matched on matched.event_hash = events.event_hash
+anti join matched on matched.event_key = events.event_key
 where {{ open_event() }}
 {% endif %}

@@ -15,22 +15,22 @@ candidates as (
 ),
 
 matched as (
-    select settlement_line_id from {{ ref('reconciliation_matches') }}
+    select line_key from {{ ref('reconciliation_match_keys') }}
     where run_date = {{ run_date_text() }}
 )
 
 select {{ run_date_text() }} as run_date, candidates.*
 from candidates
-anti join matched on matched.settlement_line_id = candidates.settlement_line_id
+anti join matched on matched.line_key = candidates.line_key
 {% else %}
 -- Every line against every match up to run_date.
 matched as (
-    select settlement_line_id from {{ ref('reconciliation_matches') }}
+    select line_key from {{ ref('reconciliation_match_keys') }}
     where run_date <= {{ run_date_text() }}
 )
 
 select {{ run_date_text() }} as run_date, {{ open_line_columns('lines') }}
 from {{ ref('settlement_lines') }} as lines
-anti join matched on matched.settlement_line_id = lines.settlement_line_id
+anti join matched on matched.line_key = lines.line_key
 where {{ open_line() }}
 {% endif %}

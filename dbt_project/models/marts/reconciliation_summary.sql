@@ -4,6 +4,14 @@
 -- signed in minor units (refunds and chargebacks negative).
 with
 
+-- The night's matched lines (amounts as settled).
+matched_lines as (
+    select lines.kind, lines.gross_minor, lines.currency, lines.fee_minor, lines.fee_currency
+    from {{ ref('reconciliation_match_keys') }} as matches
+    inner join {{ ref('settlement_lines') }} as lines on lines.line_key = matches.line_key
+    where matches.run_date = {{ run_date_text() }}
+),
+
 -- Fees are summed in their own currency, which need not be the line's.
 matched as (
     select
@@ -12,13 +20,11 @@ matched as (
         count(*) as items,
         sum(case when kind = 'sale' then gross_minor else -gross_minor end) as net_amount_minor,
         0 as fee_minor
-    from {{ ref('reconciliation_matches') }}
-    where run_date = {{ run_date_text() }}
+    from matched_lines
     group by currency
     union all
     select 'matched', fee_currency, 0, 0, sum(fee_minor)
-    from {{ ref('reconciliation_matches') }}
-    where run_date = {{ run_date_text() }}
+    from matched_lines
     group by fee_currency
 ),
 

@@ -5,6 +5,9 @@ with source as (
 renamed as (
     select
         event_hash,
+        -- The event's integer key in the warehouse (finsup_dagster/warehouse/replica.py):
+        -- what the marts join on.
+        event_key,
         source,
         external_id,
         kind,
