@@ -836,8 +836,9 @@ def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, days: int)
     in_transaction(
         conn,
         [  # A match belongs to the night its line settled.
-            "CREATE TEMP TABLE hist AS"
-            f" SELECT * REPLACE (strftime(settled_on, '%Y-%m-%d') AS run_date) FROM {matches}",
+            "CREATE TEMP TABLE hist AS SELECT m.* REPLACE"
+            " (strftime(lines.settled_on, '%Y-%m-%d') AS run_date)"
+            f" FROM {matches} AS m JOIN {rel['settlement_lines']} AS lines USING (line_key)",
             f"DELETE FROM {matches}",
             f"INSERT INTO {matches} BY NAME SELECT * FROM hist ORDER BY run_date",
             "DROP TABLE hist",

@@ -24,14 +24,21 @@ select {{ run_date_text() }} as run_date, candidates.*
 from candidates
 anti join matched on matched.event_key = candidates.event_key
 {% else %}
--- Every event against every match up to run_date.
+-- Every event against every match up to run_date, by key; then the open ones'
+-- columns (DuckDB reads those only for the events the keys let through).
 matched as (
     select event_key from {{ ref('reconciliation_match_keys') }}
     where run_date <= {{ run_date_text() }}
+),
+
+open_keys as (
+    select events.event_key
+    from {{ ref('stg_ledger__revenue_events') }} as events
+    anti join matched on matched.event_key = events.event_key
+    where {{ open_event() }}
 )
 
 select {{ run_date_text() }} as run_date, {{ open_event_columns('events') }}
 from {{ ref('stg_ledger__revenue_events') }} as events
-anti join matched on matched.event_key = events.event_key
-where {{ open_event() }}
+semi join open_keys on open_keys.event_key = events.event_key
 {% endif %}

@@ -23,14 +23,21 @@ select {{ run_date_text() }} as run_date, candidates.*
 from candidates
 anti join matched on matched.line_key = candidates.line_key
 {% else %}
--- Every line against every match up to run_date.
+-- Every line against every match up to run_date, by key; then the open ones'
+-- columns (DuckDB reads those only for the lines the keys let through).
 matched as (
     select line_key from {{ ref('reconciliation_match_keys') }}
     where run_date <= {{ run_date_text() }}
+),
+
+open_keys as (
+    select lines.line_key
+    from {{ ref('settlement_lines') }} as lines
+    anti join matched on matched.line_key = lines.line_key
+    where {{ open_line() }}
 )
 
 select {{ run_date_text() }} as run_date, {{ open_line_columns('lines') }}
 from {{ ref('settlement_lines') }} as lines
-anti join matched on matched.line_key = lines.line_key
-where {{ open_line() }}
+semi join open_keys on open_keys.line_key = lines.line_key
 {% endif %}
