@@ -45,12 +45,12 @@ credited a few minor units off), a few bank-charge lines (kind ``other``).
      content_sha256, row_number FROM ledger.revenue_events JOIN <the three raw
      settlement tables, UNION ALL>``;
    - **same output** (informational): the join over the models' own inputs (the
-     staging views) writing, for every pair, the columns the matches table
-     stores, taken straight from the event and the line (no kind, currency or
+     staging views) writing, for every pair, the columns the matches view
+     shows, taken straight from the event and the line (no kind, currency or
      gateway condition, no rule 2: it writes somewhat fewer rows than the
      model); its columns are checked against the ``reconciliation_matches``
      view's. Its ratio to the ids baseline is what writing that output costs on
-     its own; the matches table stores integer keys and amounts instead.
+     its own; the matches table stores integer keys and the rule instead.
 
    Target: ≤ 3 × the ids baseline. Scaling: the same on N/4 events,
    target t(N) / t(N/4) ≤ 4.5.
@@ -632,7 +632,7 @@ def baseline_join(conn: duckdb.DuckDBPyConnection) -> Breakdown:
     return {}
 
 
-# The matches table's columns, each taken straight from the staged event or line
+# The reconciliation_matches view's columns, each taken straight from the staged event or line
 # (the models' own inputs): what one plain hash join on the gateway id costs
 # when it writes the same output. Kept in step with the model by same_output_check.
 SAME_OUTPUT_COLUMNS = {
@@ -661,7 +661,7 @@ SAME_OUTPUT_COLUMNS = {
 
 def same_output_join(conn: duckdb.DuckDBPyConnection, compiled: Compiled, day: str) -> Breakdown:
     """The same-output baseline: one plain hash join on the gateway id writing the matches
-    table's columns, with no rule, ranking, exception or summary."""
+    view's columns, with no rule, ranking, exception or summary."""
     select = ", ".join(
         f"{expr.format(day=day)} AS {name}" for name, expr in SAME_OUTPUT_COLUMNS.items()
     )
@@ -679,7 +679,7 @@ def same_output_join(conn: duckdb.DuckDBPyConnection, compiled: Compiled, day: s
 
 
 def same_output_check(conn: duckdb.DuckDBPyConnection, compiled: Compiled) -> None:
-    """Refuses to compare with a baseline whose columns are not the matches table's."""
+    """Refuses to compare with a baseline whose columns are not the matches view's."""
 
     def columns(table: str) -> list[tuple[str, str]]:
         return [(str(r[0]), str(r[1])) for r in conn.execute(f"DESCRIBE {table}").fetchall()]
@@ -1067,7 +1067,7 @@ def summary_block(
     rows = [
         (f"baseline, ids: hash join on gateway id writing the ids, {big.events:,} events",
          big.baseline, None, None),
-        (f"baseline, same output: that join writing the matches table's columns, "
+        (f"baseline, same output: that join writing the matches view's columns, "
          f"{big.events:,} events", big.same_output, (r_write, "× ids baseline"), None),
         (f"first build, {small.events:,} events ({small.lines:,} lines)", small.reconcile,
          None, None),
