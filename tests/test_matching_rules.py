@@ -1,9 +1,10 @@
 """The matches model pairs exactly what docs/reconciliation.md's rules say, on any input.
 
 `reconciliation_match_keys` is written for speed (integer keys for events and
-lines; an id named once on each side pairs without ranking; ids named more than
-once are found by a 64-bit hash and ranked exactly; rule 2 is ranked on narrow
-rows; a nightly run anti-joins the matches of other nights on keys alone). This test runs the model's compiled SQL —
+lines; an id with one pair needs no ranking; ids with more than one pair are
+found by a 64-bit hash and ranked exactly; rule 2 is ranked on narrow rows; a
+nightly run anti-joins the matches of other nights on keys alone). This test
+runs the model's compiled SQL —
 first build and nightly, with no amount tolerance and with one minor unit — in
 DuckDB on small random books with many repeated ids, sources, kinds, currencies
 and dates, and compares its pairs with a plain Python reading of the rules.
@@ -84,7 +85,8 @@ class Line:
         return f"{self.table}/{self.partition_date}/settlement.csv"
 
     def order(self) -> tuple[Any, ...]:
-        """Earlier landing day, then file name, then the earlier row; the id last."""
+        """Earlier landing day, then file name, then the earlier row (the model's last word,
+        the line key, is never reached: these lines differ in row or file)."""
         return (self.partition_date, self.file_name, self.row_number, self.line_id)
 
 

@@ -374,3 +374,18 @@ def test_mart_upgrade_refuses_matches_it_cannot_place_and_changes_nothing(
             " WHERE table_name = 'reconciliation_match_keys'"
         ).fetchall()
     assert left == [(1,)] and made == [(0,)]
+
+
+def test_a_warehouse_whose_key_sequence_is_behind_its_keys_is_refused(tmp_path: Path) -> None:
+    # Lines copied in from another warehouse with their keys: the next line landed would
+    # get a key already in use, so opening it is refused until that is put right.
+    with duckdb.connect(str(tmp_path / "wh.duckdb")) as wh:
+        raw.ensure_schema(wh)
+        wh.execute(
+            "INSERT INTO raw.camt053 (partition_date, file_name, content_sha256, row_number,"
+            " kind, gross_minor, currency, settled_on, raw, landing_seq, line_key)"
+            " VALUES (?, 'f', 'sha', 1, 'sale', 100, 'USD', ?, '{}', 1, 5)",
+            [DAY, DAY],
+        ).fetchall()
+        with pytest.raises(RuntimeError, match=r"raw\.line_key is at 0 but line_key 5"):
+            raw.ensure_schema(wh)

@@ -117,3 +117,30 @@ def add_key_column(
     if nullable and nullable[0] == "YES":
         with transaction(conn):
             run(conn, f"ALTER TABLE {schema}.{table} ALTER COLUMN {column} SET NOT NULL")
+
+
+def check_key_sequence(
+    conn: duckdb.DuckDBPyConnection, sequence: str, tables: list[str], column: str
+) -> None:
+    """Refuses a warehouse whose key sequence is behind keys already in ``tables`` (rows
+    copied in from another warehouse with their keys): the next number handed out would
+    name two rows, and a match by key would pair the wrong one."""
+    schema, name = sequence.split(".")
+    seq = one(
+        conn,
+        "SELECT coalesce(last_value, start_value - 1) FROM duckdb_sequences()"
+        " WHERE database_name = current_database() AND schema_name = ? AND sequence_name = ?",
+        [schema, name],
+    )
+    highest = one(
+        conn,
+        "SELECT max(k) FROM ("
+        + " UNION ALL ".join(f"SELECT max({column}) AS k FROM {t}" for t in tables)
+        + ")",
+    )
+    if seq and highest and highest[0] is not None and int(highest[0]) > int(seq[0]):
+        raise RuntimeError(
+            f"{sequence} is at {seq[0]} but {column} {highest[0]} is already used in"
+            f" {', '.join(tables)}: rows were copied in with their keys; number them again"
+            " or restore the warehouse they came from"
+        )

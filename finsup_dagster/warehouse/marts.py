@@ -30,12 +30,16 @@ def upgrade(conn: duckdb.DuckDBPyConnection) -> list[str]:
     done: list[str] = []
     with transaction(conn):
         if _base_table(conn, "reconciliation_matches"):
+            if _base_table(conn, "reconciliation_match_keys"):
+                raise RuntimeError(
+                    "upgrading reconciliation_matches: reconciliation_match_keys exists beside"
+                    " it; move one of them aside and run the night again"
+                )
+            # On an error the transaction rolls back, the temp table with it.
             run(conn, f"CREATE TEMP TABLE upgrade_lines AS {_line_ids()}")
-            try:
-                done.append(_match_keys(conn))
-                done += _slice_keys(conn)
-            finally:
-                run(conn, "DROP TABLE upgrade_lines")
+            done.append(_match_keys(conn))
+            done += _slice_keys(conn)
+            run(conn, "DROP TABLE upgrade_lines")
     return done
 
 

@@ -38,6 +38,7 @@ from finsup_dagster.quality import schemas
 from finsup_dagster.warehouse.connection import (
     add_counter_column,
     add_key_column,
+    check_key_sequence,
     has_column,
     key_column,
     one,
@@ -100,6 +101,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
             add_counter_column(conn, "raw", table, "landing_seq")
     for table in SETTLEMENT_TABLES:  # and a key each (in transactions of its own)
         add_key_column(conn, "raw", table, "line_key", "raw.line_key")
+    check_key_sequence(conn, "raw.line_key", [f"raw.{t}" for t in SETTLEMENT_TABLES], "line_key")
 
 
 # Settlement tables made before `gateway` was a column of their own get it,

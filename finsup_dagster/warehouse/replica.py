@@ -38,6 +38,7 @@ from finsup_dagster.ledger.schema import journal_entries, postings, revenue_even
 from finsup_dagster.warehouse.connection import (
     add_counter_column,
     add_key_column,
+    check_key_sequence,
     key_column,
     one,
     run,
@@ -88,6 +89,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
                   " (table_name VARCHAR PRIMARY KEY, watermark VARCHAR NOT NULL)")  # fmt: skip
     for name, (column, sequence) in _KEY_COLUMNS.items():  # and keys (transactions of their own)
         add_key_column(conn, "ledger", name, column, sequence)
+        check_key_sequence(conn, sequence, [f"ledger.{name}"], column)
 
 
 def replicate(engine: Engine, conn: duckdb.DuckDBPyConnection) -> ReplicaStats:

@@ -71,9 +71,14 @@ def exceptions(conn: duckdb.DuckDBPyConnection, day: str) -> list[dict[str, Any]
 
 
 def matched_to_date(conn: duckdb.DuckDBPyConnection, day: str) -> int:
-    if not _has_table(conn, "reconciliation_match_keys"):
+    # The narrow table where it exists; a warehouse not yet upgraded has only the wide one.
+    table = next(
+        (t for t in ("reconciliation_match_keys", "reconciliation_matches") if _has_table(conn, t)),
+        None,
+    )
+    if table is None:
         return 0
-    row = one(conn, "SELECT count(*) FROM reconciliation_match_keys WHERE run_date <= ?", [day])
+    row = one(conn, f"SELECT count(*) FROM {table} WHERE run_date <= ?", [day])
     return int(row[0]) if row else 0
 
 

@@ -49,7 +49,7 @@ events as (
 ),
 {% elif is_incremental() %}
 -- No previous night to start from: history is anti-joined on the key column
--- alone, and only the few ids left fetch their other columns (an anti-join
+-- alone, and only the few keys left fetch their other columns (an anti-join
 -- carrying every column of a year of lines costs several times more).
 matched_elsewhere as (
     select event_key, line_key from {{ this }}
