@@ -167,6 +167,12 @@ class Warehouse:
                          ln.currency, ln.currency, day(ln.settled), seq],
                     ).fetchall()  # fmt: skip
 
+    def arrive(self, plan: Scenario, d: int) -> None:
+        """Day ``d`` as it comes: its files land and the events first copied that day are
+        copied (no status changes)."""
+        self.land(plan.lines, d)
+        self.copy([ev for ev in plan.events if plan.copied_on[ev.event_hash] == d])
+
     def copy(self, rows: list[Event]) -> None:
         """One warehouse copy of the books: these events, new or changed."""
         if not rows:
@@ -337,10 +343,6 @@ def test_a_night_whose_previous_night_cannot_be_trusted_takes_the_full_way(
     plan = scenario(3, days=12)
     wh = Warehouse(tmp_path / "warehouse")
 
-    def arrive(d: int) -> None:
-        wh.land(plan.lines, d)
-        wh.copy([ev for ev in plan.events if plan.copied_on[ev.event_hash] == d])
-
     runs = iter(range(100))
 
     def night(d: int) -> str:
@@ -352,7 +354,7 @@ def test_a_night_whose_previous_night_cannot_be_trusted_takes_the_full_way(
         return way
 
     for d in range(3):
-        arrive(d)
+        wh.arrive(plan, d)
     assert [night(0), night(1)] == ["full", "previous night"]
     # The nights model alone (a partial re-run): it cannot vouch for slices another
     # invocation wrote, so night 1 leaves no row and night 2 cannot start from it.
@@ -362,13 +364,13 @@ def test_a_night_whose_previous_night_cannot_be_trusted_takes_the_full_way(
     # One slice alone rebuilt (another partial re-run): night 2's row goes with it.
     wh.build(2, select="reconciliation_open_events")
     assert wh.nights() == [day(0)]
-    arrive(3)
+    wh.arrive(plan, 3)
     assert night(3) == "full"
     # Eight nights later: night 3's slices may be gone (seven are kept before tonight).
     for d in range(4, 12):
-        arrive(d)
+        wh.arrive(plan, d)
     assert night(11) == "full"
-    arrive(12)
+    wh.arrive(plan, 12)
     assert night(12) == "previous night"
     # No run_date: today (UTC), on top of kept slices of other nights, twice over.
     assert wh.build(None) == "full"  # night 12 is more than seven nights back
@@ -387,12 +389,8 @@ def test_a_warehouse_from_before_integer_keys_goes_on_from_its_last_night(
     plan = scenario(11, days=5)
     wh = Warehouse(tmp_path / "warehouse")
 
-    def arrive(d: int) -> None:
-        wh.land(plan.lines, d)
-        wh.copy([ev for ev in plan.events if plan.copied_on[ev.event_hash] == d])
-
     for d in range(3):
-        arrive(d)
+        wh.arrive(plan, d)
         wh.build(d)
     kept = {d: wh.slices(d, keys=False) for d in range(3)}
     assert sum(len(kept[d]["reconciliation_matches"]) for d in kept) > 20
@@ -413,7 +411,7 @@ def test_a_warehouse_from_before_integer_keys_goes_on_from_its_last_night(
         replica.ensure_schema(conn)
         assert len(marts.upgrade(conn)) == 3
         assert marts.upgrade(conn) == []  # once
-    arrive(3)
+    wh.arrive(plan, 3)
     reference = wh.copy_to(tmp_path / "history")
     reference.build(3, from_history=True)
     assert wh.build(3) == "previous night"

@@ -67,17 +67,22 @@ def one(
     return tuple(rows[0]) if rows else None
 
 
+def _column_nullable(
+    conn: duckdb.DuckDBPyConnection, schema: str, table: str, column: str
+) -> str | None:
+    """``YES``/``NO`` for this database's ``schema.table.column``; None: no such column."""
+    row = one(
+        conn,
+        "SELECT is_nullable FROM information_schema.columns WHERE table_catalog ="
+        " current_database() AND table_schema = ? AND table_name = ? AND column_name = ?",
+        [schema, table, column],
+    )
+    return None if row is None else str(row[0])
+
+
 def has_column(conn: duckdb.DuckDBPyConnection, schema: str, table: str, column: str) -> bool:
     """Whether this database's ``schema.table`` has ``column`` (for one-off migrations)."""
-    return (
-        one(
-            conn,
-            "SELECT 1 FROM information_schema.columns WHERE table_catalog = current_database()"
-            " AND table_schema = ? AND table_name = ? AND column_name = ?",
-            [schema, table, column],
-        )
-        is not None
-    )
+    return _column_nullable(conn, schema, table, column) is not None
 
 
 def add_counter_column(
@@ -108,13 +113,7 @@ def add_key_column(
         with transaction(conn):
             run(conn, f"ALTER TABLE {schema}.{table} ADD COLUMN {column} BIGINT"
                       f" DEFAULT nextval('{sequence}')")  # fmt: skip
-    nullable = one(
-        conn,
-        "SELECT is_nullable FROM information_schema.columns WHERE table_catalog ="
-        " current_database() AND table_schema = ? AND table_name = ? AND column_name = ?",
-        [schema, table, column],
-    )
-    if nullable and nullable[0] == "YES":
+    if _column_nullable(conn, schema, table, column) == "YES":
         with transaction(conn):
             run(conn, f"ALTER TABLE {schema}.{table} ALTER COLUMN {column} SET NOT NULL")
 
