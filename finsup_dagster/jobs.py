@@ -1,12 +1,14 @@
 """Jobs: named selections of assets, and the op job that submits one approved batch."""
 
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 
 from finsup_dagster.assets.partitions import daily
 from finsup_dagster.ledger import db
 from finsup_dagster.ledger.payouts import start_submission
+from finsup_dagster.ledger.verification import ensure_intact
 from finsup_dagster.resources import LedgerResource
 
 # The main job: land the day's files, reconcile them, confirm what settled, and
@@ -53,6 +55,8 @@ class SubmitBatchConfig(dg.Config):
 def start_batch_submission(
     context: dg.OpExecutionContext, config: SubmitBatchConfig, ledger: LedgerResource
 ) -> str:
+    ensure_intact(ledger.engine, Path(ledger.home), ledger.checkpoint_key(),
+                  f"submitting batch {config.batch_id}")  # fmt: skip
     with db.write(ledger.engine) as conn:
         key = start_submission(
             conn,

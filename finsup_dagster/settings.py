@@ -63,6 +63,8 @@ def local_defaults(home: Path) -> dict[str, str]:
         "FINSUP_PAYPAL_BASE_URL": "",
         "FINSUP_PAYPAL_CLIENT_ID": SANDBOX_CLIENT_ID,
         "FINSUP_PAYPAL_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+        # Empty: checkpoints are signed with a key file under FINSUP_HOME/audit/.
+        "FINSUP_AUDIT_KEY": "",
         **POLICY_DEFAULTS,
         **RECONCILIATION_DEFAULTS,
     }
@@ -128,4 +130,14 @@ def secret_box() -> SecretBox:
         return SecretBox(path.read_text().strip())
     raise LedgerError(
         "FINSUP_SECRET_KEY is not set: create one with `finsup generate-secret-key` and export it"
+    )
+
+
+def audit_key() -> bytes | None:
+    """The checkpoint key: ``FINSUP_AUDIT_KEY``; outside production a local key file otherwise."""
+    from finsup_dagster.ledger.checkpoints import resolve_key
+
+    home = Path(os.environ.get("FINSUP_HOME", ".finsup"))
+    return resolve_key(
+        os.environ.get("FINSUP_AUDIT_KEY", ""), home, production=deployment() == "production"
     )

@@ -1,6 +1,7 @@
 """Earnings from the swarm and the payout batches built from them."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 
@@ -11,6 +12,7 @@ from finsup_dagster.landing import landed_files
 from finsup_dagster.ledger import earnings as earnings_lib
 from finsup_dagster.ledger.batching import build_batches
 from finsup_dagster.ledger.money import format_minor
+from finsup_dagster.ledger.verification import ensure_intact
 from finsup_dagster.resources import LedgerResource, PayoutPolicyResource
 
 
@@ -67,6 +69,10 @@ def payout_batches(
     context: dg.AssetExecutionContext, ledger: LedgerResource, payout_policy: PayoutPolicyResource
 ) -> dg.MaterializeResult:
     actor = context.run.tags.get("finsup/actor", f"dagster:{context.run.run_id[:8]}")
+    # Tampered books never decide how much money leaves: verify them first.
+    ensure_intact(
+        ledger.engine, Path(ledger.home), ledger.checkpoint_key(), "building payout batches"
+    )
     report = build_batches(ledger.engine, payout_policy.policy(), created_by=actor)
     shown = [
         {**b, "total": f"{format_minor(b['total_minor'], b['currency'])} {b['currency']}"}

@@ -13,7 +13,7 @@ from rich.table import Table
 from sqlalchemy.engine import Engine
 
 from finsup_dagster.cli.common import JsonFlag, actor, app, emit_json, engine, fail, out
-from finsup_dagster.ledger import audit_log, balance, controls, db
+from finsup_dagster.ledger import audit_log, balance, controls, db, seals
 from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
 from finsup_dagster.ledger.reports import transaction_logs
 from finsup_dagster.ledger.revenue_files import ingest_file
@@ -193,14 +193,28 @@ def report_transaction_logs(
 
 @app.command("verify-audit-chain")
 def verify_audit_chain(as_json: JsonFlag = False) -> None:
-    """Recompute the transaction log's hash chain; exit 1 naming the first broken row."""
-    with db.read(engine()) as conn:
-        report = audit_log.verify(conn)
+    """Verify the books: the hash chain, every money row against its seal, the signed checkpoint.
+
+    Exits 1 naming the first broken log row and every tampered row (table and key).
+    """
+    from finsup_dagster.ledger import verification
+    from finsup_dagster.settings import audit_key
+
+    report = verification.verify_and_checkpoint(engine(), db.finsup_home(), audit_key())
     if as_json:
-        emit_json(report.__dict__)
+        emit_json(report.as_dict())
     elif report.ok:
-        out.print(f"audit chain intact: {report.rows} rows, head {report.head_hash}")
+        out.print(f"audit chain intact: {report.chain.rows} rows, head {report.chain.head_hash}")
+        out.print(
+            f"seals intact: {report.seals.rows} rows in {len(seals.SEALED_TABLES)} tables match "
+            f"their latest seals ({report.seals.seals} seals)"
+        )
+        if report.checkpoint is not None:
+            out.print(
+                f"checkpoint of {report.checkpoint.written_at} (row {report.checkpoint.seq}) matches"
+            )
     else:
-        typer.echo(f"audit chain BROKEN at row {report.first_bad_seq}: {report.problem}", err=True)
+        for line in report.problems():
+            typer.echo(line, err=True)
     if not report.ok:
         raise typer.Exit(1)

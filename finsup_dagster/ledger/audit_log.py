@@ -34,6 +34,11 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def parse_detail(text: str | None) -> dict[str, Any]:
+    value = json.loads(text or "{}")
+    return value if isinstance(value, dict) else {}
+
+
 def row_digest(prev_hash: str, row: Mapping[Any, Any]) -> str:
     body = canonical_json([prev_hash, *(row[f] for f in _HASHED_FIELDS)])
     return hashlib.sha256(body.encode()).hexdigest()
@@ -99,10 +104,19 @@ class ChainReport:
     problem: str | None = None
 
 
-def verify(conn: Connection, batch_size: int = 10_000) -> ChainReport:
-    """Recomputes the chain from the first row; names the first row that breaks it."""
+def verify(
+    conn: Connection, batch_size: int = 10_000, since: tuple[int, str] | None = None
+) -> ChainReport:
+    """Recomputes the chain from the first row; names the first row that breaks it.
+
+    ``since`` (seq, row_hash) starts after a row already verified and vouched
+    for elsewhere (a signed checkpoint, which ``checkpoints.compare`` checks).
+    """
     prev, expected_seq, count = GENESIS_HASH, 1, 0
     last_seq: int | None = None
+    if since is not None and since[0] > 0:
+        last_seq, prev = since
+        expected_seq, count = last_seq + 1, last_seq
     while True:
         stmt = sa.select(transaction_log).order_by(transaction_log.c.seq).limit(batch_size)
         if last_seq is not None:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
+from finsup_dagster.ledger import seals
 from finsup_dagster.ledger.errors import SchemaNotReady
 from finsup_dagster.ledger.schema import audit_chain_head
 
@@ -74,8 +75,10 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, **kwargs)
         _configure_sqlite(engine)
-        return engine
-    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    seals.install(engine)
+    return engine
 
 
 def is_sqlite(conn: Connection | Engine) -> bool:
@@ -94,12 +97,16 @@ def write(engine: Engine, retries: int = 8) -> Iterator[Connection]:
     """A serialised write transaction over the books.
 
     Holds the writer lock from its first statement, so a balance read inside it
-    is still true when the reservation that depends on it commits.
+    is still true when the reservation that depends on it commits. Every row of
+    a sealed table it writes is sealed just before it commits (``seals.flush``).
     """
     conn = _begin_locked(engine, retries)
+    seals.begin(conn)
     try:
         yield conn
+        seals.flush(conn)
     except BaseException:
+        seals.discard(conn)
         conn.rollback()
         conn.close()
         raise

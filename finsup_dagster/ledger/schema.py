@@ -123,8 +123,16 @@ earnings = sa.Table(
     sa.Column("description", sa.String(512)),
     _instant("earned_at"),
     _instant("created_at"),
+    # Why an earning is on hold (its funding was reversed), and which event did it.
+    sa.Column("hold_reason", sa.String(512)),
+    sa.Column("held_event_hash", sa.String(64)),
+    # An approver who released the earning despite reversed funding (who and when).
+    sa.Column("funding_released_by", sa.String(128)),
+    _instant("funding_released_at", nullable=True),
     sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
-    sa.CheckConstraint("status IN ('accrued', 'batched', 'paid')", name="status"),
+    sa.CheckConstraint(
+        "status IN ('accrued', 'batched', 'paid', 'on_hold', 'cancelled')", name="status"
+    ),
 )
 
 earning_sources = sa.Table(
@@ -171,8 +179,31 @@ payout_items = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("gateway_item_id", sa.String(128)),
     _instant("updated_at"),
+    # Clawbacks recovered by netting them from this item (amount_minor is what is paid).
+    sa.Column("netted_minor", sa.BigInteger, nullable=False, server_default="0"),
     sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+    sa.CheckConstraint("netted_minor >= 0", name="netted_not_negative"),
     sa.Index("ix_payout_items_batch_id", "batch_id"),
+)
+
+# Money paid to a beneficiary whose funding was reversed afterwards: a
+# receivable, recovered by netting it from the beneficiary's next payouts.
+clawbacks = sa.Table(
+    "clawbacks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("beneficiary_id", sa.Integer, sa.ForeignKey("beneficiaries.id"), nullable=False),
+    sa.Column("earning_id", sa.Integer, sa.ForeignKey("earnings.id"), nullable=False),
+    sa.Column(
+        "event_hash", sa.String(64), sa.ForeignKey("revenue_events.event_hash"), nullable=False
+    ),
+    sa.Column("amount_minor", sa.BigInteger, nullable=False),
+    _currency(),
+    sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("journal_entries.id"), nullable=False),
+    _instant("created_at"),
+    sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+    sa.UniqueConstraint("earning_id", "event_hash", name="uq_clawbacks_earning_event"),
+    sa.Index("ix_clawbacks_beneficiary_id", "beneficiary_id"),
 )
 
 approvers = sa.Table(
@@ -273,6 +304,19 @@ transaction_log = sa.Table(
     sa.Column("row_hash", sa.String(64), nullable=False),
     sa.Index("ix_transaction_log_entity", "entity_type", "entity_id"),
     sa.Index("ix_transaction_log_occurred_at", "occurred_at"),
+)
+
+# Seals: for every write of a sealed table's row, the digest of its content
+# after the write (NULL: deleted), under the transaction-log row (``seq``) whose
+# detail commits to all the seals of that transaction. Append-only; see seals.py.
+row_seals = sa.Table(
+    "row_seals",
+    metadata,
+    sa.Column("table_name", sa.String(32), primary_key=True),
+    sa.Column("row_key", sa.String(200), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("digest", sa.String(64)),
+    sa.Index("ix_row_seals_seq", "seq"),
 )
 
 # One row, the head of the chain. Every books write transaction locks it first,

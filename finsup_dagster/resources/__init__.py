@@ -22,7 +22,11 @@ __all__ = [
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """The resources every definition uses; dev, CI and production differ only in env."""
     return {
-        "ledger": LedgerResource(url=dg.EnvVar("FINSUP_LEDGER_URL"), home=dg.EnvVar("FINSUP_HOME")),
+        "ledger": LedgerResource(
+            url=dg.EnvVar("FINSUP_LEDGER_URL"),
+            home=dg.EnvVar("FINSUP_HOME"),
+            audit_key=dg.EnvVar("FINSUP_AUDIT_KEY"),
+        ),
         "payout_policy": PayoutPolicyResource(
             min_item=dg.EnvVar("FINSUP_MIN_ITEM"),
             max_batch_total=dg.EnvVar("FINSUP_MAX_BATCH_TOTAL"),

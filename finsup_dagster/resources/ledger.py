@@ -8,6 +8,7 @@ from pydantic import Field
 from sqlalchemy.engine import Engine
 
 from finsup_dagster.ledger import db
+from finsup_dagster.ledger.checkpoints import resolve_key
 
 
 class LedgerResource(dg.ConfigurableResource):
@@ -15,10 +16,20 @@ class LedgerResource(dg.ConfigurableResource):
 
     url: str = Field(description="SQLAlchemy URL of the ledger (FINSUP_LEDGER_URL)")
     home: str = Field(description="FINSUP_HOME: the landing zone and local state live here")
+    audit_key: str = Field(
+        default="",
+        description="FINSUP_AUDIT_KEY: signs the chain checkpoints (empty: a key file under "
+        "FINSUP_HOME/audit/, outside production)",
+    )
 
     @cached_property
     def engine(self) -> Engine:
         return db.make_engine(self.url)
+
+    def checkpoint_key(self) -> bytes | None:
+        from finsup_dagster.settings import deployment
+
+        return resolve_key(self.audit_key, Path(self.home), deployment() == "production")
 
     @property
     def landing(self) -> Path:

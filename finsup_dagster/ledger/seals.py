@@ -1,0 +1,509 @@
+"""Seals: tamper evidence over every table that holds money or decides where it goes.
+
+The mechanism, once for every sealed table:
+
+- Every Core ``INSERT``/``UPDATE``/``DELETE`` on a sealed table is seen by an
+  engine listener (``install``). It must run inside ``db.write`` (anything
+  else is refused), and before an update or delete touches a row the row's
+  current content is read, so that at commit its *previous* content can be
+  checked against its latest seal: finsup never builds on a row someone
+  changed behind its back, and a later legitimate write never launders an
+  earlier direct edit.
+- At commit (``flush``), every row the transaction touched is read back and
+  its digest (``row_digest``: SHA-256 over the table name and the row's
+  non-NULL columns in canonical JSON) is appended to ``row_seals`` (NULL for
+  a deleted row), under one transaction-log row ``rows_sealed`` whose detail
+  holds the root: SHA-256 over the transaction's seal lines, sorted. The
+  chain then commits to every seal.
+- ``verify`` recomputes the roots from ``row_seals`` and every sealed row's
+  digest against its latest seal: a row edited, inserted or deleted directly
+  in the database is named with its table and key; a seal edited, added or
+  removed is named with its log row.
+
+What it does not prove: that the chain itself was not rewritten together
+with the rows by someone with database access. That is what the checkpoint
+(``checkpoints.py``, HMAC under a key outside the database) and the heads
+recorded in Dagster's event log are for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import dml
+
+from finsup_dagster.ledger import audit_log
+from finsup_dagster.ledger.audit_log import LogRecord
+from finsup_dagster.ledger.errors import LedgerError
+from finsup_dagster.ledger.schema import (
+    approvals,
+    approvers,
+    balance_reserves,
+    beneficiaries,
+    clawbacks,
+    controls,
+    earning_sources,
+    earnings,
+    gateway_events,
+    journal_entries,
+    payout_batches,
+    payout_items,
+    postings,
+    revenue_events,
+    row_seals,
+    transaction_log,
+)
+
+SEAL_VERSION = "finsup-row-v1"
+SEALED_TABLES: tuple[sa.Table, ...] = (
+    beneficiaries, revenue_events, journal_entries, postings, earnings, earning_sources,
+    payout_batches, payout_items, approvers, approvals, gateway_events, controls,
+    balance_reserves, clawbacks,
+)  # fmt: skip
+BY_NAME: dict[str, sa.Table] = {t.name: t for t in SEALED_TABLES}
+_SORTED_COLUMNS: dict[str, list[str]] = {t.name: sorted(t.c.keys()) for t in SEALED_TABLES}
+_PREFIXES: dict[str, str] = {
+    name: f"{SEAL_VERSION}\x1f{name}\x1f{','.join(cols)}\x1f"
+    for name, cols in _SORTED_COLUMNS.items()
+}
+_PENDING = "finsup_seals_pending"
+_IN_CHUNK = 500
+
+
+class TamperDetected(LedgerError):
+    """A sealed row does not match its seal: the books were changed outside finsup."""
+
+
+class UnsealedWrite(LedgerError):
+    """A write to a sealed table outside ``db.write``: it would go unsealed."""
+
+
+def row_digest(table_name: str, row: Mapping[str, Any]) -> str:
+    """SHA-256 over the table, its column names and the row's values, in column-name order.
+
+    ``finsup-row-v1`` US table US names joined by commas US ``repr`` of the
+    tuple of values (Python's repr of str, int, bool and None: typed, quoted
+    and escaped, so no two contents share an encoding). A migration that adds
+    a column to a sealed table re-seals its rows (``seal_existing``).
+    """
+    names = _SORTED_COLUMNS.get(table_name) or sorted(row)
+    return digest_values(table_name, tuple(row[n] for n in names))
+
+
+def digest_values(table_name: str, values: tuple[Any, ...]) -> str:
+    """``row_digest`` for values already in column-name order (the verification's fast path)."""
+    prefix = _PREFIXES.get(table_name) or f"{SEAL_VERSION}\x1f{table_name}\x1f\x1f"
+    return hashlib.sha256((prefix + repr(values)).encode()).hexdigest()
+
+
+def row_key(table: sa.Table, row: Mapping[str, Any]) -> str:
+    """The primary key as text: the values joined by ``/`` (as ``key_expr`` writes it in SQL)."""
+    return "/".join(str(row[c.name]) for c in table.primary_key.columns)
+
+
+def key_expr(table: sa.Table) -> sa.ColumnElement[str]:
+    """``row_key`` in SQL; a text key stays the bare column, so its index still serves ORDER BY."""
+    parts: list[sa.ColumnElement[str]] = [
+        c if isinstance(c.type, sa.String) else sa.cast(c, sa.String)
+        for c in table.primary_key.columns
+    ]
+    expr = parts[0]
+    for part in parts[1:]:
+        expr = expr + sa.literal("/", sa.String) + part
+    return expr
+
+
+def seal_line(table_name: str, key: str, digest: str | None) -> str:
+    return f"{table_name}\x1f{key}\x1f{digest or '-'}"
+
+
+def root_of(lines: Iterable[tuple[str, str, str | None]]) -> str:
+    """SHA-256 over the seal lines ordered by (table, key), each followed by a newline."""
+    digest = hashlib.sha256()
+    for line in sorted(lines, key=lambda x: (x[0], x[1])):
+        digest.update((seal_line(*line) + "\n").encode())
+    return digest.hexdigest()
+
+
+def _content(table: sa.Table, row: Any) -> dict[str, Any]:
+    mapping = row._mapping
+    return {c.name: mapping[c.name] for c in table.columns}
+
+
+# --- capturing writes --------------------------------------------------------------------
+
+
+@dataclass
+class Pending:
+    """What one write transaction touched, and what the touched rows held before."""
+
+    touched: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    before: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    inserted: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    insert_marks: list[Any] = field(default_factory=list)
+
+
+def begin(conn: Connection) -> None:
+    conn.info[_PENDING] = Pending()
+
+
+def discard(conn: Connection) -> None:
+    conn.info.pop(_PENDING, None)
+
+
+def _pending(conn: Connection, table: sa.Table) -> Pending:
+    pending = conn.info.get(_PENDING)
+    if pending is None:
+        raise UnsealedWrite(
+            f"a write to {table.name} outside a books write transaction (db.write) would go unsealed"
+        )
+    assert isinstance(pending, Pending)
+    return pending
+
+
+def touch_inserted(conn: Connection, table: sa.Table, keys: Iterable[str]) -> None:
+    """For writers that bypass Core (bulk inserts): these rows are new in this transaction."""
+    pending = _pending(conn, table)
+    new = set(keys)
+    pending.inserted[table.name] |= new - pending.touched[table.name]
+    pending.touched[table.name] |= new
+
+
+def _sealed_table(statement: Any) -> sa.Table | None:
+    if not isinstance(statement, dml.UpdateBase):
+        return None
+    table = statement.table
+    return table if isinstance(table, sa.Table) and table.name in BY_NAME else None
+
+
+def _before_execute(
+    conn: Connection, statement: Any, multiparams: Any, params: Any, _options: Any
+) -> None:
+    table = _sealed_table(statement)
+    if table is None:
+        return
+    pending = _pending(conn, table)
+    if isinstance(statement, dml.Insert):
+        auto = table.autoincrement_column
+        if auto is not None:
+            # Generated keys are not in the statement: the new rows are those above today's
+            # maximum (the writer lock keeps other writers of the books out meanwhile).
+            top = conn.execute(sa.select(sa.func.max(auto))).scalar()
+            pending.insert_marks.append((table, top))
+        else:
+            compiled = statement.compile(dialect=conn.dialect)
+            sets = list(multiparams) if multiparams else [params or {}]
+            keys = {row_key(table, compiled.construct_params(p)) for p in sets}
+            touch_inserted(conn, table, keys)
+        return
+    if len(multiparams or ()) > 1:
+        raise UnsealedWrite(f"an executemany UPDATE or DELETE of {table.name} cannot be sealed")
+    where = statement.whereclause
+    query = sa.select(table)
+    if where is not None:
+        query = query.where(where)
+    for row in conn.execute(query):
+        content = _content(table, row)
+        key = row_key(table, content)
+        if key not in pending.touched[table.name]:
+            pending.before[table.name][key] = row_digest(table.name, content)
+            pending.touched[table.name].add(key)
+
+
+def _after_execute(
+    conn: Connection, statement: Any, _multiparams: Any, _params: Any, _options: Any, _result: Any
+) -> None:
+    table = _sealed_table(statement)
+    if table is None or not isinstance(statement, dml.Insert) or table.autoincrement_column is None:
+        return
+    pending = _pending(conn, table)
+    marked, top = pending.insert_marks.pop()
+    auto = table.autoincrement_column
+    query = sa.select(auto)
+    if top is not None:
+        query = query.where(auto > top)
+    touch_inserted(conn, marked, (str(k) for k in conn.execute(query).scalars()))
+
+
+def install(engine: Engine) -> None:
+    sa.event.listen(engine, "before_execute", _before_execute)
+    sa.event.listen(engine, "after_execute", _after_execute)
+
+
+# --- sealing at commit -------------------------------------------------------------------
+
+
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield values[start : start + _IN_CHUNK]
+
+
+def _current(conn: Connection, table: sa.Table, keys: Sequence[str]) -> dict[str, str]:
+    """key → digest of the row as it stands, for the keys that exist."""
+    out: dict[str, str] = {}
+    expr = key_expr(table)
+    pk = list(table.primary_key.columns)
+    for part in _chunks(keys):
+        if len(pk) == 1:
+            col = pk[0]
+            values: list[Any] = [col.type.python_type(k) for k in part]
+            where = col.in_(values)
+        else:
+            where = expr.in_(list(part))
+        for row in conn.execute(sa.select(table).where(where)):
+            content = _content(table, row)
+            out[row_key(table, content)] = row_digest(table.name, content)
+    return out
+
+
+def latest_seals(conn: Connection, table_name: str, keys: Sequence[str]) -> dict[str, str | None]:
+    """key → digest of its latest seal (None: sealed as deleted); keys never sealed are absent."""
+    s = row_seals.c
+    out: dict[str, str | None] = {}
+    for part in _chunks(keys):
+        newest = (
+            sa.select(s.row_key, sa.func.max(s.seq).label("seq"))
+            .where(s.table_name == table_name, s.row_key.in_(list(part)))
+            .group_by(s.row_key)
+            .subquery()
+        )
+        rows: Iterable[Any] = conn.execute(
+            sa.select(s.row_key, s.digest)
+            .join(newest, sa.and_(s.row_key == newest.c.row_key, s.seq == newest.c.seq))
+            .where(s.table_name == table_name)
+        )
+        out.update({k: d for k, d in rows})
+    return out
+
+
+def _tampered(table_name: str, key: str, was: str | None, sealed: str | None, known: bool) -> str:
+    if not known:
+        return f"{table_name} row {key} was inserted outside the books (it has no seal)"
+    if sealed is None and was is not None:
+        return f"{table_name} row {key} was re-inserted outside the books (sealed as deleted)"
+    if was is None:
+        return f"{table_name} row {key} was deleted outside the books"
+    return f"{table_name} row {key} was altered outside the books (it does not match its seal)"
+
+
+def flush(conn: Connection, actor: str = "system") -> int:
+    """Seals what this transaction wrote; returns how many seals. Refuses tampered rows."""
+    pending: Pending | None = conn.info.pop(_PENDING, None)
+    if pending is None:
+        return 0
+    lines: list[tuple[str, str, str | None]] = []
+    for name in sorted(pending.touched):
+        table = BY_NAME[name]
+        keys = sorted(pending.touched[name])
+        if not keys:
+            continue
+        latest = latest_seals(conn, name, keys)
+        for key, was in pending.before[name].items():
+            if key not in latest or latest[key] != was:
+                raise TamperDetected(
+                    _tampered(name, key, was, latest.get(key), key in latest)
+                    + ": run `finsup verify-audit-chain`"
+                )
+        for key in pending.inserted[name]:
+            if latest.get(key) is not None:
+                raise TamperDetected(
+                    f"{name} row {key} was deleted outside the books and its key reused: "
+                    "run `finsup verify-audit-chain`"
+                )
+        now = _current(conn, table, keys)
+        for key in keys:
+            digest = now.get(key)
+            if key in latest and latest[key] == digest:
+                continue  # touched, but left as it was sealed
+            if key not in latest and digest is None:
+                continue  # written and removed again inside this transaction
+            lines.append((name, key, digest))
+    if not lines:
+        return 0
+    return _append(conn, lines, actor, reason=None)
+
+
+def _append(
+    conn: Connection, lines: Sequence[tuple[str, str, str | None]], actor: str, reason: str | None
+) -> int:
+    counts: dict[str, int] = defaultdict(int)
+    for name, _, _ in lines:
+        counts[name] += 1
+    detail: dict[str, Any] = {
+        "rows": len(lines),
+        "tables": dict(sorted(counts.items())),
+        "root": root_of(lines),
+    }
+    if reason:
+        detail["reason"] = reason
+    seq = audit_log.append(conn, [LogRecord("rows_sealed", "ledger", "row_seals", actor=actor,
+                                            detail=detail)])  # fmt: skip
+    conn.execute(
+        sa.insert(row_seals),
+        [{"table_name": n, "row_key": k, "seq": seq, "digest": d} for n, k, d in lines],
+    )
+    return len(lines)
+
+
+def seal_existing(conn: Connection, reason: str) -> int:
+    """Seals every row as it stands, under one log entry (the migration that brings seals in)."""
+    lines: list[tuple[str, str, str | None]] = []
+    for table in SEALED_TABLES:
+        for row in conn.execute(sa.select(table)):
+            content = _content(table, row)
+            lines.append((table.name, row_key(table, content), row_digest(table.name, content)))
+    if not lines:
+        return 0
+    return _append(conn, lines, actor="migration", reason=reason)
+
+
+# --- verification ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    table: str
+    key: str
+    message: str
+
+
+@dataclass
+class SealReport:
+    rows: int = 0
+    seals: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, table: str, key: str, message: str) -> None:
+        if len(self.problems) < _MAX_PROBLEMS:
+            self.problems.append(Problem(table, key, message))
+
+
+_MAX_PROBLEMS = 50
+
+
+def _in_text_order(conn: Connection, expr: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    """Order by code point, as Python compares strings (PostgreSQL's collation may not)."""
+    return expr.collate("C") if conn.dialect.name == "postgresql" else expr
+
+
+def verify(conn: Connection, batch_size: int = 20_000) -> SealReport:
+    """One ordered pass over the seals and one over each sealed table, merged by key.
+
+    The seals come in (table, key, seq) order: each key's last seal is its
+    latest, and each transaction's lines arrive in the order its root was
+    computed in, so every root is recomputed in the same pass.
+    """
+    report = SealReport()
+    claimed = _claimed_roots(conn)
+    roots: dict[int, Any] = {}
+    counts: dict[int, int] = defaultdict(int)
+    s = row_seals.c
+    stream: Iterable[Any] = conn.execution_options(yield_per=batch_size).execute(
+        sa.select(s.table_name, s.row_key, s.seq, s.digest).order_by(
+            _in_text_order(conn, s.table_name), _in_text_order(conn, s.row_key), s.seq
+        )
+    )
+
+    def latest() -> Iterator[tuple[str, str, str | None]]:
+        last: tuple[str, str, str | None] | None = None
+        for name, key, seq, digest in stream:
+            hasher = roots.get(seq)
+            if hasher is None:
+                hasher = roots[seq] = hashlib.sha256()
+            hasher.update((seal_line(name, key, digest) + "\n").encode())
+            counts[seq] += 1
+            if last is not None and (last[0], last[1]) != (name, key):
+                yield last
+            last = (name, key, digest)
+        if last is not None:
+            yield last
+
+    pending = _Peek(latest())
+    for name in sorted(BY_NAME):
+        while (head := pending.peek()) is not None and head[0] < name:
+            pending.next()
+            report.add("row_seals", head[1], f"row_seals names {head[0]!r}, which is not sealed")
+        _merge_table(conn, BY_NAME[name], pending, report, batch_size)
+    for head in iter(pending.next, None):
+        report.add("row_seals", head[1], f"row_seals names {head[0]!r}, which is not sealed")
+    report.seals = sum(counts.values())
+    for seq in sorted(set(claimed) | set(roots)):
+        if seq not in claimed:
+            report.add("row_seals", str(seq),
+                f"row_seals holds {counts[seq]} seals under log row {seq}, which sealed nothing: "
+                "added outside the books")  # fmt: skip
+        elif seq not in roots:
+            report.add("row_seals", str(seq),
+                f"the seals of log row {seq} are missing: removed outside the books")  # fmt: skip
+        elif claimed[seq] != (roots[seq].hexdigest(), counts[seq]):
+            report.add("row_seals", str(seq),
+                f"the seals under log row {seq} do not match the root that row commits to: "
+                "a seal was changed, added or removed outside the books")  # fmt: skip
+    return report
+
+
+class _Peek:
+    def __init__(self, it: Iterator[tuple[str, str, str | None]]) -> None:
+        self._it, self._head = it, next(it, None)
+
+    def peek(self) -> tuple[str, str, str | None] | None:
+        return self._head
+
+    def next(self) -> tuple[str, str, str | None] | None:
+        head, self._head = self._head, next(self._it, None)
+        return head
+
+
+def _claimed_roots(conn: Connection) -> dict[int, tuple[str, int]]:
+    log = transaction_log.c
+    claimed: dict[int, tuple[str, int]] = {}
+    sealing: Iterable[Any] = conn.execute(
+        sa.select(log.seq, log.detail).where(log.action == "rows_sealed")
+    )
+    for seq, detail in sealing:
+        body = audit_log.parse_detail(detail)
+        claimed[int(seq)] = (str(body.get("root")), int(body.get("rows") or 0))
+    return claimed
+
+
+def _merge_table(
+    conn: Connection, table: sa.Table, seals_: _Peek, report: SealReport, batch_size: int
+) -> None:
+    """The table's rows in key order against its latest seals in key order."""
+    names = _SORTED_COLUMNS[table.name]
+    width = len(names)
+    key = key_expr(table)
+    rows: Iterable[Any] = conn.execution_options(yield_per=batch_size).execute(
+        sa.select(*(table.c[n] for n in names), key.label("__key")).order_by(
+            _in_text_order(conn, key)
+        )
+    )
+    for row in rows:
+        k = str(row[width])
+        while (head := seals_.peek()) is not None and head[0] == table.name and head[1] < k:
+            seals_.next()
+            if head[2] is not None:
+                report.add(table.name, head[1], _tampered(table.name, head[1], None, "x", True))
+        report.rows += 1
+        digest = digest_values(table.name, tuple(row[:width]))
+        head = seals_.peek()
+        if head is not None and head[0] == table.name and head[1] == k:
+            seals_.next()
+            if head[2] != digest:
+                report.add(table.name, k, _tampered(table.name, k, digest, head[2], True))
+        else:
+            report.add(table.name, k, _tampered(table.name, k, digest, None, False))
+    while (head := seals_.peek()) is not None and head[0] == table.name:
+        seals_.next()
+        if head[2] is not None:
+            report.add(table.name, head[1], _tampered(table.name, head[1], None, "x", True))
