@@ -147,6 +147,9 @@ class FreshBooks:
                     dict(r) for r in conn.execute(sa.select(table)).mappings()
                 ]
         self._pg_engine = engine
+        # Emptying and re-seeding the tables puts their seals back too: a plain engine
+        # (no seals listener) does it, as a restore from backup would.
+        self._reset_engine = sa.create_engine(db.normalise_url(url))
 
     @contextmanager
     def __call__(self) -> Iterator[Engine]:
@@ -160,7 +163,7 @@ class FreshBooks:
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
             return
-        with self._pg_engine.begin() as conn:
+        with self._reset_engine.begin() as conn:
             for table in reversed(metadata.sorted_tables):
                 conn.execute(sa.delete(table))
             for sequence in self._sequences:
@@ -173,6 +176,7 @@ class FreshBooks:
     def close(self) -> None:
         if self._pg_engine is not None:
             self._pg_engine.dispose()
+            self._reset_engine.dispose()
         shutil.rmtree(self._folder, ignore_errors=True)
 
 

@@ -49,7 +49,7 @@ def _count(engine: Engine, table: sa.Table) -> int:
 
 def test_replica_copies_only_what_changed(engine: Engine, tmp_path: Path) -> None:
     ingest(engine, _events(50))
-    with engine.begin() as conn:  # the history is old: nothing in the overlap window
+    with db.write(engine) as conn:  # the history is old: nothing in the overlap window
         conn.execute(
             sa.update(revenue_events).values(status_changed_at="2026-01-01T00:00:00.000000Z")
         )

@@ -165,6 +165,9 @@ def report_transaction_logs(
     since: Annotated[str | None, typer.Option(help="ISO 8601 instant with offset.")] = None,
     entity: Annotated[str | None, typer.Option(help="Entity type, e.g. payout_batch.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 1000,
+    with_seals: Annotated[
+        bool, typer.Option("--seals", help="Also the rows_sealed rows each write adds.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """The transaction log, oldest first."""
@@ -172,7 +175,7 @@ def report_transaction_logs(
 
     since_utc = parse_instant(since) if since else None
     with db.read(engine()) as conn:
-        rows = transaction_logs(conn, since_utc, entity, limit)
+        rows = transaction_logs(conn, since_utc, entity, limit, with_seals)
     if as_json:
         emit_json(rows)
         return

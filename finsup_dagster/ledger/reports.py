@@ -13,10 +13,21 @@ from finsup_dagster.ledger.schema import revenue_events, transaction_log
 
 
 def transaction_logs(
-    conn: Connection, since: str | None = None, entity_type: str | None = None, limit: int = 1000
+    conn: Connection,
+    since: str | None = None,
+    entity_type: str | None = None,
+    limit: int = 1000,
+    with_seals: bool = False,
 ) -> list[dict[str, Any]]:
+    """The log, oldest first; the ``rows_sealed`` rows only when asked (or by entity row_seals).
+
+    Every write of the books adds a ``rows_sealed`` row (seals.py); a reader of the
+    log wants the business actions, an auditor can ask for the seals too.
+    """
     t = transaction_log.c
     stmt = sa.select(transaction_log).order_by(t.seq)
+    if not with_seals and entity_type != "row_seals":
+        stmt = stmt.where(t.action != "rows_sealed")
     if since:
         stmt = stmt.where(t.occurred_at >= since)
     if entity_type:
