@@ -65,9 +65,11 @@ def test_full_session(finsup_env: Path, tmp_path: Path) -> None:
     balances = run_json("available-balance")
     assert balances == [
         {"currency": "JPY", "available_minor": 15000, "confirmed_revenue_minor": 15000,
-         "deductions_minor": 0, "reserve_minor": 0, "committed_minor": 0},
+         "deductions_minor": 0, "reserve_minor": 0, "committed_minor": 0,
+         "clawback_receivable_minor": 0},
         {"currency": "USD", "available_minor": 11825, "confirmed_revenue_minor": 12000,
-         "deductions_minor": 175, "reserve_minor": 0, "committed_minor": 0},
+         "deductions_minor": 175, "reserve_minor": 0, "committed_minor": 0,
+         "clawback_receivable_minor": 0},
     ]  # fmt: skip
     assert run_json("available-balance", "--currency", "jpy") == balances[:1]
 

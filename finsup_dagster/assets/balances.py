@@ -18,12 +18,12 @@ from finsup_dagster.resources import LedgerResource
     key=["ledger", "available_balance"],
     deps=[revenue_events, revenue_confirmations],
     group_name="balances",
-    code_version="2",
+    code_version="3",
     kinds={"python", "sql"},
     owners=OWNERS,
     description=(
         "Available balance per currency: confirmed sales − refunds, chargebacks and fees − "
-        "reserve − everything committed to payouts. Derived from journal postings only, "
+        "reserve − everything committed to payouts − clawbacks owed back. Derived from journal postings only, "
         "after the night's confirmations and fee postings."
     ),
 )
@@ -39,6 +39,7 @@ def available_balance(ledger: LedgerResource) -> dg.MaterializeResult:
             "deductions": format_minor(b.deductions_minor, b.currency),
             "reserve": format_minor(b.reserve_minor, b.currency),
             "committed": format_minor(b.committed_minor, b.currency),
+            "clawbacks_owed": format_minor(b.clawback_receivable_minor, b.currency),
         }
         for b in balances
     ]
@@ -48,7 +49,7 @@ def available_balance(ledger: LedgerResource) -> dg.MaterializeResult:
             **money_by_currency("available", {b.currency: b.available_minor for b in balances}),
             "balances": dg.MetadataValue.md(
                 markdown_table(rows, ["currency", "available", "confirmed_revenue", "deductions",
-                                      "reserve", "committed"])
+                                      "reserve", "committed", "clawbacks_owed"])
             ),
             # Recorded outside the ledger on purpose: an anchor to compare the chain against.
             "audit_chain_rows": dg.MetadataValue.int(chain.rows),

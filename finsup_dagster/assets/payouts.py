@@ -55,14 +55,15 @@ def earnings(context: dg.AssetExecutionContext, ledger: LedgerResource) -> dg.Ma
     key=["ledger", "payout_batches"],
     deps=[earnings, available_balance],
     group_name="payouts",
-    code_version="1",
+    code_version="2",
     kinds={"python", "sql"},
     owners=OWNERS,
     description=(
         "Payout batches pending approval, built from accrued earnings of eligible beneficiaries "
         "(KYC verified, sanctions clear, not blocked), grouped by method and currency, within the "
         "minimum item, maximum batch total and the available balance, reserved in the same "
-        "transaction. Building again never duplicates a batch or an item."
+        "transaction; earnings whose funding revenue was reversed are held, clawbacks owed are "
+        "netted. Building again never duplicates a batch or an item."
     ),
 )
 def payout_batches(
@@ -81,6 +82,9 @@ def payout_batches(
     totals: dict[str, int] = {}
     for b in report.batches:
         totals[b["currency"]] = totals.get(b["currency"], 0) + b["total_minor"]
+    held_totals: dict[str, int] = {}
+    for h in report.held:
+        held_totals[h["currency"]] = held_totals.get(h["currency"], 0) + h["amount_minor"]
     return dg.MaterializeResult(
         metadata={
             "batches_created": dg.MetadataValue.int(len(report.batches)),
@@ -89,7 +93,15 @@ def payout_batches(
             "batches": dg.MetadataValue.md(
                 markdown_table(
                     shown,
-                    ["batch_id", "method", "currency", "total", "item_count", "required_approvals"],
+                    [
+                        "batch_id",
+                        "method",
+                        "currency",
+                        "total",
+                        "item_count",
+                        "required_approvals",
+                        "netted_minor",
+                    ],
                 )
             ),
             "ineligible": dg.MetadataValue.md(
@@ -100,6 +112,14 @@ def payout_batches(
             "waiting": dg.MetadataValue.md(
                 markdown_table(
                     report.waiting, ["beneficiary", "method", "currency", "amount_minor", "reason"]
+                )
+            ),
+            "earnings_on_hold": dg.MetadataValue.int(len(report.held)),
+            **money_by_currency("on_hold", held_totals),
+            "held": dg.MetadataValue.md(
+                markdown_table(
+                    report.held,
+                    ["earning", "beneficiary", "status", "currency", "amount_minor", "reason"],
                 )
             ),
             # Machine-readable, for `finsup create-payout-batches --json`.

@@ -131,14 +131,21 @@ def available_balance(
         emit_json(rows)
         return
     table = Table(
-        "currency", "available", "confirmed revenue", "deductions", "reserve", "committed"
+        "currency",
+        "available",
+        "confirmed revenue",
+        "deductions",
+        "reserve",
+        "committed",
+        "clawbacks owed",
     )
     for r in rows:
         cur = r["currency"]
         table.add_row(
             cur,
             *(format_minor(r[k], cur) for k in ("available_minor", "confirmed_revenue_minor",
-              "deductions_minor", "reserve_minor", "committed_minor")),
+              "deductions_minor", "reserve_minor", "committed_minor",
+              "clawback_receivable_minor")),
         )  # fmt: skip
     out.print(table)
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from finsup_dagster import settings
 from finsup_dagster.cli.common import JsonFlag, actor, app, emit_json, engine, fail, out
-from finsup_dagster.ledger import approvals, beneficiaries, controls, db, earnings
+from finsup_dagster.ledger import approvals, beneficiaries, clawbacks, controls, db, earnings, holds
 from finsup_dagster.ledger.batching import pending_batches
 from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
 
@@ -129,15 +129,75 @@ def report_pending_approval(as_json: JsonFlag = False) -> None:
             f"[bold]{b['batch_id']}[/bold] {b['method']} {format_minor(b['total_minor'], cur)} {cur}, "
             f"{b['item_count']} items, needs {b['required_approvals']} approval(s), created by {b['created_by']}"
         )
-        table = Table("beneficiary", "destination", "amount", "funded by (revenue events)")
+        table = Table("beneficiary", "destination", "amount", "clawback netted",
+                      "funded by (revenue events)")  # fmt: skip
         for item in b["items"]:
             funded = "\n".join(
                 f"{f['source']}:{f['external_id']} {f['event_hash'][:12]}… {format_minor(f['amount_minor'], cur)}"
                 for f in item["funded_by"]
             )
+            netted = format_minor(item["netted_minor"], cur) if item["netted_minor"] else ""
+            if item["clawback_outstanding_minor"]:
+                still = format_minor(item["clawback_outstanding_minor"], cur)
+                netted += f" ({still} still owed)"
             table.add_row(item["beneficiary"] or "", item["destination"] or "",
-                          format_minor(item["amount_minor"], cur), funded)  # fmt: skip
+                          format_minor(item["amount_minor"], cur), netted, funded)  # fmt: skip
         out.print(table)
+
+
+@app.command("report-held-earnings")
+def report_held_earnings(as_json: JsonFlag = False) -> None:
+    """Earnings whose funding revenue was reversed, refunded or charged back, and clawbacks owed."""
+    with db.read(engine()) as conn:
+        held = holds.held_earnings(conn)
+        owed = clawbacks.report(conn)
+    if as_json:
+        emit_json({"held": held, "clawbacks": owed})
+        return
+    if not held:
+        out.print("no earning is on hold")
+    else:
+        table = Table("earning", "beneficiary", "status", "amount", "batch", "why")
+        for h in held:
+            cur = h["currency"]
+            table.add_row(h["earning"], h["beneficiary"], h["status"],
+                          f"{format_minor(h['amount_minor'], cur)} {cur}", h["batch_id"] or "",
+                          h["reason"] or "")  # fmt: skip
+        out.print(table)
+    if owed:
+        table = Table("clawback", "beneficiary", "earning", "amount", "cleared", "still owed")
+        for c in owed:
+            cur = c["currency"]
+            table.add_row(str(c["clawback_id"]), c["beneficiary"], c["earning"],
+                          f"{format_minor(c['amount_minor'], cur)} {cur}", c["cleared_at"] or "",
+                          format_minor(c["beneficiary_outstanding_minor"], cur))  # fmt: skip
+        out.print(table)
+
+
+@app.command("release-earning")
+def release_earning(
+    earning_id: Annotated[str, typer.Argument(help="The earning's external id.")],
+    approver: Approver,
+    reason: Reason,
+    code: Code = None,
+) -> None:
+    """Let a held earning be paid although its funding was reversed (needs a TOTP code)."""
+    result = _authorised(approver, code, "earning_release", ("earning", earning_id),
+                         lambda conn, who: holds.release(conn, who, earning_id, reason))  # fmt: skip
+    out.print(f"earning {earning_id} released by {approver}; it is {result['status']}")
+
+
+@app.command("cancel-earning")
+def cancel_earning(
+    earning_id: Annotated[str, typer.Argument(help="The earning's external id.")],
+    approver: Approver,
+    reason: Reason,
+    code: Code = None,
+) -> None:
+    """Cancel a held earning: it is never paid (needs a TOTP code)."""
+    _authorised(approver, code, "earning_cancellation", ("earning", earning_id),
+                lambda conn, who: holds.cancel(conn, who, earning_id, reason))  # fmt: skip
+    out.print(f"earning {earning_id} cancelled")
 
 
 @app.command("generate-secret-key")

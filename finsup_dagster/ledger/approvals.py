@@ -31,7 +31,7 @@ import pyotp
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from finsup_dagster.ledger import audit_log, clock, controls, db, state_machine
+from finsup_dagster.ledger import audit_log, clock, controls, db, holds, state_machine
 from finsup_dagster.ledger.balance import available_minor
 from finsup_dagster.ledger.beneficiaries import ensure_batch_payable
 from finsup_dagster.ledger.errors import InvalidInput, LedgerError, NotFound
@@ -222,6 +222,7 @@ def approve(conn: Connection, approver: Any, batch_id: str) -> dict[str, Any]:
             f"{approver.name} has already approved batch {batch_id}: a second approver is needed"
         )
     ensure_batch_payable(conn, batch_id)
+    holds.ensure_batch_funded(conn, batch_id)
     available = available_minor(conn, batch.currency)
     if available < 0:
         short = format_minor(-available, batch.currency)

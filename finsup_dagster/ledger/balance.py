@@ -6,6 +6,8 @@ available = confirmed sales
           − everything committed to payouts (pending approval, approved,
             submitted, paid; released again when an item fails, is returned
             or is cancelled)
+          − clawbacks receivable (paid out of revenue later reversed: owed
+            back to us, but not money in hand until netted from a payout)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Balance:
     deductions_minor: int
     reserve_minor: int
     committed_minor: int
+    clawback_receivable_minor: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,14 +58,16 @@ def available_balances(conn: Connection, currency: str | None = None) -> list[Ba
         deductions = sum(sums.get((a, cur), 0) for a in _DEDUCTIONS)
         committed = sums.get((Account.BENEFICIARY_PAYOUTS, cur), 0)
         reserve = held.get(cur, 0)
+        receivable = sums.get((Account.CLAWBACK_RECEIVABLE, cur), 0)
         out.append(
             Balance(
                 currency=cur,
-                available_minor=revenue - deductions - reserve - committed,
+                available_minor=revenue - deductions - reserve - committed - receivable,
                 confirmed_revenue_minor=revenue,
                 deductions_minor=deductions,
                 reserve_minor=reserve,
                 committed_minor=committed,
+                clawback_receivable_minor=receivable,
             )
         )
     return out

@@ -2,7 +2,9 @@
 
 Rules, in order:
 
-1. Only accrued earnings not yet in a batch are considered, oldest first.
+1. Only accrued earnings not yet in a batch are considered, oldest first; an
+   earning whose funding sale was reversed, refunded or charged back is put
+   on hold first (holds.py) and waits for an approver.
 2. Beneficiaries who are blocked, not sanctions-``clear`` or not KYC-``verified``
    are reported as ineligible and their earnings wait.
 3. Earnings are grouped by payout method and currency, then summed per
@@ -10,7 +12,10 @@ Rules, in order:
 4. Items fill batches of at most the currency's maximum batch total (an item
    larger than that waits and is reported), and only while the available
    balance covers them: the rest waits.
-5. A batch whose total is above the currency's dual-approval threshold needs
+5. A beneficiary who owes a clawback has it netted from their item: the item
+   pays the earnings less as much of the clawback as still leaves the minimum
+   item (clawbacks.py); an item whose earnings the clawback would swallow waits.
+6. A batch whose total is above the currency's dual-approval threshold needs
    two approvers.
 
 Everything happens in one books write transaction, and every batch reserves its
@@ -27,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from finsup_dagster.ledger import db
+from finsup_dagster.ledger import clawbacks, db, holds
 from finsup_dagster.ledger.balance import available_minor
 from finsup_dagster.ledger.beneficiaries import ineligibility
 from finsup_dagster.ledger.controls import ensure_not_frozen
@@ -62,6 +67,7 @@ class BuildReport:
     batches: list[dict[str, Any]] = field(default_factory=list)
     ineligible: list[dict[str, Any]] = field(default_factory=list)
     waiting: list[dict[str, Any]] = field(default_factory=list)
+    held: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -69,14 +75,19 @@ class _Item:
     beneficiary_id: int
     beneficiary: str
     destination_masked: str
-    amount_minor: int = 0
+    amount_minor: int = 0  # the earnings it pays, before netting
     earning_ids: list[int] = field(default_factory=list)
+    netted_minor: int = 0
 
 
 def build_batches(engine: Engine, policy: BatchPolicy, created_by: str) -> BuildReport:
     report = BuildReport()
     with db.write(engine) as conn:
         ensure_not_frozen(conn, "creating payout batches")
+        # Whatever path reversed a funding sale, its earnings are held before anything is paid.
+        holds.apply_holds(conn, created_by)
+        report.held = holds.held_earnings(conn)
+        owed = clawbacks.outstanding(conn)
         e, b = earnings.c, beneficiaries.c
         rows = conn.execute(
             sa.select(e.id, e.amount_minor, e.currency, b.id.label("ben_id"), b.external_id,
@@ -113,36 +124,43 @@ def build_batches(engine: Engine, policy: BatchPolicy, created_by: str) -> Build
             open_total = 0
             for item in items.values():
                 reason = None
-                if item.amount_minor < minimum:
+                # Netting leaves at least the minimum item paid: the rest of a clawback
+                # waits for the next payout.
+                debt = owed.get((item.beneficiary_id, currency), 0)
+                item.netted_minor = max(0, min(debt, item.amount_minor - minimum))
+                cash = item.amount_minor - item.netted_minor
+                if debt > 0 and item.netted_minor == 0:
+                    reason = "offset by the beneficiary's outstanding clawback"
+                elif cash < minimum:
                     reason = "below the minimum item amount"
-                elif maximum is not None and item.amount_minor > maximum:
+                elif maximum is not None and cash > maximum:
                     reason = "larger than the maximum batch total"
-                elif item.amount_minor > available:
+                elif cash > available:
                     reason = "not covered by the available balance"
                 if reason:
                     report.waiting.append({"beneficiary": item.beneficiary, "method": method, "currency": currency,
                                            "amount_minor": item.amount_minor, "reason": reason})  # fmt: skip
                     continue
-                if not batches or (
-                    maximum is not None and open_total + item.amount_minor > maximum
-                ):
+                if not batches or (maximum is not None and open_total + cash > maximum):
                     batches.append([])
                     open_total = 0
                 batches[-1].append(item)
-                open_total += item.amount_minor
-                available -= item.amount_minor
+                open_total += cash
+                available -= cash
             for members in batches:
-                total = sum(i.amount_minor for i in members)
+                total = sum(i.amount_minor - i.netted_minor for i in members)
                 approvals = policy.required_approvals(currency, total)
                 batch_id = create_batch(
                     conn, method=method, currency=currency, created_by=created_by,
                     required_approvals=approvals,
-                    items=[ItemRequest(i.amount_minor, i.beneficiary_id, i.destination_masked, i.earning_ids)
+                    items=[ItemRequest(i.amount_minor - i.netted_minor, i.beneficiary_id,
+                                       i.destination_masked, i.earning_ids, i.netted_minor)
                            for i in members],
                 )  # fmt: skip
                 report.batches.append({"batch_id": batch_id, "method": method, "currency": currency,
                                        "total_minor": total, "item_count": len(members),
-                                       "required_approvals": approvals})  # fmt: skip
+                                       "required_approvals": approvals,
+                                       "netted_minor": sum(i.netted_minor for i in members)})  # fmt: skip
     return report
 
 
@@ -158,10 +176,12 @@ def pending_batches(engine: Engine) -> list[dict[str, Any]]:
             .mappings()
             .all()
         )
+        owed = clawbacks.outstanding(conn)
         out = []
         for batch in batches:
             items = conn.execute(
                 sa.select(payout_items.c.id, payout_items.c.amount_minor, payout_items.c.destination_masked,
+                          payout_items.c.netted_minor, payout_items.c.beneficiary_id,
                           beneficiaries.c.external_id, beneficiaries.c.name)
                 .join(beneficiaries, beneficiaries.c.id == payout_items.c.beneficiary_id, isouter=True)
                 .where(payout_items.c.batch_id == batch["id"])
@@ -190,6 +210,8 @@ def pending_batches(engine: Engine) -> list[dict[str, Any]]:
                 "created_at": batch["created_at"],
                 "items": [{"item_id": i["id"], "beneficiary": i["external_id"], "name": i["name"],
                            "destination": i["destination_masked"], "amount_minor": i["amount_minor"],
+                           "netted_minor": i["netted_minor"],
+                           "clawback_outstanding_minor": owed.get((i["beneficiary_id"], batch["currency"]), 0),
                            "funded_by": by_item[i["id"]]} for i in items],
             })  # fmt: skip
     return out

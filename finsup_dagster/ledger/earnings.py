@@ -10,7 +10,8 @@ An earning is refused when its beneficiary or any cited event is unknown,
 when a cited event is not a confirmed sale in the earning's currency, or when
 it would take more than what is left of the revenue it cites. Funding is
 allocated over the cited events in the order given, each giving what it has
-left; ``earning_sources`` records how much each event funds.
+left; ``earning_sources`` records how much each event funds (a cancelled
+earning funds nothing any more).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def remaining_funding(conn: Connection, hashes: tuple[str, ...]) -> dict[str, tu
     used: dict[str, Any] = dict(
         conn.execute(
             sa.select(earning_sources.c.event_hash, sa.func.sum(earning_sources.c.amount_minor))
-            .where(earning_sources.c.event_hash.in_(hashes))
+            .join(earnings, earnings.c.id == earning_sources.c.earning_id)
+            .where(earning_sources.c.event_hash.in_(hashes), earnings.c.status != "cancelled")
             .group_by(earning_sources.c.event_hash)
         ).all()
     )

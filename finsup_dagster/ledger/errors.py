@@ -37,6 +37,10 @@ class IneligiblePayee(LedgerError):
     """A batch pays someone who is blocked, not sanctions-clear or not KYC-verified."""
 
 
+class FundingReversed(LedgerError):
+    """A batch pays an earning whose funding revenue was reversed, refunded or charged back."""
+
+
 class MalformedFile(InvalidInput):
     """A landed file that cannot be read as its format: it goes to quarantine."""
 

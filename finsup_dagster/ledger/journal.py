@@ -30,6 +30,8 @@ class Account:
     GATEWAY_FEES = "expenses:gateway_fees"
     BENEFICIARY_PAYOUTS = "expenses:beneficiary_payouts"  # committed to beneficiaries
     PAYOUTS_PAYABLE = "liabilities:payouts_payable"  # committed, not yet paid out
+    # Paid to a beneficiary from revenue reversed afterwards: owed back to us.
+    CLAWBACK_RECEIVABLE = "assets:clawback_receivable"
 
 
 @dataclass(frozen=True, slots=True)

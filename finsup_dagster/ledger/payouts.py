@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from finsup_dagster.ledger import audit_log, clock, state_machine
+from finsup_dagster.ledger import audit_log, clock, holds, state_machine
 from finsup_dagster.ledger.balance import available_minor
 from finsup_dagster.ledger.beneficiaries import ensure_batch_payable
 from finsup_dagster.ledger.controls import ensure_not_frozen
@@ -39,6 +39,8 @@ class ItemRequest:
     beneficiary_id: int | None = None
     destination_masked: str | None = None
     earning_ids: Sequence[int] = field(default_factory=tuple)
+    # Part of the earnings kept back against the beneficiary's clawbacks (not paid out).
+    netted_minor: int = 0
 
 
 def new_batch_id() -> str:
@@ -63,7 +65,7 @@ def create_batch(
     if not items:
         raise InvalidInput("a payout batch needs at least one item")
     if any(isinstance(i.amount_minor, bool) or not isinstance(i.amount_minor, int)
-           or i.amount_minor <= 0 for i in items):  # fmt: skip
+           or i.amount_minor <= 0 or i.netted_minor < 0 for i in items):  # fmt: skip
         raise InvalidInput("every payout item needs a positive integer amount in minor units")
     total = sum(i.amount_minor for i in items)
     available = available_minor(conn, currency)
@@ -95,15 +97,24 @@ def create_batch(
                 batch_id=batch_id, beneficiary_id=item.beneficiary_id,
                 destination_masked=item.destination_masked, amount_minor=item.amount_minor,
                 currency=currency, status="pending", updated_at=now,
+                netted_minor=item.netted_minor,
             )
             .returning(payout_items.c.id)
         ).scalar_one()  # fmt: skip
         _claim_earnings(conn, item_id, item.earning_ids, currency)
+    netted = sum(i.netted_minor for i in items)
+    if netted:
+        post_entry(
+            conn, "clawback_netted", f"payout batch {batch_id} nets clawbacks",
+            debit_credit(Account.BENEFICIARY_PAYOUTS, Account.CLAWBACK_RECEIVABLE, currency, netted),
+            reference=("payout_batch", batch_id),
+        )  # fmt: skip
     audit_log.log(
         conn, "batch_created", "payout_batch", batch_id, actor=created_by,
         amount_minor=total, currency=currency,
         detail={"method": method, "items": len(items), "available_before": available,
-                "reservation_entry_id": entry_id, "required_approvals": required_approvals},
+                "reservation_entry_id": entry_id, "required_approvals": required_approvals,
+                "netted_minor": netted},
     )  # fmt: skip
     return batch_id
 
@@ -159,6 +170,7 @@ def start_submission(conn: Connection, batch_id: str, approval_version: int, act
         state_machine.BATCH_TRANSITIONS, f"batch {batch_id}", batch.status, "submitting"
     )
     ensure_batch_payable(conn, batch_id)
+    holds.ensure_batch_funded(conn, batch_id)
     conn.execute(
         sa.update(payout_batches).where(payout_batches.c.id == batch_id).values(idempotency_key=key)
     )

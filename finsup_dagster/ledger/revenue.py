@@ -13,6 +13,10 @@ UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``. "10.0" and "10.00", or 12:00+02:00 and
 Status only moves forward: projected → confirmed → reversed (skipping ahead
 is allowed). A message that would move an event back is written to the
 transaction log and otherwise ignored.
+
+A sale reversed, or a confirmed refund or chargeback with the sale's source
+and external id, takes the funding from the earnings the sale backs: they are
+held or clawed back in the same transaction (holds.py).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from finsup_dagster.ledger import audit_log, clock, db
+from finsup_dagster.ledger import audit_log, clock, db, holds
 from finsup_dagster.ledger.audit_log import LogRecord
 from finsup_dagster.ledger.bulk import TableStats, insert_rows, select_where_in
 from finsup_dagster.ledger.errors import InvalidInput
@@ -126,6 +130,8 @@ class IngestResult:
     ignored_backward: int = 0
     rejected: list[Rejected] = field(default_factory=list)
     confirmed_minor: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    held: int = 0  # earnings held or flagged because this input took their funding
+    clawed_back_minor: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def merge(self, other: IngestResult) -> None:
         self.inserted += other.inserted
@@ -135,6 +141,9 @@ class IngestResult:
         self.rejected.extend(other.rejected)
         for cur, amount in other.confirmed_minor.items():
             self.confirmed_minor[cur] += amount
+        self.held += other.held
+        for cur, amount in other.clawed_back_minor.items():
+            self.clawed_back_minor[cur] += amount
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -144,6 +153,8 @@ class IngestResult:
             "ignored_backward": self.ignored_backward,
             "rejected": len(self.rejected),
             "newly_confirmed_minor": dict(sorted(self.confirmed_minor.items())),
+            "earnings_held": self.held,
+            "clawed_back_minor": dict(sorted(self.clawed_back_minor.items())),
         }
 
 
@@ -287,6 +298,15 @@ def _ingest_chunk(
         ))  # fmt: skip
     result.advanced = len(advances)
     audit_log.append(conn, log)
+    # A sale reversed, or a refund or chargeback confirmed that names one, takes the
+    # funding from under the earnings it backs: hold, flag or claw them back now.
+    gone = {ev.external_id for ev in reverse if ev.kind == "sale"}
+    gone |= {ev.external_id for ev in confirm if ev.kind in ("refund", "chargeback")}
+    if gone:
+        held = holds.apply_holds(conn, actor, external_ids=sorted(gone))
+        result.held += held.held + held.flagged
+        for cur, amount in (held.clawed_back_minor or {}).items():
+            result.clawed_back_minor[cur] += amount
     return result
 
 

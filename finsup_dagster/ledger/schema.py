@@ -201,9 +201,12 @@ clawbacks = sa.Table(
     _currency(),
     sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("journal_entries.id"), nullable=False),
     _instant("created_at"),
+    # Cleared when the payment it claws back came back itself (returned, refunded).
+    sa.Column("cleared_entry_id", sa.BigInteger, sa.ForeignKey("journal_entries.id")),
+    _instant("cleared_at", nullable=True),
     sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
-    sa.UniqueConstraint("earning_id", "event_hash", name="uq_clawbacks_earning_event"),
     sa.Index("ix_clawbacks_beneficiary_id", "beneficiary_id"),
+    sa.Index("ix_clawbacks_earning_id", "earning_id"),
 )
 
 approvers = sa.Table(

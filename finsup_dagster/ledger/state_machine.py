@@ -13,6 +13,11 @@ posts:
     committed → paid      Dr liabilities:payouts_payable  Cr assets:gateway_clearing
     committed → released  Dr liabilities:payouts_payable  Cr expenses:beneficiary_payouts
     paid      → released  Dr assets:gateway_clearing      Cr expenses:beneficiary_payouts
+
+An item that netted a clawback (``netted_minor``) gives that back to the
+receivable when its money is released; earnings of a released item accrue
+again or go on hold (holds.py), and an earning paid while its funding was gone
+is clawed back.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from finsup_dagster.ledger import audit_log, clock
+from finsup_dagster.ledger import audit_log, clock, holds
 from finsup_dagster.ledger.errors import IllegalTransition, NotFound
 from finsup_dagster.ledger.journal import Account, Posting, debit_credit, post_entry
 from finsup_dagster.ledger.schema import earnings, payout_batches, payout_items
@@ -142,19 +147,38 @@ def move_item(
             conn, f"payout_item_{after}", f"payout item {item_id} {item.status} → {target}",
             lines, reference=("payout_item", str(item_id)),
         )  # fmt: skip
-        # Released money returns the earnings to accrued so a later batch can pay them.
-        earning_status = {"paid": "paid", "released": "accrued"}[after]
-        conn.execute(
-            sa.update(earnings)
-            .where(earnings.c.payout_item_id == item_id)
-            .values(
-                status=earning_status,
-                payout_item_id=item_id if after == "paid" else None,
+        if after == "paid":
+            conn.execute(
+                sa.update(earnings)
+                .where(earnings.c.payout_item_id == item_id)
+                .values(status="paid")
             )
-        )
+            # Paid while its funding was gone (it was in flight): owed back from now on.
+            holds.apply_holds(conn, actor, earning_ids=_earning_ids(conn, item_id))
+        else:
+            if item.netted_minor:
+                # The clawback this item recovered by netting is owed again.
+                post_entry(
+                    conn, "clawback_netting_released", f"payout item {item_id} netting released",
+                    debit_credit(Account.CLAWBACK_RECEIVABLE, Account.BENEFICIARY_PAYOUTS,
+                                 item.currency, item.netted_minor),
+                    reference=("payout_item", str(item_id)),
+                )  # fmt: skip
+            if before == "paid":
+                holds.clear_clawbacks(
+                    conn, _earning_ids(conn, item_id), actor, f"payout item {item_id} {target}"
+                )
+            # Released money returns the earnings to accrued (or on hold) for a later batch.
+            holds.return_to_pool(conn, item_id, actor)
     audit_log.log(
         conn, f"item_{target}", "payout_item", str(item_id), actor=actor,
         amount_minor=item.amount_minor, currency=item.currency,
         detail={"batch_id": item.batch_id, "from": item.status, "to": target,
                 "reason": reason, "entry_id": entry_id},
     )  # fmt: skip
+
+
+def _earning_ids(conn: Connection, item_id: int) -> list[int]:
+    return list(
+        conn.execute(sa.select(earnings.c.id).where(earnings.c.payout_item_id == item_id)).scalars()
+    )

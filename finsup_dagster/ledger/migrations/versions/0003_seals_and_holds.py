@@ -43,6 +43,8 @@ def upgrade() -> None:
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("entry_id", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.String(length=27), nullable=False),
+        sa.Column("cleared_entry_id", sa.BigInteger(), nullable=True),
+        sa.Column("cleared_at", sa.String(length=27), nullable=True),
         sa.CheckConstraint("amount_minor > 0", name=op.f("ck_clawbacks_amount_positive")),
         sa.ForeignKeyConstraint(
             ["beneficiary_id"],
@@ -56,15 +58,20 @@ def upgrade() -> None:
             ["entry_id"], ["journal_entries.id"], name=op.f("fk_clawbacks_entry_id_journal_entries")
         ),
         sa.ForeignKeyConstraint(
+            ["cleared_entry_id"],
+            ["journal_entries.id"],
+            name=op.f("fk_clawbacks_cleared_entry_id_journal_entries"),
+        ),
+        sa.ForeignKeyConstraint(
             ["event_hash"],
             ["revenue_events.event_hash"],
             name=op.f("fk_clawbacks_event_hash_revenue_events"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_clawbacks")),
-        sa.UniqueConstraint("earning_id", "event_hash", name="uq_clawbacks_earning_event"),
     )
     with op.batch_alter_table("clawbacks", schema=None) as batch_op:
         batch_op.create_index("ix_clawbacks_beneficiary_id", ["beneficiary_id"], unique=False)
+        batch_op.create_index("ix_clawbacks_earning_id", ["earning_id"], unique=False)
 
     if op.get_bind().dialect.name == "sqlite":
         # SQLite changes a CHECK by copying the table; earning_sources still
@@ -108,6 +115,7 @@ def downgrade() -> None:
         batch_op.drop_column("hold_reason")
 
     with op.batch_alter_table("clawbacks", schema=None) as batch_op:
+        batch_op.drop_index("ix_clawbacks_earning_id")
         batch_op.drop_index("ix_clawbacks_beneficiary_id")
 
     op.drop_table("clawbacks")
