@@ -58,9 +58,11 @@ from finsup_dagster.ledger import (
     balance,
     batching,
     beneficiaries,
+    clawbacks,
     controls,
     db,
     earnings,
+    holds,
     journal,
     migrate,
     payouts,
@@ -69,6 +71,7 @@ from finsup_dagster.ledger import (
 )
 from finsup_dagster.ledger.approvals import ApprovalRefused
 from finsup_dagster.ledger.errors import (
+    FundingReversed,
     IllegalTransition,
     IneligiblePayee,
     InvalidInput,
@@ -77,13 +80,15 @@ from finsup_dagster.ledger.errors import (
 )
 from finsup_dagster.ledger.journal import Account
 from finsup_dagster.ledger.schema import beneficiaries as beneficiaries_table
-from finsup_dagster.ledger.schema import earnings as earnings_table
+from finsup_dagster.ledger.schema import clawbacks as clawbacks_table
 from finsup_dagster.ledger.schema import (
+    earning_sources,
     payout_batches,
     payout_items,
     revenue_events,
     transaction_log,
 )
+from finsup_dagster.ledger.schema import earnings as earnings_table
 from finsup_dagster.ledger.secret_box import SecretBox
 from finsup_dagster.ledger.state_machine import (
     BATCH_TRANSITIONS,
@@ -170,14 +175,17 @@ class ItemModel:
     amount_minor: int
     status: str
     earnings: list[str]
+    netted_minor: int = 0
 
 
 @dataclass
 class EarningModel:
     beneficiary: str
     amount_minor: int
+    sources: dict[str, int] = field(default_factory=dict)  # sale hash -> minor units it funds
     status: str = "accrued"
     item_id: int | None = None
+    released_step: int | None = None  # when an approver last released it
 
 
 @dataclass(frozen=True)
@@ -261,6 +269,10 @@ class PayoutWorkflow(RuleBasedStateMachine):
         self.pool: list[Ident] = []
         self.offered: dict[str, str] = {}  # event hash -> furthest status offered
         self.funding_left: dict[str, int] = {}  # event hash -> minor units not yet funding
+        self.step = 0  # a clock for causes and releases: every ingestion and release ticks it
+        self.reversed_at: dict[str, int] = {}  # sale hash -> step it went confirmed -> reversed
+        self.confirmed_at: dict[str, int] = {}  # refund/chargeback hash -> step it was confirmed
+        self.max_exposure: dict[str, int] = {}  # sale hash -> most of it ever gone
         self.eligible = {"b1": True, "b2": True, "b3": True, "b4": False}
         self.earnings: dict[str, EarningModel] = {}
         self.batches: dict[str, BatchModel] = {}
@@ -302,6 +314,7 @@ class PayoutWorkflow(RuleBasedStateMachine):
         return sales, deductions
 
     def committed(self) -> int:
+        """What committed or paid items pay out (clawbacks netted are not paid out)."""
         return sum(
             i.amount_minor
             for i in self.items.values()
@@ -311,6 +324,43 @@ class PayoutWorkflow(RuleBasedStateMachine):
     def available(self) -> int:
         sales, deductions = self.confirmed()
         return sales - deductions - self.committed()
+
+    def problem(self, sale_hash: str) -> tuple[int, int] | None:
+        """(step of the latest cause, minor units gone) if the sale no longer funds anything.
+
+        A sale is gone when reversed, or named (same external id) by a confirmed refund
+        or chargeback: then the refunds' total, at most the sale, is gone.
+        """
+        by_hash = {i.event_hash: i for i in self.pool}
+        sale = by_hash[sale_hash]
+        if self.offered.get(sale_hash) == "reversed" and sale_hash in self.reversed_at:
+            return self.reversed_at[sale_hash], sale.amount_minor
+        if self.offered.get(sale_hash) != "confirmed":
+            return None
+        causes = [
+            i for i in self.pool
+            if i.kind in ("refund", "chargeback") and i.external_id == sale.external_id
+            and self.offered.get(i.event_hash) == "confirmed"
+        ]  # fmt: skip
+        if not causes:
+            return None
+        gone = min(sale.amount_minor, sum(i.amount_minor for i in causes))
+        return max(self.confirmed_at[i.event_hash] for i in causes), gone
+
+    def unfunded(self, ext: str) -> bool:
+        """The earning cites a gone sale, and no approver released it since."""
+        e = self.earnings[ext]
+        for h in e.sources:
+            p = self.problem(h)
+            if p is not None and (e.released_step is None or e.released_step < p[0]):
+                return True
+        return False
+
+    def hold_unfunded(self) -> None:
+        for ext, e in self.earnings.items():
+            if e.status == "accrued" and self.unfunded(ext):
+                e.status = "on_hold"
+                event("earning: put on hold")
 
     def move_item_model(self, item_id: int, target: str) -> None:
         item = self.items[item_id]
@@ -324,6 +374,7 @@ class PayoutWorkflow(RuleBasedStateMachine):
                 earning.status = "paid"
             elif after == "released" and earning.item_id == item_id:
                 earning.status, earning.item_id = "accrued", None
+        self.hold_unfunded()
 
     def end_batch_model(self, batch_id: str, target: str) -> None:
         """Denied or cancelled: every open item is cancelled and its earnings accrue again."""
@@ -429,11 +480,26 @@ class PayoutWorkflow(RuleBasedStateMachine):
             [(row, revenue.parse_event(ident.raw(s))) for row, (ident, s) in enumerate(picked)],
         )
         assert not result.rejected, result.rejected
+        self.step += 1
         for ident, status in picked:
             h = ident.event_hash
-            if h not in self.offered or STATUS_RANK[status] > STATUS_RANK[self.offered[h]]:
+            was = self.offered.get(h)
+            if was is None or STATUS_RANK[status] > STATUS_RANK[was]:
                 self.offered[h] = status
             self.funding_left.setdefault(h, ident.amount_minor)
+        for ident, _ in picked:
+            h, now = ident.event_hash, self.offered[ident.event_hash]
+            if (ident.kind == "sale" and now == "reversed" and h not in self.reversed_at
+                    and self.cited(h)):  # fmt: skip
+                self.reversed_at[h] = self.step  # it was confirmed: earnings cited it
+            if ident.kind != "sale" and now == "confirmed" and h not in self.confirmed_at:
+                self.confirmed_at[h] = self.step
+        for ident in self.pool:
+            p = self.problem(ident.event_hash) if ident.kind == "sale" else None
+            if p is not None:
+                h = ident.event_hash
+                self.max_exposure[h] = max(self.max_exposure.get(h, 0), p[1])
+        self.hold_unfunded()
 
     @rule(
         who=BENEFICIARY_NAMES,
@@ -482,12 +548,112 @@ class PayoutWorkflow(RuleBasedStateMachine):
         event("earning: accrued")
         assert valid, f"earning of {amount} accepted with {left} left ({mode}, {who})"
         assert outcome == "created"
-        need = amount
+        need, sources = amount, {}
         for h in hashes:
             take = min(need, self.funding_left[h])
             self.funding_left[h] -= take
             need -= take
-        self.earnings[ext] = EarningModel(who, amount)
+            if take:
+                sources[h] = take
+        self.earnings[ext] = EarningModel(who, amount, sources)
+        self.hold_unfunded()
+
+    @rule(
+        pick=st.integers(0, 99),
+        kind=st.sampled_from(("refund", "chargeback")),
+        percent=st.integers(1, 120),
+        status=st.sampled_from(("confirmed", "confirmed", "projected", "reversed")),
+    )
+    def refund_names_a_sale(self, pick: int, kind: str, percent: int, status: str) -> None:
+        """A refund or chargeback with a sale's own external id: it names that sale."""
+        sales = [i for i in self.pool if i.kind == "sale"]
+        cited = [i for i in sales if self.cited(i.event_hash)]
+        sale = (cited if cited and pick % 4 else sales)[
+            pick % len(cited if cited and pick % 4 else sales)
+        ]
+        named = [i for i in self.pool if i.kind == kind and i.external_id == sale.external_id]
+        if named:  # one source id carries one refund and one chargeback at most
+            ident = named[0]
+        else:
+            amount = max(1, min(sale.amount_minor * percent // 100, 99_999_999))
+            ident = Ident.make(sale.external_id, kind, amount)
+            self.pool.append(ident)
+        event(f"{kind} names a sale: {status}")
+        self.ingest([(ident, status)])
+
+    def cited(self, sale_hash: str) -> bool:
+        return any(sale_hash in e.sources for e in self.earnings.values())
+
+    @precondition(
+        lambda self: any(
+            self.offered.get(i.event_hash) == "confirmed" and self.cited(i.event_hash)
+            for i in self.pool
+        )
+    )
+    @rule(pick=st.integers(0, 10**6))
+    def funding_sale_reversed(self, pick: int) -> None:
+        """A sale that funds earnings (accrued, batched, in flight or paid) is reversed."""
+        sales = [
+            i for i in self.pool
+            if self.offered.get(i.event_hash) == "confirmed" and self.cited(i.event_hash)
+        ]  # fmt: skip
+        # Mostly one that paid someone already, when there is one: that is the clawback case.
+        paid = [
+            i
+            for i in sales
+            if any(i.event_hash in e.sources and e.status == "paid" for e in self.earnings.values())
+        ]
+        sale = (paid if paid and pick % 3 else sales)[
+            pick % len(paid if paid and pick % 3 else sales)
+        ]
+        states = {e.status for e in self.earnings.values() if sale.event_hash in e.sources}
+        event(f"funding sale reversed: earnings {'/'.join(sorted(states))}")
+        self.ingest([(sale, "reversed")])
+
+    def held(self) -> list[str]:
+        return [
+            ext for ext, e in self.earnings.items()
+            if e.status == "on_hold" or (e.status == "batched" and self.unfunded(ext))
+        ]  # fmt: skip
+
+    @precondition(lambda self: bool(self.held()))
+    @rule(
+        pick=st.integers(0, 10**6),
+        release=st.booleans(),
+        who=st.sampled_from(("alice", "carol", "bob")),
+        mode=st.sampled_from(CODE_MODES),
+    )
+    def approver_decides_a_held_earning(
+        self, pick: int, release: bool, who: str, mode: str
+    ) -> None:
+        """Release lets a held earning be paid (within the approver's limit); cancel drops it."""
+        held = self.held()
+        ext = held[pick % len(held)]
+        e, limit = self.earnings[ext], self.approvers[who].limit_minor
+        if release:
+            refused = InvalidInput if e.amount_minor > limit else None
+
+            def action(conn: Connection, a: Any) -> Any:
+                return holds.release(conn, a, ext, "funded from elsewhere")
+
+        else:
+            refused = InvalidInput if e.status != "on_hold" else None
+
+            def action(conn: Connection, a: Any) -> Any:
+                return holds.cancel(conn, a, ext, "the sale is gone")
+
+        what = "earning_release" if release else "earning_cancellation"
+        if not self.authorise(who, mode, what, ext, action, lambda: refused):
+            return
+        self.step += 1
+        if release:
+            e.released_step = self.step
+            if e.status == "on_hold":
+                e.status = "accrued"
+        else:
+            e.status = "cancelled"
+            for h, amount in e.sources.items():  # a cancelled earning funds nothing any more
+                self.funding_left[h] += amount
 
     @rule(change=st.sampled_from(("unfreeze", "b2 clear", "freeze", "b2 potential_match")))
     def controls_change(self, change: str) -> None:
@@ -506,6 +672,7 @@ class PayoutWorkflow(RuleBasedStateMachine):
         accrued = {ext: e for ext, e in self.earnings.items() if e.status == "accrued"}
         with db.read(self.engine) as conn:
             available_before = balance.available_minor(conn, CUR)
+            debts = {self.ben_ids[b]: n for (b, _), n in clawbacks.outstanding(conn, CUR).items()}
         assert available_before == self.available()
         try:
             report = batching.build_batches(self.engine, POLICY, created_by=CREATOR)
@@ -553,10 +720,17 @@ class PayoutWorkflow(RuleBasedStateMachine):
                 paid = claims.get(item_id, [])
                 assert paid, f"item {item_id} pays no earning"
                 assert all(self.earnings[e].beneficiary == ben for e in paid)
-                assert sum(self.earnings[e].amount_minor for e in paid) == amount
+                gross = sum(self.earnings[e].amount_minor for e in paid)
+                # What the beneficiary owes back is netted, leaving at least the minimum paid.
+                netted = max(0, min(debts.get(ben, 0), gross - MIN_ITEM))
+                assert amount == gross - netted, (item_id, amount, gross, debts.get(ben))
+                if netted:
+                    event("build: clawback netted")
                 assert ben not in paid_to, f"{ben} got two items in one build"
                 paid_to[ben] = item_id
-                self.items[item_id] = ItemModel(batch_id, ben, amount, "pending", sorted(paid))
+                self.items[item_id] = ItemModel(
+                    batch_id, ben, amount, "pending", sorted(paid), netted
+                )
                 for e in paid:
                     self.earnings[e].status, self.earnings[e].item_id = "batched", item_id
             self.batches[batch_id] = BatchModel("pending_approval", total, required, item_ids)
@@ -581,14 +755,18 @@ class PayoutWorkflow(RuleBasedStateMachine):
             w = waiting[ben]
             assert w["amount_minor"] == total_owed
             reason = w["reason"]
-            if reason == "below the minimum item amount":
-                assert total_owed < MIN_ITEM
+            debt = debts.get(ben, 0)
+            cash = total_owed - max(0, min(debt, total_owed - MIN_ITEM))
+            if reason == "offset by the beneficiary's outstanding clawback":
+                assert debt > 0 and cash == total_owed <= MIN_ITEM
+            elif reason == "below the minimum item amount":
+                assert cash < MIN_ITEM
             elif reason == "larger than the maximum batch total":
-                assert total_owed > MAX_BATCH
+                assert cash > MAX_BATCH
             else:
                 assert reason == "not covered by the available balance", reason
-                assert MIN_ITEM <= total_owed <= MAX_BATCH
-                assert total_owed > available_after, f"{ben} waits though it fits"
+                assert MIN_ITEM <= cash <= MAX_BATCH
+                assert cash > available_after, f"{ben} waits though it fits"
 
     def open_batch(self, pick: int, statuses: frozenset[str]) -> str:
         """Mostly a batch in ``statuses``; one pick in four (or when there is none) any batch."""
@@ -617,12 +795,15 @@ class PayoutWorkflow(RuleBasedStateMachine):
                 "over limit": batch.total_minor > approver.limit_minor,
                 "approved already": who in batch.approved_by,
                 "payee no longer eligible": not self.batch_payable(batch),
+                "funding reversed": not self.batch_funded(batch),
                 "balance short": self.available() < 0,
             }
             refused = [r for r, applies in reasons.items() if applies]
             event(f"approval should be refused: {refused[0]}" if refused else "approval ok")
             if refused and refused[0] == "payee no longer eligible":
                 return IneligiblePayee
+            if refused and refused[0] == "funding reversed":
+                return FundingReversed
             return ApprovalRefused if refused else None
 
         def action(conn: Connection, a: Any) -> Any:
@@ -667,6 +848,15 @@ class PayoutWorkflow(RuleBasedStateMachine):
         event("cancel without code: done")
         self.end_batch_model(batch_id, "cancelled")
 
+    def batch_funded(self, batch: BatchModel) -> bool:
+        """Funding is asked again at approval and submission: no gone sale unless released."""
+        return not any(
+            self.unfunded(ext)
+            for i in batch.items
+            for ext in self.items[i].earnings
+            if self.earnings[ext].status == "batched"
+        )
+
     def batch_payable(self, batch: BatchModel) -> bool:
         """Screening is asked again at approval and submission: every payee must still be eligible."""
         return all(self.eligible[self.items[i].beneficiary] for i in batch.items)
@@ -683,6 +873,8 @@ class PayoutWorkflow(RuleBasedStateMachine):
             expected = IllegalTransition
         elif not self.batch_payable(batch):
             expected = IneligiblePayee
+        elif not self.batch_funded(batch):
+            expected = FundingReversed
         try:
             with db.write(self.engine) as conn:
                 got = payouts.start_submission(conn, batch_id, version, "submitter")
@@ -823,6 +1015,26 @@ class PayoutWorkflow(RuleBasedStateMachine):
             sums = journal.account_balances(conn)
             bal = balance.available_balances(conn, CUR)[0]
             chain = audit_log.verify(conn)
+            claws = conn.execute(
+                sa.select(earnings_table.c.external_id, clawbacks_table.c.event_hash,
+                          clawbacks_table.c.amount_minor, clawbacks_table.c.cleared_entry_id)
+                .join(earnings_table, earnings_table.c.id == clawbacks_table.c.earning_id)
+            ).all()  # fmt: skip
+            netted_live = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(payout_items.c.netted_minor), 0)).where(
+                    payout_items.c.status.in_(
+                        [st for st, c in ITEM_MONEY_CLASS.items() if c != "released"]
+                    )
+                )
+            ).scalar_one()
+            sources = {
+                (ext, h): int(n)
+                for ext, h, n in conn.execute(
+                    sa.select(earnings_table.c.external_id, earning_sources.c.event_hash,
+                              earning_sources.c.amount_minor)
+                    .join(earnings_table, earnings_table.c.id == earning_sources.c.earning_id)
+                )
+            }  # fmt: skip
             actions: dict[str, int] = dict(
                 conn.execute(
                     sa.select(transaction_log.c.action, sa.func.count())
@@ -846,7 +1058,8 @@ class PayoutWorkflow(RuleBasedStateMachine):
         self.previous = snap
         assert snap.revenue == self.offered
 
-        # Committed money is exactly the items still committed or paid.
+        # Committed money is exactly the items still committed or paid (what they pay out, and
+        # the clawbacks they net), less what was clawed back and is owed to us instead.
         committed_items = sum(
             amount for status, _, amount, _ in snap.items.values()
             if ITEM_MONEY_CLASS[status] in ("committed", "paid")
@@ -855,19 +1068,48 @@ class PayoutWorkflow(RuleBasedStateMachine):
             amount for status, _, amount, _ in snap.items.values()
             if ITEM_MONEY_CLASS[status] == "committed"
         )  # fmt: skip
-        assert bal.committed_minor == committed_items == self.committed()
+        owed_back = sum(int(n) for _, _, n, cleared in claws if cleared is None)
+        assert bal.clawback_receivable_minor == owed_back - int(netted_live)
+        assert bal.committed_minor + bal.clawback_receivable_minor == committed_items
+        assert committed_items == self.committed()
         assert sums.get((Account.PAYOUTS_PAYABLE, CUR), 0) == -owed_items
         sales, deductions = self.confirmed()
         assert (bal.confirmed_revenue_minor, bal.deductions_minor, bal.reserve_minor) == (
             sales, deductions, 0)  # fmt: skip
         assert bal.available_minor == self.available()
 
+        # The model's funding is the books' funding, sale by sale.
+        assert sources == {(ext, h): n for ext, e in self.earnings.items()
+                           for h, n in e.sources.items()}  # fmt: skip
+
+        # A clawback is only ever owed for a paid earning, never more than the sale funded
+        # of it, and all of a sale's clawbacks never more than the most of it that went.
+        clawed: dict[tuple[str, str], int] = {}
+        for ext, h, amount, cleared in claws:
+            if cleared is None:
+                clawed[(ext, h)] = clawed.get((ext, h), 0) + int(amount)
+        for (ext, h), amount in clawed.items():
+            assert self.earnings[ext].status == "paid", f"clawback on {ext} that is not paid"
+            assert 0 < amount <= self.earnings[ext].sources[h], (ext, h, amount)
+        for h in {h for _, h in clawed}:
+            gone = sum(a for (_, sale), a in clawed.items() if sale == h)
+            assert gone <= self.max_exposure.get(h, 0), (h, gone)
+        # A paid earning whose sale was reversed, unreleased, is owed back in full.
+        for ext, e in self.earnings.items():
+            if e.status != "paid" or not self.unfunded(ext):
+                continue
+            for h, funded in e.sources.items():
+                p = self.problem(h)
+                if p is not None and self.offered[h] == "reversed":
+                    assert clawed.get((ext, h)) == funded, (ext, h, clawed.get((ext, h)))
+                    event("clawback: paid earning owed back in full")
+
         # No earning in two live batches: one item at most, in the money class of its status,
         # and every committed or paid item is exactly the earnings that point at it.
         by_item: dict[int, int] = {}
         for ext, (status, item_id, amount) in snap.earnings.items():
-            if status == "accrued":
-                assert item_id is None, f"accrued earning {ext} still points at item {item_id}"
+            if status in ("accrued", "on_hold", "cancelled"):
+                assert item_id is None, f"{status} earning {ext} still points at item {item_id}"
                 continue
             assert item_id is not None, f"{status} earning {ext} points at no item"
             item_status, batch_id = snap.items[item_id][0], snap.items[item_id][1]
@@ -880,7 +1122,10 @@ class PayoutWorkflow(RuleBasedStateMachine):
             if ITEM_MONEY_CLASS[status] == "released":
                 assert item_id not in by_item, f"released item {item_id} still holds earnings"
             else:
-                assert by_item.get(item_id) == amount, f"item {item_id} is not its earnings"
+                netted = self.items[item_id].netted_minor
+                assert by_item.get(item_id) == amount + netted, (
+                    f"item {item_id} is not its earnings"
+                )
 
         # The books agree with the model, state for state.
         assert {

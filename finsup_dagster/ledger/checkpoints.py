@@ -4,7 +4,8 @@ Someone with write access to the database could rewrite rows, seals and the
 whole chain consistently. A checkpoint is the chain head (sequence number and
 hash) as last verified, written to a file under ``FINSUP_HOME/audit/`` and
 signed with HMAC-SHA256 under a key the database never holds
-(``FINSUP_AUDIT_KEY``, else one derived from ``FINSUP_SECRET_KEY``). Any later
+(derived from ``FINSUP_AUDIT_KEY``; outside production, when that is unset, from
+a random key file ``FINSUP_HOME/audit/checkpoint.key`` made on first use). Any later
 verification checks that the chain still has that row with that hash: a
 history rewritten before the checkpoint is found, and a checkpoint edited by
 hand fails its signature.

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from finsup_dagster.ledger import audit_log, clock
+from finsup_dagster.ledger import audit_log, clock, holds
 from finsup_dagster.ledger.errors import InvalidInput
 from finsup_dagster.ledger.files import RowsResult, apply_rows
 from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
@@ -155,6 +155,8 @@ def add_earning(conn: Connection, earning: EarningInput, actor: str) -> str:
             sources.append({"earning_id": earning_id, "event_hash": h, "amount_minor": take})
             need -= take
     conn.execute(sa.insert(earning_sources), sources)
+    # Funded by a sale a refund or chargeback already names: held from the start.
+    holds.apply_holds(conn, actor, earning_ids=[earning_id])
     audit_log.log(
         conn, "earning_accrued", "earning", earning.external_id, actor=actor,
         amount_minor=earning.amount_minor, currency=earning.currency,
