@@ -22,7 +22,16 @@ on SQLite and on PostgreSQL alike:
 - only a fresh code of a distinct, non-creator approver within their limit
   approves; every refusal is logged and a refused action changes nothing;
 - batch and item statuses only move along the state machine's edges, revenue
-  statuses never move back, the journal balances and the audit chain verifies.
+  statuses never move back, the journal balances and the audit chain verifies;
+- sales that fund earnings are reversed, or refunded or charged back by an event
+  naming them, at any point of the workflow: an accrued earning funded by one
+  goes on hold; no batch paying one is approved or submitted unless an approver
+  released it since; a paid one is clawed back, never for more than the sale
+  funded of it (in full when the sale is reversed), and netted from the
+  beneficiary's next item, leaving at least the minimum paid;
+- committed money never exceeds confirmed net revenue when it is committed or
+  approved (the balance guard); a reversal afterwards may push it over, and
+  then nothing more is approved until it fits again.
 
 Every hypothesis example gets empty books of its own: a new SQLite file, or the
 PostgreSQL test database with its schema dropped and migrated again.
@@ -1163,7 +1172,7 @@ def test_payout_workflow_keeps_its_guarantees(workflow: type[PayoutWorkflow]) ->
     run_state_machine_as_test(
         workflow,
         settings=settings(
-            max_examples=25,
+            max_examples=50,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

@@ -168,3 +168,68 @@ def test_operator_and_approvers_end_to_end(payout_env: Path, tmp_path: Path) -> 
                      "batch_approval_refused", "payouts_frozen", "payouts_unfrozen", "batch_approved"):  # fmt: skip
         assert expected in actions
     assert run("verify-audit-chain").returncode == 0
+
+
+def test_held_earnings_through_the_command(payout_env: Path, tmp_path: Path) -> None:
+    """A sale reversed after it funded an earning: held, reported, then released or cancelled."""
+    sales = [["paypal", f"S{n}", "80.00", "USD", "2026-11-20T10:00:00Z", "sale", "confirmed"]
+             for n in (1, 2)]  # fmt: skip
+    assert run("ingest-revenue", str(write_csv(tmp_path / "rev.csv", sales))).returncode == 0
+    h1, h2 = (event_hash("paypal", f"S{n}", 8000, "USD", "2026-11-20T10:00:00.000000Z", "sale")
+              for n in (1, 2))  # fmt: skip
+    people = write_rows(
+        tmp_path / "people.csv",
+        ["external_id", "name", "payout_method", "destination", "country", "kyc_status",
+         "sanctions_status"],
+        [["ann", "Ann", "paypal", "ann@example.com", "US", "verified", "clear"]],
+    )  # fmt: skip
+    assert run("import-beneficiaries", str(people)).returncode == 0
+    work = write_rows(
+        tmp_path / "earnings.csv",
+        ["external_id", "beneficiary", "amount", "currency", "event_hashes"],
+        [["E1", "ann", "50.00", "USD", h1], ["E2", "ann", "30.00", "USD", h2]],
+    )
+    assert run("ingest-earnings", str(work)).returncode == 0
+    assert run_json("report-held-earnings") == {"held": [], "clawbacks": []}
+
+    gone = write_csv(tmp_path / "gone.csv", [
+        ["paypal", "S1", "80.00", "USD", "2026-11-20T10:00:00Z", "sale", "reversed"],
+        ["paypal", "S2", "80.00", "USD", "2026-11-21T09:00:00Z", "chargeback", "confirmed"],
+    ])  # fmt: skip
+    proc = run("ingest-revenue", str(gone), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["earnings_held"] == 2
+    report = run_json("report-held-earnings")
+    assert [(h["earning"], h["status"], h["amount_minor"]) for h in report["held"]] == [
+        ("E1", "on_hold", 5000), ("E2", "on_hold", 3000)]  # fmt: skip
+    assert (
+        "reversed" in report["held"][0]["reason"] and "charged back" in report["held"][1]["reason"]
+    )
+    table = run("report-held-earnings")
+    assert "E1" in table.stdout and "50.00 USD" in table.stdout
+
+    carol, dave, erin = enrol("carol", "500.00"), enrol("dave", "500.00"), enrol("erin", "500.00")
+    assert_one_line_error(
+        run("release-earning", "E1", "--approver", "carol", "--code", wrong_code(carol),
+            "--reason", "ok"),
+        "wrong or expired",
+    )  # fmt: skip
+    assert_one_line_error(
+        run("release-earning", "E9", "--approver", "erin", "--code", pyotp.TOTP(erin).now(),
+            "--reason", "ok"),
+        "no earning 'E9'",
+    )  # fmt: skip
+    released = run("release-earning", "E1", "--approver", "carol",
+                   "--code", pyotp.TOTP(carol).now(), "--reason", "paid from other revenue")  # fmt: skip
+    assert released.returncode == 0, released.stderr
+    assert "E1 released by carol; it is accrued" in released.stdout
+    cancelled = run("cancel-earning", "E2", "--approver", "dave",
+                    "--code", pyotp.TOTP(dave).now(), "--reason", "charged back")  # fmt: skip
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert run_json("report-held-earnings")["held"] == []
+    logs = run_json("report-transaction-logs", "--entity", "earning")
+    assert [r["action"] for r in logs if r["action"] != "earning_accrued"] == [
+        "earning_held", "earning_held", "earning_release_refused", "earning_release_refused",
+        "earning_released", "earning_cancelled"]  # fmt: skip
+    joined = json.dumps(logs)
+    assert all(secret not in joined for secret in (carol, dave, erin))  # secrets stay out
