@@ -312,3 +312,31 @@ def test_payment_in_flight_when_funding_goes_is_clawed_back_when_paid(
         state_machine.move_item(conn, item.id, "success", "gateway")
     assert usd(engine).clawback_receivable_minor == 9000
     assert balanced(engine)
+
+
+def test_a_partial_refund_is_clawed_back_once_over_payments_paid_at_different_times(
+    books: tuple[Engine, fx.Approver],
+) -> None:
+    engine, carol = books
+    s = fx.sale(engine, "S-1", "100.00")
+    fx.earning(engine, "e-first", "ana", "40.00", s)
+    [first] = build(engine).batches
+    pay(engine, first["batch_id"], carol)
+    fx.earning(engine, "e-second", "ben", "60.00", s)
+    [second] = build(engine).batches
+    result = fx.approve(engine, carol, second["batch_id"])
+    with db.write(engine) as conn:  # at the gateway when the refund arrives
+        payouts.start_submission(conn, second["batch_id"], result["approval_version"], "submitter")
+        state_machine.move_batch(conn, second["batch_id"], "submitted", "gateway")
+        [item] = items_of(engine, second["batch_id"])
+        state_machine.move_item(conn, item.id, "submitted", "gateway")
+
+    ingest(engine, event("S-1", "30.00", kind="refund"))
+    assert usd(engine).clawback_receivable_minor == 3000  # all of it on the paid earning
+    with db.write(engine) as conn:
+        state_machine.move_item(conn, item.id, "success", "gateway")
+    with db.read(engine) as conn:
+        rows = clawbacks.report(conn)
+    # The second payment lands later; the 30.00 refunded is owed back once, not twice.
+    assert [(c["earning"], c["amount_minor"]) for c in rows] == [("e-first", 3000)]
+    assert balanced(engine)

@@ -129,8 +129,13 @@ def affected_earnings(
 ) -> list[Affected]:
     """Earnings (not cancelled) with an unreleased funding problem, oldest first.
 
-    An earning funded by several troubled sales is listed once per sale.
+    An earning funded by several troubled sales is listed once per sale. Given
+    earnings, only the sales they cite are looked at (an index lookup, not a scan).
     """
+    if earning_ids is not None and external_ids is None:
+        external_ids = _cited_external_ids(conn, earning_ids)
+        if not external_ids:
+            return []
     problems = sale_problems(conn, external_ids)
     if not problems:
         return []
@@ -156,6 +161,19 @@ def affected_earnings(
         out.append(Affected(r.id, r.external_id, r.status, r.currency, r.beneficiary_id,
                             r.payout_item_id, int(r.amount_minor), p))  # fmt: skip
     return out
+
+
+def _cited_external_ids(conn: Connection, earning_ids: Sequence[int]) -> list[str]:
+    found: set[str] = set()
+    for part in _chunks(sorted(set(earning_ids))):
+        found.update(
+            conn.execute(
+                sa.select(revenue_events.c.external_id)
+                .join(earning_sources, earning_sources.c.event_hash == revenue_events.c.event_hash)
+                .where(earning_sources.c.earning_id.in_(part))
+            ).scalars()
+        )
+    return sorted(found)
 
 
 @dataclass
@@ -215,6 +233,15 @@ def apply_holds(
                 detail={"reason": reason, "event_hash": a.problem.sale_hash,
                         "status": target, "payout_item_id": a.payout_item_id},
             )  # fmt: skip
+    if paid and earning_ids is not None:
+        # A sale's loss is shared over every paid earning it funds, not only those asked
+        # about: look at all of them, or a second earning paid later would take it again.
+        sales = {a.problem.sale_hash for a in paid}
+        exts: Iterable[str] = conn.execute(
+            sa.select(revenue_events.c.external_id).where(revenue_events.c.event_hash.in_(sales))
+        ).scalars()
+        paid = [a for a in affected_earnings(conn, external_ids=sorted(set(exts)))
+                if a.status == "paid" and a.problem.sale_hash in sales]  # fmt: skip
     for a, amount in _clawbacks_due(conn, paid):
         _post_clawback(conn, a, amount, actor)
         assert summary.clawed_back_minor is not None
