@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import dml
 
@@ -244,16 +245,30 @@ def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
         yield values[start : start + _IN_CHUNK]
 
 
+def _is_pg(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def _any_of(col: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """``col = ANY(:values)`` with the values as one array parameter (PostgreSQL only).
+
+    One statement and one parameter however many keys: no 500-placeholder statement to
+    build, convert and plan per chunk.
+    """
+    return col == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(col.type)))
+
+
 def _current(conn: Connection, table: sa.Table, keys: Sequence[str]) -> dict[str, str]:
     """key → digest of the row as it stands, for the keys that exist."""
     out: dict[str, str] = {}
     expr = key_expr(table)
     pk = list(table.primary_key.columns)
-    for part in _chunks(keys):
+    whole = len(pk) == 1 and _is_pg(conn)
+    for part in [keys] if whole else _chunks(keys):
         if len(pk) == 1:
             col = pk[0]
             values: list[Any] = [col.type.python_type(k) for k in part]
-            where = col.in_(values)
+            where = _any_of(col, values) if whole else col.in_(values)
         else:
             where = expr.in_(list(part))
         for row in conn.execute(sa.select(table).where(where)):
@@ -263,22 +278,47 @@ def _current(conn: Connection, table: sa.Table, keys: Sequence[str]) -> dict[str
 
 
 def latest_seals(conn: Connection, table_name: str, keys: Sequence[str]) -> dict[str, str | None]:
-    """key → digest of its latest seal (None: sealed as deleted); keys never sealed are absent."""
+    """key → digest of its latest seal (None: sealed as deleted); keys never sealed are absent.
+
+    Each key costs one descent of the primary key, however many seals the table holds:
+    on PostgreSQL a lateral ``ORDER BY seq DESC LIMIT 1`` per key (a plan no estimate
+    can turn into a scan of the table's seals); elsewhere the newest seq per key, with
+    the keys bounding both sides of the join.
+    """
     s = row_seals.c
     out: dict[str, str | None] = {}
-    for part in _chunks(keys):
+    if _is_pg(conn):
+        wanted = sa.select(
+            sa.func.unnest(
+                sa.bindparam(None, list(keys), type_=postgresql.ARRAY(sa.String))
+            ).column_valued("key")
+        ).subquery("wanted")
         newest = (
+            sa.select(s.digest)
+            .where(s.table_name == table_name, s.row_key == wanted.c.key)
+            .order_by(s.seq.desc())
+            .limit(1)
+            .lateral("newest")
+        )
+        rows: Iterable[Any] = conn.execute(
+            sa.select(wanted.c.key, newest.c.digest).select_from(wanted.join(newest, sa.true()))
+        )
+        out.update({k: d for k, d in rows})
+        return out
+    for part in _chunks(keys):
+        newest_seq = (
             sa.select(s.row_key, sa.func.max(s.seq).label("seq"))
             .where(s.table_name == table_name, s.row_key.in_(list(part)))
             .group_by(s.row_key)
             .subquery()
         )
-        rows: Iterable[Any] = conn.execute(
+        found: Iterable[Any] = conn.execute(
             sa.select(s.row_key, s.digest)
-            .join(newest, sa.and_(s.row_key == newest.c.row_key, s.seq == newest.c.seq))
-            .where(s.table_name == table_name)
-        )
-        out.update({k: d for k, d in rows})
+            .join(newest_seq, sa.and_(s.row_key == newest_seq.c.row_key,
+                                      s.seq == newest_seq.c.seq))
+            .where(s.table_name == table_name, s.row_key.in_(list(part)))
+        )  # fmt: skip
+        out.update({k: d for k, d in found})
     return out
 
 
@@ -344,6 +384,17 @@ def _append(
         detail["reason"] = reason
     seq = audit_log.append(conn, [LogRecord("rows_sealed", "ledger", "row_seals", actor=actor,
                                             detail=detail)])  # fmt: skip
+    if _is_pg(conn):
+        # COPY: an executemany of a million seals costs more than the rows they seal.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with (
+            driver.cursor() as cursor,
+            cursor.copy("COPY row_seals (table_name, row_key, seq, digest) FROM STDIN") as copy,
+        ):
+            for n, k, d in lines:
+                copy.write_row((n, k, seq, d))
+        return len(lines)
     conn.execute(
         sa.insert(row_seals),
         [{"table_name": n, "row_key": k, "seq": seq, "digest": d} for n, k, d in lines],
