@@ -35,6 +35,7 @@ def settlement_lines() -> pd.DataFrame:
             "content_sha256": [SHA] * 3,
             "row_number": [1, 2, 3],
             "record_ref": ["x.csv:1", "x.csv:2", "x.csv:3"],
+            "settler_ref": ["T-1", "B-1", None],
             "gateway": ["paypal", None, "stripe"],
             "gateway_txn_id": ["T-1", None, "T-3"],
             "batch_ref": [None, "B-1", None],

@@ -203,11 +203,17 @@ def test_expectations_cover_every_scenario(sample: SampleManifest) -> None:
         "amount_mismatch": 1,
         "batch_amount_mismatch": 1,
         "currency_mismatch": 1,
-        "duplicate_settlement": 1,
+        "duplicate_settlement": 2,  # one across two files, one repeated inside an STL
         "unmatched_revenue": 2,
         "unmatched_settlement": 1,
     }
     assert expected["by_day"][sample.days[0]]["exceptions"] == {}
+    repeated = expected["scenarios"]["paypal_stl_repeated_row"]["lines"]
+    assert len(repeated) == 1 and set(repeated.values()) == {"duplicate_settlement"}
+    (key,) = repeated
+    assert "#" in key and key.split("#")[0] in expected["lines"]  # the row it repeats, matched
+    assert expected["lines"][key.split("#")[0]]["outcome"] == "matched:gateway_txn_id"
+    assert set(expected["scenarios"]["appstore_batch_booking"]["batches"].values()) == {"balanced"}
     json.dumps(sample.to_json())  # plain data
 
 

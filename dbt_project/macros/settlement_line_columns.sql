@@ -12,7 +12,10 @@
         landing_seq,
         file_name,
         row_number,
+        -- The row's line id, unique in its file; settler_ref is the settler's own
+        -- reference as written (a bank's batch booking repeats it in every detail).
         record_ref,
+        settler_ref,
         nullif(trim(gateway_txn_id), '') as gateway_txn_id,
         batch_ref,
         batch_net_minor,

@@ -81,7 +81,7 @@ def build_raw_asset(fmt: str) -> dg.AssetsDefinition:
             dg.AssetSpec(
                 raw_key(fmt),
                 group_name="ingestion",
-                code_version="1",
+                code_version="2",
                 kinds={"duckdb", "python"},
                 owners=OWNERS,
                 metadata=column_schema(fmt),
@@ -167,6 +167,9 @@ def _day_totals(conn: duck.DuckDBPyConnection, fmt: str, day: str) -> dict[str, 
     return {str(c): int(v) for c, v in rows if c is not None}
 
 
+_NOTES_SHOWN = 50
+
+
 def _metadata(
     report: LandingReport, totals: dict[str, int], fetched: int
 ) -> dict[str, dg.MetadataValue]:
@@ -182,7 +185,15 @@ def _metadata(
         for q in report.quarantined
     ]  # fmt: skip
     settlement = report.fmt in landing.SETTLEMENT_FORMATS
+    # Every note in full (a repeated id or reference, charges shared over a batch,
+    # records skipped): each names its file and row, so a person can find it.
+    notes = [note for f in report.landed for note in f.notes]
+    shown = "\n".join(f"- {note}" for note in notes[:_NOTES_SHOWN])
+    if len(notes) > _NOTES_SHOWN:
+        shown += f"\n- ... and {len(notes) - _NOTES_SHOWN} more"
     metadata: dict[str, dg.MetadataValue] = {
+        "notes_count": dg.MetadataValue.int(len(notes)),
+        "notes": dg.MetadataValue.md(shown or "none"),
         "files_landed": dg.MetadataValue.int(len(report.landed)),
         "files_already_landed": dg.MetadataValue.int(len(report.already_landed)),
         "files_quarantined": dg.MetadataValue.int(len(report.quarantined)),

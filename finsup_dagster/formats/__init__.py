@@ -1,9 +1,12 @@
 """Parsers for landed settlement and revenue files, and writers for sample and test files.
 
 Pure Python (no Dagster, no pandas): each parser takes a path and returns a
-``Parsed`` with every row of the file, or raises ``MalformedFile`` (its subclass
-``FooterMismatch`` when footers or summaries disagree with the body) so the
-caller can quarantine the file. Formats:
+``Parsed`` with every row of the file and notes on rows worth a look (a repeated
+transaction id or reference, charges shared over a batch, records skipped), or
+raises ``MalformedFile`` (its subclass ``FooterMismatch`` when footers or
+summaries disagree with the body) so the caller can quarantine the file. Only
+what makes the file itself untrustworthy refuses it; docs/reconciliation.md
+lists, per format, what refuses a file and what becomes an exception. Formats:
 
 - ``paypal-stl``: PayPal Settlement Report CSV (``paypal_stl``).
 - ``camt053``: ISO 20022 camt.053 bank statement XML (``camt053``).

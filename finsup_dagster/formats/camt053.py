@@ -6,26 +6,40 @@ refused. The file must be UTF-8. A ``<!DOCTYPE`` or ``<!ENTITY`` declaration
 refuses the file before it is parsed: a statement never needs one, and an
 entity can expand a small file into gigabytes.
 
-Each booked ``Stmt/Ntry`` becomes settlement rows:
+Each booked ``Stmt/Ntry`` becomes settlement rows. ``record_ref`` is a line id
+unique in the file; ``settler_ref`` keeps the bank's own reference as written:
 
-- An entry with zero or one ``NtryDtls/TxDtls`` is one row. ``record_ref`` is the
+- An entry with zero or one ``NtryDtls/TxDtls`` is one row. Its line id is the
   entry's ``AcctSvcrRef`` (else ``NtryRef``, else ``<statement id>#<n>``);
+  ``settler_ref`` the detail's ``Refs/AcctSvcrRef``, else the entry's reference;
   ``gateway_txn_id`` is the detail's ``Refs/EndToEndId`` (else ``Refs/TxId``;
   ``NOTPROVIDED`` counts as none), or None without a detail: such a row is
   matched later by amount and date.
 - An entry with several ``TxDtls`` is one bank credit (or debit) settling several
-  gateway transactions: one row per detail, ``record_ref`` the detail's
-  ``Refs/AcctSvcrRef`` (else ``<entry ref>/<n>``), ``batch_ref`` the entry's
-  reference and ``batch_net_minor`` the entry amount. Each detail needs its own
-  amount. When the details' gross less charges differ from the entry amount a
-  note says so; the file is still read (banks do not always itemise charges).
+  gateway transactions: one row per detail, line id ``<entry line id>/<n>`` (a
+  bank's batch booking often gives every detail the entry's own
+  ``AcctSvcrRef``: normal, and kept in ``settler_ref``), ``batch_ref`` the
+  entry's line id and ``batch_net_minor`` the entry amount. Each detail needs its
+  own amount. When the details' gross less charges differ from the entry amount
+  a note says so; the file is still read (banks do not always itemise charges).
+- An entry whose reference an earlier entry of the file already used is read
+  like any other, its line id ``<reference>#<entry number>``, with a note.
 
 ``gross_minor`` is the amount the bank states for the row: the detail's
 ``AmtDtls/TxAmt/Amt`` (else its ``Amt``), else the entry ``Amt``. ``fee_minor`` is
 the sum of the row's charges (``Chrgs/Rcrd/Amt`` from 001.04 on, ``Chrgs/Amt`` in
-001.02; the detail's own, else the entry's for a one-row entry): a DBIT charge
-(or one without an indicator) is a fee charged to us, a CRDT charge a fee given
-back. ``settled_on`` is the booking date (else the value date); ``occurred_at``
+001.02, else ``TtlChrgsAndTaxAmt``; the detail's own, else the entry's for a
+one-row entry): a DBIT charge (or one without an indicator) is a fee charged to
+us, a CRDT charge a fee given back. A charge record with ``ChrgInclInd`` false is
+"added as pre-advice": not taken out of this amount, booked by the bank as an
+entry of its own, so it is no fee of the row (a note names it). Charges stated
+once on a batch entry whose details state none are the batch's fee, shared over
+its rows in proportion to their gross (``allocate``: exact to the minor unit,
+remainders to the largest fractions, the earlier row first on a tie); when the
+details state their own, the entry's must be their total (nothing is added),
+else a note says so and nothing is allocated. ``Br`` (who bears charges along
+the payment chain) does not change what this account was charged and is kept
+in ``raw`` only. ``settled_on`` is the booking date (else the value date); ``occurred_at``
 is None, a statement has no transaction time. ``event_code`` is the bank
 transaction code, ``Domn/Fmly/SubFmly`` (e.g. ``PMNT/RCDT/ESCT``) or the
 proprietary code. ``description`` is the remittance information (``Ustrd``
@@ -47,7 +61,8 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -145,7 +160,7 @@ def parse_camt053_text(text: str, name: str) -> Parsed:
         raise malformed(name, None, "has no statement (Stmt)")
     parsed = Parsed(rows=[])
     skipped: Counter[str] = Counter()
-    refs: dict[str, str] = {}
+    entry_refs: dict[str, int] = {}
     ordinal = 0
     for number, stmt in enumerate(statements, 1):
         stmt_id = _text(stmt, "Id") or f"statement {number}"
@@ -158,17 +173,20 @@ def parse_camt053_text(text: str, name: str) -> Parsed:
             if status.upper() != "BOOK":
                 skipped[f"status {status}"] += 1
                 continue
+            ref = _entry_ref(entry, stmt_id, ordinal)
+            # A bank reference used by an earlier entry is about this entry, not the
+            # file: its lines get line ids of their own and land, with a note.
+            line_id = ref if ref not in entry_refs else f"{ref}#{ordinal}"
             try:
-                rows, notes = _entry_rows(entry, ordinal, stmt_id)
+                rows, notes = _entry_rows(entry, ref, line_id)
             except MalformedFile:
                 raise
             except InvalidInput as exc:
                 raise malformed(name, where, exc) from None
-            for row in rows:
-                ref = str(row["record_ref"])
-                if ref in refs:
-                    raise malformed(name, where, f"reference {ref} repeats {refs[ref]}")
-                refs[ref] = where
+            if ref in entry_refs:
+                notes.insert(0, f"reference {ref} repeats entry {entry_refs[ref]} (both land)")
+            else:
+                entry_refs[ref] = ordinal
             parsed.rows.extend(rows)
             parsed.notes.extend(f"{name}: {where}: {note}" for note in notes)
     # One row per settlement line, numbered in file order: the warehouse keys a
@@ -197,10 +215,30 @@ def _credit(el: ET.Element | None, path: str, default: bool | None = None) -> bo
     return flag == "CRDT"
 
 
-def _charges(el: ET.Element | None) -> tuple[int, str | None]:
-    """Signed fee and its currency from ``el``'s Chrgs (001.02 Chrgs/Amt, later Chrgs/Rcrd/Amt)."""
+@dataclass
+class _Charges:
+    """The charges an element states, signed (positive: charged to us)."""
+
+    fee: int = 0
+    currency: str | None = None
+    # Charges the bank books as entries of their own (ChrgInclInd false): not in this amount.
+    separate: list[str] = field(default_factory=list)
+
+    @property
+    def stated(self) -> bool:
+        return self.currency is not None
+
+
+def _charges(el: ET.Element | None) -> _Charges:
+    """``el``'s Chrgs (001.02 ``Chrgs/Amt``, later ``Chrgs/Rcrd/Amt``, else ``TtlChrgsAndTaxAmt``).
+
+    A record with ``ChrgInclInd`` false is "added as pre-advice" (ISO 20022): it is
+    not taken out of this amount but booked by the bank on its own, so it is no
+    fee of this line; it is listed in ``separate`` for a note.
+    """
+    out = _Charges()
     if el is None:
-        return 0, None
+        return out
     records: list[ET.Element] = []
     for chrgs in _children(el, "Chrgs"):
         rcrds = _children(chrgs, "Rcrd")
@@ -208,17 +246,43 @@ def _charges(el: ET.Element | None) -> tuple[int, str | None]:
             records.extend(rcrds)
         elif any(_find(chrgs, tag) is not None for tag in ("Amt", "TtlChrgsAndTaxAmt")):
             records.append(chrgs)
-    fee, currency = 0, None
     for rec in records:
         amount_el = _find(rec, "Amt")
         amount, ccy = _amount(
             amount_el if amount_el is not None else _find(rec, "TtlChrgsAndTaxAmt"), "charge Amt"
         )
-        if currency is not None and ccy != currency:
-            raise InvalidInput(f"charges in both {currency} and {ccy}; one fee currency expected")
-        currency = ccy
-        fee += -amount if _credit(rec, "CdtDbtInd", default=False) else amount
-    return fee, currency
+        signed = -amount if _credit(rec, "CdtDbtInd", default=False) else amount
+        included = (_text(rec, "ChrgInclInd") or "true").lower()
+        if included not in ("true", "false", "1", "0"):
+            raise InvalidInput(f"ChrgInclInd is {included!r}, expected true or false")
+        if included in ("false", "0"):
+            out.separate.append(f"{money.format_minor(signed, ccy)} {ccy}")
+            continue
+        if out.currency is not None and ccy != out.currency:
+            raise InvalidInput(
+                f"charges in both {out.currency} and {ccy}; one fee currency expected"
+            )
+        out.currency = ccy
+        out.fee += signed
+    return out
+
+
+def allocate(total: int, weights: Sequence[int]) -> list[int]:
+    """``total`` shared in proportion to ``weights``, exact to the minor unit.
+
+    Each share is rounded toward zero; the units left over go one each to the
+    largest remainders, the earlier share first on a tie (largest remainder
+    method). Deterministic, and the shares always add up to ``total``.
+    """
+    whole = sum(weights)
+    if whole <= 0:
+        raise ValueError("weights must add up to more than zero")
+    size = abs(total)
+    shares = [size * w // whole for w in weights]
+    order = sorted(range(len(weights)), key=lambda i: (-(size * weights[i] % whole), i))
+    for i in order[: size - sum(shares)]:
+        shares[i] += 1
+    return [-x for x in shares] if total < 0 else shares
 
 
 def _gateway_ref(tx: ET.Element | None) -> str | None:
@@ -253,9 +317,23 @@ def _kind(credit: bool, reversal: bool, gateway_txn_id: str | None) -> str:
     return "refund" if gateway_txn_id else "other"
 
 
+def _entry_ref(entry: ET.Element, stmt_id: str, ordinal: int) -> str:
+    return _text(entry, "AcctSvcrRef") or _text(entry, "NtryRef") or f"{stmt_id}#{ordinal}"
+
+
+def _separate_note(where: str, charges: _Charges) -> list[str]:
+    if not charges.separate:
+        return []
+    return [
+        f"{where}: charges {', '.join(charges.separate)} are not included in the amount "
+        "(ChrgInclInd false): the bank books them as an entry of their own, not as this fee"
+    ]
+
+
 def _entry_rows(
-    entry: ET.Element, ordinal: int, stmt_id: str
+    entry: ET.Element, ref: str, line_id: str
 ) -> tuple[list[dict[str, object]], list[str]]:
+    """The settlement rows of one booked entry; ``line_id`` is unique in the file."""
     amount, currency = _amount(_find(entry, "Amt"), "entry Amt")
     credit = _credit(entry, "CdtDbtInd")
     reversal = (_text(entry, "RvslInd") or "").lower() == "true"
@@ -264,10 +342,11 @@ def _entry_rows(
     if not booked:
         raise InvalidInput("has no booking date (BookgDt) or value date (ValDt)")
     settled_on = check_date(booked)
-    ref = _text(entry, "AcctSvcrRef") or _text(entry, "NtryRef") or f"{stmt_id}#{ordinal}"
     code = _bank_code(entry)
     txs = [tx for dtls in _children(entry, "NtryDtls") for tx in _children(dtls, "TxDtls")]
     entry_json = _to_json(entry, skip="NtryDtls")
+    entry_charges = _charges(entry)
+    notes = _separate_note(f"entry {ref}", entry_charges)
 
     if len(txs) <= 1:
         tx = txs[0] if txs else None
@@ -276,13 +355,15 @@ def _entry_rows(
         tx_amount = _tx_amount(tx)
         if tx_amount is not None:
             gross, gross_ccy = tx_amount
-        fee, fee_ccy = _charges(tx)
-        if fee_ccy is None:
-            fee, fee_ccy = _charges(entry)
+        charges = _charges(tx)
+        notes += _separate_note(f"entry {ref} detail 1", charges)
+        if not charges.stated:
+            charges = entry_charges
         raw = {"entry": entry_json, "tx": _to_json(tx)} if tx is not None else {"entry": entry_json}
         row = settlement_row(
-            row_number=ordinal,
-            record_ref=ref,
+            row_number=0,
+            record_ref=line_id,
+            settler_ref=_text(tx, "Refs/AcctSvcrRef") or ref,
             gateway=None,  # a bank statement does not say which gateway paid
             gateway_txn_id=gateway,
             batch_ref=None,
@@ -292,35 +373,45 @@ def _entry_rows(
             direction="credit" if credit else "debit",
             gross_minor=gross,
             currency=gross_ccy,
-            fee_minor=fee,
-            fee_currency=fee_ccy or gross_ccy,
+            fee_minor=charges.fee,
+            fee_currency=charges.currency or gross_ccy,
             settled_on=settled_on,
             occurred_at=None,
             description=_description(tx) or _text(entry, "AddtlNtryInf"),
             raw=raw_json(raw),
         )
-        return [row], []
+        return [row], notes
 
-    rows: list[dict[str, object]] = []
-    net = 0
-    same_currency = True
+    details: list[tuple[ET.Element, int, str, bool, _Charges]] = []
     for i, tx in enumerate(txs, 1):
         tx_amount = _tx_amount(tx)
         if tx_amount is None:
             raise InvalidInput(f"transaction detail {i} of {len(txs)} has no amount")
-        gross, gross_ccy = tx_amount
-        tx_credit = _credit(tx, "CdtDbtInd", default=credit)
-        fee, fee_ccy = _charges(tx)
+        charges = _charges(tx)
+        notes += _separate_note(f"entry {ref} detail {i}", charges)
+        details.append((tx, *tx_amount, _credit(tx, "CdtDbtInd", default=credit), charges))
+    fees, fee_note = _batch_fees(ref, entry_charges, details)
+    notes += fee_note
+
+    rows: list[dict[str, object]] = []
+    net = 0
+    same_currency = True
+    for i, ((tx, gross, gross_ccy, tx_credit, _), (fee, fee_ccy)) in enumerate(
+        zip(details, fees, strict=True), 1
+    ):
         gateway = _gateway_ref(tx)
         same_currency &= gross_ccy == currency and fee_ccy in (None, currency)
         net += (gross if tx_credit == credit else -gross) - (fee if credit else -fee)
         rows.append(
             settlement_row(
-                row_number=ordinal,
-                record_ref=_text(tx, "Refs/AcctSvcrRef") or f"{ref}/{i}",
+                row_number=0,
+                # The bank may give every detail the entry's own reference (a batch
+                # booking): the line id is the entry's plus the detail's ordinal.
+                record_ref=f"{line_id}/{i}",
+                settler_ref=_text(tx, "Refs/AcctSvcrRef") or ref,
                 gateway=None,
                 gateway_txn_id=gateway,
-                batch_ref=ref,
+                batch_ref=line_id,
                 batch_net_minor=amount,
                 event_code=code,
                 kind=_kind(tx_credit, reversal, gateway),
@@ -335,13 +426,43 @@ def _entry_rows(
                 raw=raw_json({"entry": entry_json, "tx": _to_json(tx)}),
             )
         )
-    notes = []
     if same_currency and net != amount:
         notes.append(
             f"batch {ref}: details net to {money.format_minor(net, currency)} {currency}, "
             f"the entry amount is {money.format_minor(amount, currency)}"
         )
     return rows, notes
+
+
+def _batch_fees(
+    ref: str, entry: _Charges, details: Sequence[tuple[ET.Element, int, str, bool, _Charges]]
+) -> tuple[list[tuple[int, str | None]], list[str]]:
+    """Each detail's fee: its own charges, or its share of charges stated once for the entry.
+
+    Charges on the entry of a batch are the batch's fee. When no detail states
+    charges of its own, they are shared over the details in proportion to their
+    gross (``allocate``). When details state theirs, the entry's must be their
+    total (the bank repeating it) and nothing more is added; any other figure is
+    left unallocated with a note, and the batch then shows as an amount mismatch.
+    """
+    own = [(c.fee, c.currency) for *_, c in details]
+    if not entry.stated or entry.fee == 0:
+        return own, []
+    if not any(c.stated for *_, c in details):
+        shares = allocate(entry.fee, [gross for _, gross, *_ in details])
+        note = (
+            f"batch {ref}: entry charges {money.format_minor(entry.fee, entry.currency or '')} "
+            f"{entry.currency} shared over its {len(details)} lines in proportion to their gross"
+        )
+        return [(share, entry.currency) for share in shares], [note]
+    currencies = {c.currency for *_, c in details if c.stated}
+    total = sum(c.fee for *_, c in details)
+    if currencies == {entry.currency} and total == entry.fee:
+        return own, []
+    return own, [
+        f"batch {ref}: entry charges {money.format_minor(entry.fee, entry.currency or '')} "
+        f"{entry.currency} are not the total of its details' charges; not allocated"
+    ]
 
 
 def _tx_amount(tx: ET.Element | None) -> tuple[int, str] | None:
@@ -422,15 +543,20 @@ def write_camt053(
     created_at: str = "2026-01-01T00:00:00+00:00",
     version: str = "001.02",
     corrupt_summary: bool = False,
+    charges_on_entry: Collection[str] = (),
 ) -> Path:
     """Writes settlement rows as one camt.053 statement that the parser reads back to them.
 
     Consecutive rows sharing a ``batch_ref`` become one entry with a detail per row
     (the entry amount is their ``batch_net_minor``); any other row is an entry of
-    its own, with one detail when it names a gateway transaction. Rows must be in
-    the account ``currency`` and their kind must be what the parser derives (see
-    the module docstring). ``occurred_at`` is not written: a statement has no
-    transaction time. ``corrupt_summary`` overstates TxsSummry's entry count.
+    its own, with one detail when it names a gateway transaction. A batch detail's
+    ``Refs/AcctSvcrRef`` is the row's ``settler_ref`` (a bank's batch booking may
+    give every detail the entry's own reference). Rows must be in the account
+    ``currency`` and their kind must be what the parser derives (see the module
+    docstring). ``occurred_at`` is not written: a statement has no transaction
+    time. ``corrupt_summary`` overstates TxsSummry's entry count. For the batches
+    named in ``charges_on_entry`` the charges are stated once, on the entry (their
+    rows' fees added up; the rows' fees must be the shares ``allocate`` gives).
     """
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {', '.join(VERSIONS)}")
@@ -450,7 +576,8 @@ def write_camt053(
     amounts = [(_entry_amount(group), group[0]["direction"] == "credit") for group in entries]
     _write_summary(stmt, amounts, currency, version, corrupt_summary)
     for group, (amount, credit) in zip(entries, amounts, strict=True):
-        _write_entry(stmt, group, amount, credit, currency, version)
+        on_entry = len(group) > 1 and str(group[0]["batch_ref"]) in charges_on_entry
+        _write_entry(stmt, group, amount, credit, currency, version, on_entry)
     ET.indent(doc)
     body = ET.tostring(doc, encoding="unicode")
     path.write_text('<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n", encoding="utf-8")
@@ -543,10 +670,15 @@ def _write_entry(
     credit: bool,
     currency: str,
     version: str,
+    charges_on_entry: bool = False,
 ) -> None:
     first = group[0]
     batch = len(group) > 1
-    ref = str(first["batch_ref"] if batch else first["record_ref"])
+    fees = [as_int(row.get("fee_minor") or 0, "fee_minor") for row in group]
+    if charges_on_entry and fees != allocate(sum(fees), [as_int(r["gross_minor"], "gross_minor")
+                                                         for r in group]):  # fmt: skip
+        raise ValueError(f"batch {first['batch_ref']}: fees are not the entry charge's shares")
+    ref = str(first["batch_ref"] if batch else (first.get("settler_ref") or first["record_ref"]))
     for row in group:
         if row["currency"] != currency:
             raise ValueError(f"row {row['record_ref']} is in {row['currency']}, not {currency}")
@@ -576,6 +708,11 @@ def _write_entry(
             _sub(family, "SubFmlyCd", parts[2])
         else:
             _sub(ET.SubElement(bk, "Prtry"), "Cd", code)
+    if charges_on_entry:
+        fee_ccy = {str(r.get("fee_currency") or currency) for r in group}
+        if len(fee_ccy) != 1:
+            raise ValueError(f"batch {first['batch_ref']}: fees in several currencies")
+        _write_charges(entry, sum(fees), fee_ccy.pop(), version)
     if not batch and first.get("gateway_txn_id") is None:
         _write_charges(entry, as_int(first.get("fee_minor") or 0, "fee_minor"), currency, version)
         if first.get("description"):
@@ -586,7 +723,7 @@ def _write_entry(
         tx = ET.SubElement(details, "TxDtls")
         refs = ET.SubElement(tx, "Refs")
         if batch:
-            _sub(refs, "AcctSvcrRef", str(row["record_ref"]))
+            _sub(refs, "AcctSvcrRef", str(row.get("settler_ref") or row["record_ref"]))
         _sub(refs, "EndToEndId", as_opt_str(row.get("gateway_txn_id")) or NO_REF)
         fee_currency = str(row.get("fee_currency") or currency)
         _amt(
@@ -595,6 +732,9 @@ def _write_entry(
             as_int(row["gross_minor"], "gross_minor"),
             currency,
         )
-        _write_charges(tx, as_int(row.get("fee_minor") or 0, "fee_minor"), fee_currency, version)
+        if not charges_on_entry:
+            _write_charges(
+                tx, as_int(row.get("fee_minor") or 0, "fee_minor"), fee_currency, version
+            )
         if row.get("description"):
             _sub(ET.SubElement(tx, "RmtInf"), "Ustrd", str(row["description"]))

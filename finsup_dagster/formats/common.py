@@ -1,9 +1,14 @@
 """What every landed-file parser shares: the result type, the row shapes, reading and refusing.
 
-A file is parsed whole or refused whole with ``MalformedFile`` (or its
-``FooterMismatch``): the caller quarantines a refused file, so a half-read
-settlement file never reaches the books. Messages are one line and start with
-the file name, then where in the file, then what is wrong.
+A file is refused whole with ``MalformedFile`` (or its ``FooterMismatch``) only
+for what makes the file itself untrustworthy: unreadable, not the format, a
+footer or summary that disagrees with the body, a DOCTYPE/entity, a required
+element missing. The caller quarantines a refused file, so a half-read
+settlement file never reaches the books. What is about one row (a repeated
+transaction id or reference) never refuses the file: the row is read, a note
+names it and the row it repeats, and the reconciliation turns it into an
+exception. Messages are one line and start with the file name, then where in
+the file, then what is wrong.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from finsup_dagster.ledger.errors import FooterMismatch, InvalidInput, Malformed
 SETTLEMENT_COLUMNS: tuple[str, ...] = (
     "row_number",
     "record_ref",
+    "settler_ref",
     "gateway",
     "gateway_txn_id",
     "batch_ref",
@@ -145,6 +151,7 @@ def settlement_row(
     *,
     row_number: int,
     record_ref: str,
+    settler_ref: str | None,
     gateway: str | None,
     gateway_txn_id: str | None,
     batch_ref: str | None,
@@ -174,7 +181,10 @@ def settlement_row(
         raise InvalidInput("batch net amount given without a batch reference")
     return {
         "row_number": row_number,
+        # Unique in the file: the row's line id for people (with the file name).
         "record_ref": record_ref,
+        # The settler's own reference for the row, as written; may repeat in a file.
+        "settler_ref": settler_ref or None,
         # Who settled the line, lower-case (matched against an event's source);
         # None when the file does not say (a bank statement).
         "gateway": (gateway or "").strip().lower() or None,

@@ -29,9 +29,12 @@ the total and both numbers; a missing footer, a record out of order or a bad
 field raises ``MalformedFile``. A report split over several files is not
 supported: each file must carry the whole report, RF/RC included.
 
-Row mapping: ``record_ref`` and ``gateway_txn_id`` are the Transaction ID (a
+Row mapping: ``settler_ref`` and ``gateway_txn_id`` are the Transaction ID (a
 refund's own id, as the PayPal API reports it; the refunded sale's id stays in
-``raw`` as the PayPal Reference ID); ``occurred_at`` is the Transaction Initiation
+``raw`` as the PayPal Reference ID); ``record_ref`` is the Transaction ID too, or
+``<id>#<line>`` for a row repeating an earlier row's id: such a row is read like
+any other, with a note naming both lines, and the reconciliation decides which
+of the two settles (the other is a ``duplicate_settlement``); ``occurred_at`` is the Transaction Initiation
 Date, ``settled_on`` the date part of the Transaction Completion Date as the
 report writes it (the report's own time zone, the day PayPal settled it);
 ``description`` is the Custom Field; fees are positive when PayPal charged us (DR)
@@ -151,6 +154,7 @@ class _Reader:
         self.report = _Scope()
         self.report_rf: set[str] = set()
         self.refs: dict[str, int] = {}
+        self.notes: list[str] = []
         self.line = 0
 
     def fail(self, reason: str) -> MalformedFile:
@@ -235,16 +239,25 @@ class _Reader:
         if kind is None:
             self.skipped[code] += 1
             return
+        # A repeated Transaction ID is about this row, not the file: it lands, and the
+        # reconciler's tie-breaks decide which row settles and which is the duplicate.
+        record_ref = txn
         if txn in self.refs:
-            raise InvalidInput(f"Transaction ID {txn} repeats line {self.refs[txn]}")
-        self.refs[txn] = self.line
+            record_ref = f"{txn}#{self.line}"  # the row's reference stays unique in the file
+            self.notes.append(
+                f"{self.name}: line {self.line}: Transaction ID {txn} repeats line "
+                f"{self.refs[txn]} (both land; the reconciliation settles one)"
+            )
+        else:
+            self.refs[txn] = self.line
         completed = _time(get("Transaction Completion Date"), "Transaction Completion Date")
         initiated = get("Transaction Initiation Date")
         fee_minor = to_minor_units(fee, fee_currency)
         self.rows.append(
             settlement_row(
                 row_number=self.line,
-                record_ref=txn,
+                record_ref=record_ref,
+                settler_ref=txn,
                 gateway="paypal",
                 gateway_txn_id=txn,
                 batch_ref=None,
@@ -338,8 +351,10 @@ class _Reader:
             raise malformed(
                 self.name, None, f"{_MISSING[self.stage]}: the file is truncated or malformed"
             )
-        notes = [count_note("non-settlement rows by event code", self.skipped)]
-        return Parsed(self.rows, sum(self.skipped.values()), notes if self.skipped else [])
+        notes = list(self.notes)
+        if self.skipped:
+            notes.append(count_note("non-settlement rows by event code", self.skipped))
+        return Parsed(self.rows, sum(self.skipped.values()), notes)
 
 
 _STAGE_HINT = {

@@ -103,8 +103,13 @@ def parse_page(body: bytes | str, name: str) -> Parsed:
             continue
         ref = str(row["external_id"])
         if ref in seen:
-            raise malformed(name, where, f"transaction_id {ref} repeats transaction {seen[ref]}")
-        seen[ref] = number
+            # About this transaction, not the page: the ledger keeps one event (the same
+            # one again changes nothing) or rejects a conflicting repeat by its row.
+            parsed.notes.append(
+                f"{name}: {where}: transaction_id {ref} repeats transaction {seen[ref]}"
+            )
+        else:
+            seen[ref] = number
         parsed.rows.append(row)
     parsed.skipped = sum(skipped.values())
     if skipped:

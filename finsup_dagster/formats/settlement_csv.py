@@ -7,7 +7,11 @@ Header, exactly and in this order::
 
 One line per settled gateway transaction:
 
-- ``settlement_id`` (required, unique in the file): the settler's id for the line.
+- ``settlement_id`` (required): the settler's id for the line, ``settler_ref``.
+  ``record_ref`` is the same id, or ``<id>#<line>`` for a line repeating an
+  earlier line's id: such a line is read like any other, with a note naming both
+  lines (the reconciliation reports the repeat of a settled transaction as a
+  ``duplicate_settlement``).
 - ``gateway`` (required): who settled it, e.g. ``paypal``; lower-cased, it must
   equal the revenue event's ``source`` for the line to match it.
 - ``gateway_txn_id`` (optional): the gateway transaction this line settles.
@@ -21,8 +25,10 @@ One line per settled gateway transaction:
   many lines; the net amount needs a batch ref.
 - ``description`` (optional): free text.
 
-A settlement file is all-or-nothing: any bad line refuses the file, naming the
-line. A file with only the header is valid and means "nothing settled".
+A line that cannot be read (wrong field count, a blank required field, an amount
+or date that is not one) refuses the file, naming the line: the file has no
+footer to say what such a line was worth, so no part of it is trusted. A file
+with only the header is valid and means "nothing settled".
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ def parse_settlement_text(text: str, name: str) -> Parsed:
             )
         rows: list[dict[str, object]] = []
         seen: dict[str, int] = {}
+        notes: list[str] = []
         for fields in reader:
             line = reader.line_num
             if not any(f.strip() for f in fields):
@@ -87,19 +94,23 @@ def parse_settlement_text(text: str, name: str) -> Parsed:
                     name, f"line {line}", f"has {len(fields)} fields, the header has {len(HEADER)}"
                 )
             record = dict(zip(HEADER, fields, strict=True))
-            ref = record["settlement_id"].strip()
-            if ref in seen:
-                raise malformed(
-                    name, f"line {line}", f"settlement_id {ref!r} repeats line {seen[ref]}"
-                )
             try:
-                rows.append(_row(line, record))
+                row = _row(line, record)
             except InvalidInput as exc:
                 raise malformed(name, f"line {line}", exc) from None
-            seen[ref] = line
+            ref = str(row["record_ref"])
+            if ref in seen:  # about this line, not the file: it lands, noted
+                row["record_ref"] = f"{ref}#{line}"
+                notes.append(
+                    f"{name}: line {line}: settlement_id {ref} repeats line {seen[ref]} "
+                    "(both land; the reconciliation settles one)"
+                )
+            else:
+                seen[ref] = line
+            rows.append(row)
     except csv.Error as exc:
         raise malformed(name, f"line {reader.line_num}", f"is not valid CSV ({exc})") from None
-    return Parsed(rows=rows)
+    return Parsed(rows=rows, notes=notes)
 
 
 def _row(line: int, rec: Mapping[str, str]) -> dict[str, object]:
@@ -121,6 +132,7 @@ def _row(line: int, rec: Mapping[str, str]) -> dict[str, object]:
     return settlement_row(
         row_number=line,
         record_ref=text("settlement_id"),
+        settler_ref=text("settlement_id"),
         gateway=text("gateway"),
         gateway_txn_id=text("gateway_txn_id") or None,
         batch_ref=batch_ref,
@@ -158,7 +170,7 @@ def write_settlement_csv(
         occurred = as_opt_str(row.get("occurred_at"))
         writer.writerow(
             [
-                row["record_ref"],
+                row.get("settler_ref") or row["record_ref"],
                 row.get("gateway") or gateway,
                 row.get("gateway_txn_id") or "",
                 row["kind"],

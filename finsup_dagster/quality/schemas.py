@@ -83,7 +83,7 @@ class _FileRows(pa.DataFrameModel):
         str_matches=SHA256_RE, description="SHA-256 of the file's bytes, lowercase hex."
     )
     row_number: Series[np.int64] = pa.Field(ge=1, description="Data row in the file, from 1.")
-    record_ref: Series[str] = pa.Field(description="Stable reference to the row in its file.")
+    record_ref: Series[str] = pa.Field(description="The row's line id, unique in its file.")
 
     @pa.check("partition_date", name="is_date")
     def _partition_date_is_a_date(cls, series: pd.Series) -> pd.Series:
@@ -97,6 +97,9 @@ class _FileRows(pa.DataFrameModel):
 class SettlementLines(_FileRows):
     """Settlement report lines (PayPal STL, camt.053, settlement CSV) after parsing."""
 
+    settler_ref: Series[str] = pa.Field(
+        nullable=True, description="The settler's own reference for the row; may repeat."
+    )
     gateway: Series[str] = pa.Field(
         nullable=True, description="Who settled the line, lower-case; empty for bank lines."
     )

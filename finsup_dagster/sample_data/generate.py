@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from finsup_dagster.formats import write_camt053, write_settlement_csv, write_stl
+from finsup_dagster.formats.camt053 import allocate
 from finsup_dagster.gateways.sandbox import (
     PAYPAL_ACCOUNT_NUMBER,
     PAYPAL_TRANSACTIONS_FILE,
@@ -112,6 +113,14 @@ SCENARIOS: dict[str, str] = {
     "appstore_batch_short": (
         "camt.053 batch credit 0.50 EUR short of its lines net of fees: batch amount_mismatch, "
         "the lines still match"
+    ),
+    "appstore_batch_booking": (
+        "camt.053 batch booking whose details all repeat the entry's reference, the bank's "
+        "charges stated once for the entry: shared over the lines as their fees, no mismatch"
+    ),
+    "paypal_stl_repeated_row": (
+        "an STL listing one sale's transaction twice: the file lands, the first row settles "
+        "the sale, the second is a duplicate_settlement"
     ),
     "appstore_no_reference": (
         "App Store sale settled 3 days later by a bank credit without reference (amount/date)"
@@ -237,7 +246,7 @@ class _Event:
 @dataclass
 class _Line:
     fmt: str
-    record_ref: str
+    record_ref: str  # the line id the parser gives the row (unique in its file)
     gateway_txn_id: str | None
     kind: str
     gross_minor: int
@@ -252,6 +261,7 @@ class _Line:
     event_code: str | None = None
     description: str | None = None
     event: _Event | None = None
+    settler_ref: str | None = None  # the settler's reference, when not the line id
 
     @property
     def direction(self) -> str:
@@ -265,6 +275,7 @@ class _Line:
         return {
             "row_number": 0,
             "record_ref": self.record_ref,
+            "settler_ref": self.settler_ref or self.record_ref,
             "gateway_txn_id": self.gateway_txn_id,
             "batch_ref": self.batch_ref,
             "batch_net_minor": self.batch_net_minor,
@@ -457,6 +468,11 @@ def _paypal_day(plan: _Plan, day: int) -> None:
         sales.append(ev)
         plan.settle("paypal-stl", ev, day + 1, event_code="T0006")
     if day == 0:
+        # The same transaction listed twice in the next day's report (the generator
+        # gives the repeat its line id when the file is written: "<id>#<line>").
+        plan.settle("paypal-stl", sales[0], day + 1, event_code="T0006",
+                    outcome="duplicate_settlement", scenario="paypal_stl_repeated_row")  # fmt: skip
+    if day == 0:
         amount = rng.choice(USD_PRICES)
         plan.event(
             "paypal",
@@ -615,18 +631,25 @@ def _appstore_day(plan: _Plan, day: int) -> None:
         )
     batch_ref = f"APPLE-{plan.compact(day)}"
     short = day == 1
+    booking = day == 0  # details repeat the entry's reference; charges once, on the entry
     lines = [
         plan.settle(
             "camt053",
             ev,
             day + 2,
-            record_ref=f"{batch_ref}-{n:02d}",
+            record_ref=f"{batch_ref}/{n}",
             batch_ref=batch_ref,
             event_code="PMNT/RCDT/ESCT",
             description=f"App Store proceeds {ev.external_id}",
         )
         for n, ev in enumerate(sales, 1)
     ]
+    for n, line in enumerate(lines, 1):
+        line.settler_ref = batch_ref if booking else f"{batch_ref}-{n:02d}"
+    if booking:  # what the parser makes of the entry's charge: shares of it
+        total = sum(line.fee_minor for line in lines)
+        for line, share in zip(lines, allocate(total, [x.gross_minor for x in lines]), strict=True):
+            line.fee_minor = share
     for line in lines:
         line.outcome = "matched:batch_reference"
         if line.event is not None:
@@ -634,8 +657,9 @@ def _appstore_day(plan: _Plan, day: int) -> None:
     net = sum(line.gross_minor - line.fee_minor for line in lines) - (50 if short else 0)
     for line in lines:
         line.batch_net_minor = net
+    scenario = "appstore_batch_short" if short else "appstore_sale"
     plan.batches.append(
-        _Batch(batch_ref, day + 2, lines, net, "appstore_batch_short" if short else "appstore_sale")
+        _Batch(batch_ref, day + 2, lines, net, "appstore_batch_booking" if booking else scenario)
     )
     if day == 0:
         amount = _unique_eur_amount(plan)
@@ -936,7 +960,13 @@ def generate_sample(
         # PayPal STL: on day 2 the first delivery's report footer is wrong; a resend follows.
         stl = by_day.get(("paypal-stl", d), [])
         if stl:
-            rows = [line.row(day) for line in sorted(stl, key=lambda x: x.occurred_at or "")]
+            ordered = sorted(stl, key=lambda x: x.occurred_at or "")
+            first_line: dict[str | None, int] = {}
+            for n, line in enumerate(ordered, 5):  # RH, FH, SH, CH, then the SB rows
+                if line.gateway_txn_id in first_line:
+                    line.record_ref = f"{line.gateway_txn_id}#{n}"  # as the parser names it
+                first_line.setdefault(line.gateway_txn_id, n)
+            rows = [line.row(day) for line in ordered]
             folder = _folder(home, "paypal-stl", day)
             if d == 2:
                 bad = folder / f"STL-{compact}.01.009.CSV"
@@ -979,6 +1009,7 @@ def generate_sample(
                 "currency": "EUR",
                 "created_at": f"{day}T22:00:00+01:00",
                 "version": "001.08",
+                "charges_on_entry": {f"APPLE-{plan.compact(d - 2)}"} if d == 2 else set(),
             }
             if d == 2:
                 bad = write_camt053(folder / f"camt053-{compact}-01.xml", rows, **options)

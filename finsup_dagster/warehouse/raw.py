@@ -97,6 +97,12 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
                 run(conn, f"ALTER TABLE raw.{table} ADD COLUMN gateway VARCHAR")
                 if fill:
                     run(conn, f"UPDATE raw.{table} SET gateway = {fill}")
+        for table in SETTLEMENT_TABLES:
+            # Lines landed before settler_ref was a column: their record_ref was the
+            # settler's reference (it had to be unique in its file then).
+            if not has_column(conn, "raw", table, "settler_ref"):
+                run(conn, f"ALTER TABLE raw.{table} ADD COLUMN settler_ref VARCHAR")
+                run(conn, f"UPDATE raw.{table} SET settler_ref = record_ref")
         for table in SETTLEMENT_TABLES:  # lines landed before: before any night's watermark
             add_counter_column(conn, "raw", table, "landing_seq")
     for table in SETTLEMENT_TABLES:  # and a key each (in transactions of its own)
