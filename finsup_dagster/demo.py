@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,21 +53,25 @@ def run_job(
     """Runs a job in process against the persistent instance, so the run shows in the UI."""
     import dagster as dg
 
-    from finsup_dagster.definitions import defs
-
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         from finsup_dagster.ledger.errors import LedgerError
 
         raise LedgerError("DAGSTER_HOME is not set: point it at the Dagster instance folder")
     prepare_instance(Path(home))
-    with dg.DagsterInstance.get() as instance:
+    # Dagster's warnings (beta parameters, backfill policies) speak to developers,
+    # and the run's own log lines are in the run (the UI shows them): the caller
+    # prints the outcome and every failed check.
+    with warnings.catch_warnings(), dg.DagsterInstance.get() as instance:
+        warnings.simplefilter("ignore")
+        from finsup_dagster.definitions import defs
+
         return defs.resolve_job_def(name).execute_in_process(
             instance=instance,
             raise_on_error=False,
             tags=tags,
             partition_key=partition_key,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         )
 
 

@@ -83,6 +83,11 @@ class Quarantined:
     def is_footer_mismatch(self) -> bool:
         return self.error == "FooterMismatch"
 
+    def describe(self) -> str:
+        """``<file>: <reason>``, the file named once (parsers' reasons often start with it)."""
+        name = self.path.name
+        return self.reason if self.reason.startswith(f"{name}:") else f"{name}: {self.reason}"
+
 
 def file_stamp() -> str:
     """Now, as a file-name-safe text: 20261120T020006773596Z."""

@@ -90,11 +90,19 @@ def _env(name: str) -> str:
     return value
 
 
+def _amounts(name: str) -> dict[str, str]:
+    try:
+        return parse_amount_map(_env(name))
+    except LedgerError as exc:
+        # Name the setting: "'lots' is not CURRENCY=AMOUNT" alone does not say where to look.
+        raise LedgerError(f"{name}: {exc}") from None
+
+
 def batch_policy() -> BatchPolicy:
     return BatchPolicy(
-        min_item=parse_amount_map(_env("FINSUP_MIN_ITEM")),
-        max_batch_total=parse_amount_map(_env("FINSUP_MAX_BATCH_TOTAL")),
-        dual_approval_over=parse_amount_map(_env("FINSUP_DUAL_APPROVAL_OVER")),
+        min_item=_amounts("FINSUP_MIN_ITEM"),
+        max_batch_total=_amounts("FINSUP_MAX_BATCH_TOTAL"),
+        dual_approval_over=_amounts("FINSUP_DUAL_APPROVAL_OVER"),
     )
 
 

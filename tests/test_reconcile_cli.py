@@ -55,6 +55,12 @@ def test_reconcile_a_day_through_the_instance_and_fail_on_a_bad_footer(tmp_path:
         "ERROR: warehouse/raw/paypal_stl settlement_footer_totals: STL-20261121.02" in proc.stdout
     )
     assert "matched to date: 1" in proc.stdout
+    # The summary and the failed checks, each file named once; dbt's lines and
+    # Dagster's warnings stay in the run's log.
+    assert proc.stderr == ""
+    assert "dbt" not in proc.stdout.lower() and len(proc.stdout.splitlines()) < 25
+    footer = next(ln for ln in proc.stdout.splitlines() if "settlement_footer_totals" in ln)
+    assert footer.count("STL-20261121.02.009.CSV") == 1
 
     report = json.loads(finsup(env, "report-reconciliation", "--date", DAY, "--json").stdout)
     assert report["date"] == DAY and report["matched"] == 1

@@ -118,7 +118,7 @@ def build_raw_asset(fmt: str) -> dg.AssetsDefinition:
             lines = _day_lines(conn, fmt, day)
             totals = _day_totals(conn, fmt, day)
         for q in report.quarantined:
-            context.log.error(f"quarantined {q.path}: {q.reason}")
+            context.log.error(f"quarantined, kept in {q.path.parent}: {q.describe()}")
         yield dg.MaterializeResult(
             asset_key=raw_key(fmt), metadata=_metadata(report, totals, fetched)
         )
@@ -211,6 +211,12 @@ def _metadata(
     return metadata
 
 
+def _named(held: list[landing.Quarantined], shown: int = 3) -> str:
+    """The first few refused files with their reasons, each file named once."""
+    text = "; ".join(q.describe() for q in held[:shown])
+    return text if len(held) <= shown else f"{text}; and {len(held) - shown} more"
+
+
 def _checks(
     fmt: str,
     home: Path,
@@ -230,7 +236,7 @@ def _checks(
             severity=dg.AssetCheckSeverity.ERROR,
             description=(
                 "every file read" if not held
-                else f"{len(held)} file(s) in quarantine: {held[0].path.name}: {held[0].reason}"
+                else f"{len(held)} file(s) in quarantine: {_named(held)}"
             ),
             metadata={
                 "quarantined": dg.MetadataValue.int(len(held)),
@@ -244,7 +250,7 @@ def _checks(
         results.append(dg.AssetCheckResult(
             asset_key=key, check_name="settlement_footer_totals", passed=not bad,
             severity=dg.AssetCheckSeverity.ERROR,
-            description="footers agree" if not bad else f"{bad[0].path.name}: {bad[0].reason}",
+            description="footers agree" if not bad else _named(bad),
             metadata={"files_refused": dg.MetadataValue.int(len(bad))},
         ))  # fmt: skip
     if fmt in landing.SETTLEMENT_FORMATS:

@@ -16,6 +16,7 @@ from dagster_dbt import (
 )
 from dagster_duckdb import DuckDBResource
 
+from finsup_dagster.assets.dbt_output import quietly
 from finsup_dagster.assets.metadata import markdown_table, money_by_currency
 from finsup_dagster.assets.partitions import daily
 from finsup_dagster.assets.raw import WAREHOUSE_POOL
@@ -78,7 +79,7 @@ def reconciliation_models(
         invocation = dbt.cli(
             ["build", "--vars", run_vars], context=context, target_path=Path(target)
         )
-        yield from invocation.stream()
+        yield from quietly(invocation.stream(), context)
 
 
 @dg.asset(

@@ -6,13 +6,24 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from sqlalchemy.engine import Engine
 
-from finsup_dagster.cli.common import JsonFlag, actor, app, emit_json, engine, fail, out
+from finsup_dagster.cli.common import (
+    JsonFlag,
+    actor,
+    app,
+    check_files,
+    each_file,
+    emit_json,
+    engine,
+    files_table,
+    out,
+    report_refusals,
+)
 from finsup_dagster.ledger import audit_log, balance, controls, db, seals
 from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
 from finsup_dagster.ledger.reports import transaction_logs
@@ -89,32 +100,33 @@ def ingest_revenue(
 ) -> None:
     """Ingest revenue events; rejected rows go to a rejects file beside each input.
 
-    Exits 1 when any row was rejected (the valid rows are still ingested).
+    Exits 1 when any row was rejected (the valid rows are still ingested), 2 when
+    a file was refused whole (the other files are still ingested).
     """
-    for path in paths:
-        if not path.is_file():
-            fail(f"{path}: no such file")
+    check_files(paths)
     eng = engine()
-    results = []
-    for path in paths:
+
+    def one(path: Path) -> dict[str, Any]:
         res = ingest_file(eng, path, actor=actor())
-        results.append(
-            {"file": str(path), **res.result.summary(),
-             "rejects_file": str(res.rejects_path) if res.rejects_path else None}
-        )  # fmt: skip
+        return {**res.result.summary(),
+                "rejects_file": str(res.rejects_path) if res.rejects_path else None}  # fmt: skip
+
+    results, errors = each_file(paths, one)
     if as_json:
         emit_json(results)
     else:
-        table = Table(
-            "file", "inserted", "unchanged", "status advanced", "rejected", "rejects file"
-        )
+        table = files_table("inserted", "unchanged", "status advanced", "rejected", "rejects file")
         for r in results:
+            if r["error"]:
+                table.add_row(r["file"], "refused: nothing ingested", "", "", "", "")
+                continue
             table.add_row(
                 r["file"], str(r["inserted"]), str(r["unchanged"]), str(r["status_advanced"]),
                 str(r["rejected"]), r["rejects_file"] or "",
             )  # fmt: skip
         out.print(table)
-    if any(r["rejected"] for r in results):
+    report_refusals(errors)
+    if any(r.get("rejected") for r in results):
         raise typer.Exit(1)
 
 
@@ -167,11 +179,17 @@ def set_reserve(
     out.print(f"reserve for {code} set to {format_minor(minor, code)}")
 
 
+# Far more rows than a terminal wants, and well inside a 64-bit SQL integer.
+MAX_LIMIT = 100_000_000
+
+
 @app.command("report-transaction-logs")
 def report_transaction_logs(
     since: Annotated[str | None, typer.Option(help="ISO 8601 instant with offset.")] = None,
     entity: Annotated[str | None, typer.Option(help="Entity type, e.g. payout_batch.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 1000,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many rows.")
+    ] = 1000,
     with_seals: Annotated[
         bool, typer.Option("--seals", help="Also the rows_sealed rows each write adds.")
     ] = False,

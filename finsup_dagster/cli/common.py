@@ -5,6 +5,8 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -29,6 +31,58 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a 
 def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def check_files(paths: list[Path]) -> None:
+    """Refuses before anything is read when a path is missing, a folder or not a file."""
+    from finsup_dagster.ledger.errors import InvalidInput
+    from finsup_dagster.ledger.files import check_input
+
+    for path in paths:
+        try:
+            check_input(path)
+        except InvalidInput as exc:
+            fail(str(exc))
+
+
+def each_file(
+    paths: list[Path], ingest: Callable[[Path], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Ingests every file, even after one is refused: (each file's outcome, the refusals).
+
+    A refused file (unreadable, missing columns) changes nothing; the others
+    still go in, and the summary says which did.
+    """
+    from finsup_dagster.ledger.errors import LedgerError
+
+    results: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for path in paths:
+        try:
+            results.append({"file": str(path), **ingest(path), "error": None})
+        except LedgerError as exc:
+            errors.append(str(exc))
+            results.append({"file": str(path), "error": str(exc)})
+    return results, errors
+
+
+def files_table(*columns: str) -> Any:
+    """A per-file outcome table whose paths wrap instead of being cut to ``/tmp/…``."""
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("file", overflow="fold")
+    for name in columns:
+        table.add_column(name)
+    return table
+
+
+def report_refusals(errors: list[str]) -> None:
+    """After the summary: one ``error:`` line per refused file, and exit 2."""
+    for message in errors:
+        typer.echo(f"error: {message}", err=True)
+    if errors:
+        raise typer.Exit(2)
 
 
 def actor() -> str:

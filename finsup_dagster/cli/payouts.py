@@ -10,7 +10,19 @@ import typer
 from rich.table import Table
 
 from finsup_dagster import settings
-from finsup_dagster.cli.common import JsonFlag, actor, app, emit_json, engine, fail, out
+from finsup_dagster.cli.common import (
+    JsonFlag,
+    actor,
+    app,
+    check_files,
+    each_file,
+    emit_json,
+    engine,
+    fail,
+    files_table,
+    out,
+    report_refusals,
+)
 from finsup_dagster.ledger import approvals, beneficiaries, clawbacks, controls, db, earnings, holds
 from finsup_dagster.ledger.batching import pending_batches
 from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
@@ -29,19 +41,13 @@ def _code(code: str | None) -> str:
     return code if code is not None else str(typer.prompt("TOTP code", hide_input=True))
 
 
-def _files(paths: list[Path]) -> None:
-    for path in paths:
-        if not path.is_file():
-            fail(f"{path}: no such file")
-
-
 @app.command("import-beneficiaries")
 def import_beneficiaries(
     path: Annotated[Path, typer.Argument(help="CSV or JSONL of beneficiaries.")],
     as_json: JsonFlag = False,
 ) -> None:
     """Create or update beneficiaries; each changed field is logged. Exits 1 if any row was rejected."""
-    _files([path])
+    check_files([path])
     res = beneficiaries.import_file(engine(), path, actor=actor())
     summary = res.summary()
     if as_json:
@@ -57,17 +63,23 @@ def ingest_earnings(
     paths: Annotated[list[Path], typer.Argument(help="CSV or JSONL earnings files.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Record earnings with the revenue that funds them. Exits 1 if any row was rejected."""
-    _files(paths)
+    """Record earnings with the revenue that funds them.
+
+    Exits 1 if any row was rejected, 2 if a file was refused whole (the others still go in).
+    """
+    check_files(paths)
     eng = engine()
-    results = [
-        {"file": str(p), **earnings.ingest_file(eng, p, actor=actor()).summary()} for p in paths
-    ]
+    results, errors = each_file(
+        paths, lambda p: earnings.ingest_file(eng, p, actor=actor()).summary()
+    )
     if as_json:
         emit_json(results)
     else:
-        table = Table("file", "created", "unchanged", "rejected", "rejects file")
+        table = files_table("created", "unchanged", "rejected", "rejects file")
         for r in results:
+            if r["error"]:
+                table.add_row(r["file"], "refused: nothing ingested", "", "", "")
+                continue
             table.add_row(
                 r["file"],
                 str(r["created"]),
@@ -76,7 +88,8 @@ def ingest_earnings(
                 r["rejects_file"] or "",
             )
         out.print(table)
-    if any(r["rejected"] for r in results):
+    report_refusals(errors)
+    if any(r.get("rejected") for r in results):
         raise typer.Exit(1)
 
 
@@ -85,6 +98,7 @@ def create_payout_batches(as_json: JsonFlag = False) -> None:
     """Build batches from accrued earnings by running the payout_batches asset through Dagster."""
     from finsup_dagster.demo import run_job
 
+    settings.batch_policy()  # a bad setting is refused here, in one line, not inside the run
     with db.read(engine()) as conn:
         controls.ensure_not_frozen(conn, "creating payout batches")
     result = run_job("create_payout_batches", tags={"finsup/actor": actor()})

@@ -81,8 +81,9 @@ def report_reconciliation(
     from finsup_dagster.warehouse import reports
     from finsup_dagster.warehouse.connection import connect
 
+    asked = check_date(date) if date else None  # a bad date is refused before anything is opened
     with connect(warehouse_path(), read_only=True) as conn:
-        day = check_date(date) if date else reports.latest_run_date(conn)
+        day = asked or reports.latest_run_date(conn)
         if day is None:
             fail("nothing reconciled yet: run `finsup reconcile --date YYYY-MM-DD` first")
         report = reports.report(conn, day)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pycountry
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -24,6 +25,7 @@ from finsup_dagster.ledger.errors import IneligiblePayee, InvalidInput
 from finsup_dagster.ledger.files import RowsResult, apply_rows
 from finsup_dagster.ledger.masking import mask_tax_id
 from finsup_dagster.ledger.schema import beneficiaries, payout_items
+from finsup_dagster.ledger.text import clean_text, optional_text
 
 COLUMNS = (
     "external_id", "name", "email", "payout_method", "destination", "country", "kyc_status",
@@ -85,35 +87,30 @@ def _flag(raw: Mapping[str, Any], name: str) -> bool:
 def parse_beneficiary(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validates one record into the columns stored (tax id masked here, before anything else)."""
 
-    def text(name: str) -> str:
-        value = raw.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise InvalidInput(f"{name} is missing")
-        return value.strip()
+    def text(name: str, max_len: int = 128) -> str:
+        return clean_text(raw.get(name), name, max_len=max_len)
 
     method = text("payout_method").lower()
     country = text("country").upper()
-    if not re.fullmatch(r"[A-Z]{2}", country):
-        raise InvalidInput(f"country {country!r} is not an ISO 3166 two-letter code")
-    tax_id = raw.get("tax_id")
-    email = (raw.get("email") or "").strip() or None
+    if not re.fullmatch(r"[A-Z]{2}", country) or pycountry.countries.get(alpha_2=country) is None:
+        raise InvalidInput(f"country {country!r} is not an ISO 3166-1 two-letter country code")
+    tax_id = optional_text(raw.get("tax_id"), "tax_id", max_len=64, secret=True)
+    email = optional_text(raw.get("email"), "email", max_len=254)
     if email and not _EMAIL.match(email):
         raise InvalidInput(f"email {email!r} is not an email address")
     screened = raw.get("screened_at")
     return {
         "external_id": text("external_id"),
-        "name": text("name"),
+        "name": text("name", max_len=200),
         "email": email,
         "payout_method": method,
-        "destination": check_destination(method, text("destination")),
+        "destination": check_destination(method, text("destination", max_len=254)),
         "country": country,
         "kyc_status": _choice(raw, "kyc_status", KYC, "unverified"),
         "sanctions_status": _choice(raw, "sanctions_status", SANCTIONS, "not_screened"),
-        "screened_at": clock.parse_instant(screened) if screened else None,
+        "screened_at": clock.parse_instant(screened, "screened_at") if screened else None,
         "blocked": _flag(raw, "blocked"),
-        "tax_id_masked": mask_tax_id(tax_id)
-        if isinstance(tax_id, str) and tax_id.strip()
-        else None,
+        "tax_id_masked": mask_tax_id(tax_id) if tax_id else None,
         "tax_form_status": _choice(raw, "tax_form_status", TAX_FORMS, "missing"),
     }
 
@@ -160,8 +157,9 @@ def import_file(engine: Engine, path: Path, actor: str = "system") -> RowsResult
 def _without_tax_id(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Rejects files are kept around: they hold the tax id masked, never in full."""
     out = dict(raw)
-    if isinstance(out.get("tax_id"), str) and out["tax_id"].strip():
-        out["tax_id"] = mask_tax_id(out["tax_id"])
+    value = out.get("tax_id")
+    if value is not None and str(value).strip():  # a JSON number is a tax id too
+        out["tax_id"] = mask_tax_id(str(value))
     return out
 
 

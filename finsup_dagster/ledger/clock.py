@@ -23,16 +23,21 @@ def canonical(instant: datetime) -> str:
     return instant.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def parse_instant(raw: object) -> str:
-    """ISO 8601 with an offset (or Z) to the canonical UTC form; naive times are refused."""
+def parse_instant(raw: object, name: str = "time") -> str:
+    """ISO 8601 with an offset (or Z) to the canonical UTC form; naive times are refused.
+
+    ``name`` is the field the error names (``occurred_at 'yesterday' is not ISO 8601``).
+    """
     if not isinstance(raw, str) or not raw.strip():
-        raise InvalidInput(f"time must be an ISO 8601 string with an offset, got {raw!r}")
+        raise InvalidInput(f"{name} must be an ISO 8601 time with an offset, got {raw!r:.40}")
     try:
         parsed = datetime.fromisoformat(raw.strip())
     except ValueError:
-        raise InvalidInput(f"time {raw!r} is not ISO 8601") from None
+        raise InvalidInput(f"{name} {raw!r:.60} is not ISO 8601") from None
     if parsed.tzinfo is None:
-        raise InvalidInput(f"time {raw!r} has no UTC offset; write e.g. 2026-01-31T12:00:00+00:00")
+        raise InvalidInput(
+            f"{name} {raw!r:.60} has no UTC offset; write e.g. 2026-01-31T12:00:00+00:00"
+        )
     return canonical(parsed)
 
 

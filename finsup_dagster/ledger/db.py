@@ -21,10 +21,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from finsup_dagster.ledger import seals
-from finsup_dagster.ledger.errors import SchemaNotReady
+from finsup_dagster.ledger.errors import LedgerError, SchemaNotReady
 from finsup_dagster.ledger.schema import audit_chain_head
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 
 
 def finsup_home() -> Path:
@@ -40,11 +41,48 @@ def default_ledger_url() -> str:
 
 
 def normalise_url(url: str) -> str:
-    """Bare ``postgresql://`` URLs use psycopg 3, the driver we ship."""
+    """Bare ``postgresql://`` URLs use psycopg 3, the driver we ship; other databases are refused."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+            break
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        # Not echoed: a malformed URL may still hold a password.
+        raise LedgerError(
+            "FINSUP_LEDGER_URL is not a database URL: use sqlite:///path/to/ledger.db "
+            "or postgresql://user@host:5432/dbname"
+        ) from None
+    dialect = parsed.get_backend_name()
+    if dialect not in SUPPORTED_DIALECTS:
+        raise LedgerError(
+            f"FINSUP_LEDGER_URL names a {dialect} database: the books live on SQLite or "
+            "PostgreSQL only (sqlite:///… or postgresql://…)"
+        )
     return url
+
+
+def sqlite_file(engine: Engine) -> Path | None:
+    """The file of a SQLite ledger (None for PostgreSQL or an in-memory database)."""
+    if not is_sqlite(engine):
+        return None
+    path = engine.url.database
+    return Path(path) if path and path != ":memory:" else None
+
+
+def prepare_to_create(engine: Engine) -> None:
+    """Creates the folder of a SQLite ledger: only creating the books may (reads never do)."""
+    path = sqlite_file(engine)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _exists_or_refuse(engine: Engine) -> None:
+    # SQLite would create an empty ledger file on a read; say what to do instead.
+    path = sqlite_file(engine)
+    if path is not None and not path.exists():
+        raise SchemaNotReady(f"the books are not initialised: run `finsup init` (no {path} yet)")
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -70,9 +108,6 @@ def _configure_sqlite(engine: Engine) -> None:
 def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     url = normalise_url(url or default_ledger_url())
     if url.startswith("sqlite"):
-        path = sa.engine.make_url(url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, **kwargs)
         _configure_sqlite(engine)
     else:
@@ -88,6 +123,7 @@ def is_sqlite(conn: Connection | Engine) -> bool:
 @contextmanager
 def read(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction: on SQLite a deferred BEGIN, so it never waits for writers."""
+    _exists_or_refuse(engine)
     with engine.connect().execution_options(finsup_begin="DEFERRED") as conn, conn.begin():
         yield conn
 
@@ -115,6 +151,7 @@ def write(engine: Engine, retries: int = 8) -> Iterator[Connection]:
 
 
 def _begin_locked(engine: Engine, retries: int) -> Connection:
+    _exists_or_refuse(engine)
     for attempt in range(retries + 1):
         conn = engine.connect()
         try:

@@ -3,8 +3,7 @@
 Files (CSV/JSONL) have ``external_id, beneficiary, amount, currency,
 event_hashes`` and optionally ``earned_at, description``. ``beneficiary`` is the
 beneficiary's external id; ``event_hashes`` lists the revenue events that fund
-the earning (in CSV separated by ``;`` or spaces, in JSONL a list or such a
-string).
+the earning (in CSV separated by ``;`` or spaces, in JSONL a list of strings).
 
 An earning is refused when its beneficiary or any cited event is unknown,
 when a cited event is not a confirmed sale in the earning's currency, or when
@@ -27,9 +26,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from finsup_dagster.ledger import audit_log, clock, holds
 from finsup_dagster.ledger.errors import InvalidInput
-from finsup_dagster.ledger.files import RowsResult, apply_rows
+from finsup_dagster.ledger.files import RowsResult, apply_rows, file_format
 from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
 from finsup_dagster.ledger.schema import beneficiaries, earning_sources, earnings, revenue_events
+from finsup_dagster.ledger.text import clean_text, optional_text
 
 COLUMNS = (
     "external_id",
@@ -55,29 +55,39 @@ class EarningInput:
     description: str | None
 
 
-def parse_earning(raw: Mapping[str, Any]) -> EarningInput:
-    ext = str(raw.get("external_id") or "").strip()
-    who = str(raw.get("beneficiary") or "").strip()
-    if not ext:
-        raise InvalidInput("external_id is missing")
-    if not who:
-        raise InvalidInput("beneficiary is missing")
+def parse_earning(raw: Mapping[str, Any], *, from_json: bool = False) -> EarningInput:
+    """Validates one record; ``from_json`` records must give ``event_hashes`` as a list."""
+    ext = clean_text(raw.get("external_id"), "external_id")
+    who = clean_text(raw.get("beneficiary"), "beneficiary")
     currency = normalise_currency(raw.get("currency"))
     amount = to_minor(raw.get("amount"), currency)
-    cited = raw.get("event_hashes")
-    parts = cited if isinstance(cited, list) else re.split(r"[;\s]+", str(cited or "").strip())
-    hashes = tuple(dict.fromkeys(str(h).strip().lower() for h in parts if str(h).strip()))
+    hashes = _cited_hashes(raw.get("event_hashes"), from_json)
+    earned = raw.get("earned_at")
+    return EarningInput(
+        ext, who, amount, currency, hashes,
+        clock.parse_instant(earned, "earned_at") if earned else clock.now(),
+        optional_text(raw.get("description"), "description", max_len=500),
+    )  # fmt: skip
+
+
+def _cited_hashes(cited: Any, from_json: bool) -> tuple[str, ...]:
+    if from_json and not isinstance(cited, list):
+        # A string would be split on separators by guesswork; JSON has lists for this.
+        got = "nothing" if cited is None else type(cited).__name__
+        raise InvalidInput(f"event_hashes must be a JSON list of event hashes, got {got}")
+    if isinstance(cited, list):
+        if not all(isinstance(h, str) for h in cited):
+            raise InvalidInput("event_hashes must list event hashes as strings")
+        parts = cited
+    else:
+        parts = re.split(r"[;\s]+", str(cited or "").strip())
+    hashes = tuple(dict.fromkeys(h.strip().lower() for h in parts if h.strip()))
     if not hashes:
         raise InvalidInput("event_hashes is empty: an earning must cite the revenue that funds it")
     bad = [h for h in hashes if not _HASH.match(h)]
     if bad:
         raise InvalidInput(f"event hash {bad[0][:20]!r} is not 64 hex characters")
-    earned = raw.get("earned_at")
-    return EarningInput(
-        ext, who, amount, currency, hashes,
-        clock.parse_instant(earned) if earned else clock.now(),
-        (str(raw.get("description")).strip() or None) if raw.get("description") else None,
-    )  # fmt: skip
+    return hashes
 
 
 def remaining_funding(conn: Connection, hashes: tuple[str, ...]) -> dict[str, tuple[Any, int]]:
@@ -168,7 +178,8 @@ def add_earning(conn: Connection, earning: EarningInput, actor: str) -> str:
 
 def ingest_file(engine: Engine, path: Path, actor: str = "system") -> RowsResult:
     """Every valid earning goes in; the rest go to the rejects file."""
+    from_json = file_format(path) == "jsonl"
     return apply_rows(
         engine, path, REQUIRED, COLUMNS, ("created", "unchanged"),
-        lambda conn, raw: add_earning(conn, parse_earning(raw), actor),
+        lambda conn, raw: add_earning(conn, parse_earning(raw, from_json=from_json), actor),
     )  # fmt: skip

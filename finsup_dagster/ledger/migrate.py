@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from finsup_dagster.ledger import db
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -30,6 +32,7 @@ def head_revision() -> str | None:
 
 def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     """Migrates to the newest revision; returns (before, after)."""
+    db.prepare_to_create(engine)
     before = current_revision(engine)
     cfg = _config()
     with engine.begin() as conn:

@@ -22,9 +22,8 @@ held or clawed back in the same transaction (holds.py).
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -40,14 +39,13 @@ from finsup_dagster.ledger.files import Rejected
 from finsup_dagster.ledger.journal import Account, Posting, debit_credit, post_entry
 from finsup_dagster.ledger.money import normalise_currency, to_minor
 from finsup_dagster.ledger.schema import revenue_events
+from finsup_dagster.ledger.text import clean_text
 
 KINDS = ("sale", "refund", "fee", "chargeback")
 STATUSES = ("projected", "confirmed", "reversed")
 STATUS_RANK = {s: i for i, s in enumerate(STATUSES)}
 FIELDS = ("source", "external_id", "amount", "currency", "occurred_at", "kind", "status")
 HASH_VERSION = "finsup-revenue-v1"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone escape from JSON: cannot be hashed as UTF-8
 _US = "\x1f"
 
 # Confirming an event moves money between these accounts; reversing moves it back.
@@ -86,20 +84,7 @@ class RevenueEvent:
 
 
 def _text(raw: Mapping[str, Any], name: str, lower: bool = False, max_len: int = 128) -> str:
-    value = raw.get(name)
-    if not isinstance(value, str):
-        if value is None:
-            raise InvalidInput(f"{name} is missing")
-        raise InvalidInput(f"{name} must be a string, got {value!r}")
-    value = value.strip()
-    if not value:
-        raise InvalidInput(f"{name} is missing")
-    if len(value) > max_len:
-        raise InvalidInput(f"{name} is longer than {max_len} characters")
-    if _CONTROL.search(value):
-        raise InvalidInput(f"{name} contains control characters")
-    if _SURROGATE.search(value):
-        raise InvalidInput(f"{name} is not valid Unicode text")
+    value = clean_text(raw.get(name), name, max_len=max_len)
     return value.lower() if lower else value
 
 
@@ -112,7 +97,7 @@ def parse_event(raw: Mapping[str, Any]) -> RevenueEvent:
         raise InvalidInput(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     currency = normalise_currency(raw.get("currency"))
     amount_minor = to_minor(raw.get("amount"), currency)
-    occurred_at = clock.parse_instant(raw.get("occurred_at"))
+    occurred_at = clock.parse_instant(raw.get("occurred_at"), "occurred_at")
     status_raw = raw.get("status")
     status = "projected" if status_raw in (None, "") else _text(raw, "status", lower=True)
     if status not in STATUS_RANK:
@@ -165,11 +150,15 @@ def ingest(
     source_file: str | None = None,
     actor: str = "system",
     chunk_size: int = 20_000,
+    originals: dict[int, Mapping[str, Any]] | None = None,
 ) -> IngestResult:
     """Upserts events, forward-only, a chunk per write transaction.
 
     ``events`` pairs each event with its row number in the input, so that a
     row refused here (a conflicting duplicate) can be reported by row.
+    ``originals``, filled by whoever yields ``events``, maps the chunk's row
+    numbers to the records as read: a refused row is reported with those
+    (else with its parsed fields); it is emptied after each chunk.
     Re-running with the same input changes nothing.
     """
     total = IngestResult()
@@ -178,6 +167,11 @@ def ingest(
     while chunk := list(islice(iterator, chunk_size)):
         with db.write(engine) as conn:
             part = _ingest_chunk(conn, chunk, source_file, actor)
+        if originals is not None:
+            part.rejected = [
+                Rejected(r.row, r.reason, originals.get(r.row, r.record)) for r in part.rejected
+            ]
+            originals.clear()
         total.merge(part)
         stats.grew(part.inserted)
     return total
@@ -347,12 +341,9 @@ def _count_by(events: Iterable[RevenueEvent], attr: str) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def parse_records(
-    records: Iterable[tuple[int, Mapping[str, Any]]],
-) -> Iterator[tuple[int, RevenueEvent | Rejected]]:
-    """Validates each record on its own: a bad row never stops the good ones."""
-    for row, raw in records:
-        try:
-            yield row, parse_event(raw)
-        except InvalidInput as exc:
-            yield row, Rejected(row, str(exc), raw)
+def parse_one(row: int, raw: Mapping[str, Any]) -> RevenueEvent | Rejected:
+    """One record validated on its own: a bad row never stops the good ones."""
+    try:
+        return parse_event(raw)
+    except InvalidInput as exc:
+        return Rejected(row, str(exc), raw)

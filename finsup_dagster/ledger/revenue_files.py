@@ -23,15 +23,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from finsup_dagster.ledger import clock, db
-from finsup_dagster.ledger.errors import InvalidInput
 from finsup_dagster.ledger.files import (
     Rejected,
+    check_input,
     file_format,
     read_records,
     split_malformed,
     write_rejects,
 )
-from finsup_dagster.ledger.revenue import FIELDS, IngestResult, RevenueEvent, ingest, parse_records
+from finsup_dagster.ledger.revenue import FIELDS, IngestResult, RevenueEvent, ingest, parse_one
 from finsup_dagster.ledger.schema import ingested_files
 
 REQUIRED = tuple(f for f in FIELDS if f != "status")
@@ -49,8 +49,7 @@ def ingest_file(
     engine: Engine, path: Path, actor: str = "system", chunk_size: int = 20_000
 ) -> FileResult:
     """Ingests every valid row; writes the others to a rejects file beside the input."""
-    if not path.is_file():
-        raise InvalidInput(f"{path}: no such file")
+    check_input(path)
     file_format(path)  # an unsupported file type is refused before anything is read
     rejected: list[Rejected] = []
     records = split_malformed(read_records(path, REQUIRED), rejected)
@@ -80,15 +79,24 @@ def ingest_records(
         write_rejects(path, [], FIELDS)
         return FileResult(path, IngestResult(unchanged=known))
 
+    # The chunk being ingested, as read: a row refused as a conflict goes to the
+    # rejects file with its own fields, so that once fixed it can go back in.
+    originals: dict[int, Mapping[str, Any]] = {}
+
     def events() -> Iterator[tuple[int, RevenueEvent]]:
-        for row, item in parse_records(records):
+        for row, raw in records:
+            item = parse_one(row, raw)
             if isinstance(item, Rejected):
                 rejected.append(item)
             else:
+                originals[row] = raw
                 yield row, item
 
     source_file = label or str(path)
-    result = ingest(engine, events(), source_file=source_file, actor=actor, chunk_size=chunk_size)
+    result = ingest(
+        engine, events(), source_file=source_file, actor=actor, chunk_size=chunk_size,
+        originals=originals,
+    )  # fmt: skip
     result.rejected = sorted([*rejected, *result.rejected], key=lambda r: r.row)
     if not result.rejected:
         _remember(engine, fingerprint, source_file, result.inserted + result.unchanged
