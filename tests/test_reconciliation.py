@@ -7,6 +7,7 @@ enough to work out the books by hand, so every assertion is an exact number.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from finsup_dagster.resources import (
     ReconciliationPolicyResource,
     resources_from_env,
 )
+from finsup_dagster.resources.dbt import DBT_PROJECT_DIR
 from finsup_dagster.schedules import nightly_reconciliation_schedule
 from finsup_dagster.warehouse import reports
 from tests.helpers.nightly import CLIENT, NIGHTLY_ASSETS, checks, metadata, nightly, warehouse
@@ -62,10 +64,20 @@ def pipeline(ledger_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     ledger.engine.dispose()
 
 
+def _dbt_log_files() -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in (DBT_PROJECT_DIR / "logs").glob("*")}  # fmt: skip
+
+
 def test_two_nights_reconcile_every_format_exactly(pipeline: dict[str, Any]) -> None:
     home = Path(pipeline["ledger"].home)
+    environment = dict(os.environ)
+    stale_logs = _dbt_log_files()
     first = nightly(pipeline, DAY1)
     assert first.success
+    # dbt got the warehouse path from the run's vars: no asset rewrote the environment.
+    assert dict(os.environ) == environment
+    assert _dbt_log_files() == stale_logs, "dbt's logs belong to the run's scratch folder"
     revenue_md = metadata(first, "ledger/revenue_events")
     # 6 CSV rows (PO-5 rejected: 12.345 USD), 4 JSONL rows, 3 from the PayPal API.
     assert (revenue_md["inserted"], revenue_md["rejected"]) == (12, 1)
