@@ -32,7 +32,8 @@ $(BIN)/finsup: $(UV) uv.lock pyproject.toml
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/tests -type f 2>/dev/null) dbt_project/dbt_project.yml dbt_project/profiles.yml
 $(MANIFEST): $(BIN)/finsup $(DBT_SOURCES)
-	$(BIN)/python -c "from finsup_dagster.resources.dbt import parse_project; parse_project()"
+	PATH=$(CURDIR)/$(BIN):$$PATH FINSUP_WAREHOUSE_PATH=$${FINSUP_WAREHOUSE_PATH:-unused.duckdb} \
+		$(BIN)/python -c "from finsup_dagster.resources.dbt import prepare; prepare()"
 
 install: $(BIN)/finsup $(MANIFEST)
 

@@ -2,19 +2,19 @@
 
 import dagster as dg
 
-from finsup_dagster.assets import balances, payouts, raw, reconciliation, revenue, warehouse
+from finsup_dagster.assets import balances, ledger_replica, payouts, raw, reconciliation, revenue
 from finsup_dagster.jobs import (
     create_payout_batches_job,
     nightly_reconciliation_job,
-    nightly_reconciliation_schedule,
     submit_payout_batch,
 )
 from finsup_dagster.resources import resources_from_env
+from finsup_dagster.schedules import nightly_reconciliation_schedule
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
-        [raw, revenue, warehouse, reconciliation, balances, payouts]
+        [raw, revenue, ledger_replica, reconciliation, balances, payouts]
     ),
     asset_checks=dg.load_asset_checks_from_modules([balances]),
     jobs=[nightly_reconciliation_job, create_payout_batches_job, submit_payout_batch],

@@ -1,11 +1,9 @@
 """Jobs: named selections of assets, and the op job that submits one approved batch."""
 
-from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 
-from finsup_dagster.assets.partitions import daily
 from finsup_dagster.ledger import db
 from finsup_dagster.ledger.payouts import start_submission
 from finsup_dagster.ledger.verification import ensure_intact
@@ -21,22 +19,6 @@ nightly_reconciliation_job = dg.define_asset_job(
         "settled revenue with fee postings, and compute the available balance."
     ),
 )
-
-
-@dg.schedule(
-    job=nightly_reconciliation_job,
-    cron_schedule="0 2 * * *",
-    execution_timezone=daily.timezone or "UTC",
-    description="02:00 in FINSUP_TIMEZONE: reconcile the day that just ended.",
-)
-def nightly_reconciliation_schedule(
-    context: dg.ScheduleEvaluationContext,
-) -> dg.RunRequest | dg.SkipReason:
-    scheduled = context.scheduled_execution_time
-    if scheduled is None:
-        return dg.SkipReason("no scheduled time")
-    day = (scheduled.date() - timedelta(days=1)).isoformat()
-    return dg.RunRequest(run_key=f"nightly-{day}", partition_key=day)
 
 
 create_payout_batches_job = dg.define_asset_job(

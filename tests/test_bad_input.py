@@ -35,7 +35,7 @@ from finsup_dagster.cli import main
 from finsup_dagster.ledger import db, schema
 from finsup_dagster.ledger.secret_box import generate_key
 from tests.conftest import create_pg_database, drop_pg_database
-from tests.test_cli import FINSUP
+from tests.helpers.cli import FINSUP
 
 REVENUE_HEADER = "source,external_id,amount,currency,occurred_at,kind,status"
 SALE = "paypal,PP-1,10.00,USD,2026-11-21T09:00:00Z,sale,confirmed"

@@ -23,7 +23,7 @@ from finsup_dagster.ledger import db, migrate
 from finsup_dagster.resources import LedgerResource, PayPalReportingResource
 from finsup_dagster.sample_data.generate import generate_sample
 from finsup_dagster.warehouse.reports import EXCEPTION_KINDS
-from tests.test_cli import FINSUP
+from tests.helpers.cli import FINSUP
 
 # Revenue from files only: the raw landing assets, the ledger, the balance and its checks.
 ASSETS = [

@@ -35,7 +35,7 @@ from finsup_dagster.resources import (
     resources_from_env,
 )
 from finsup_dagster.warehouse import reports
-from tests.test_reconciliation import checks, nightly, warehouse
+from tests.helpers.nightly import checks, nightly, warehouse
 
 DAY = "2026-11-21"
 SOURCES = {"paypal-stl": "paypal", "settlement-csv": "payoneer", "camt053": "appstore"}

@@ -15,8 +15,8 @@ import pytest
 
 from finsup_dagster.ledger.revenue import event_hash
 from finsup_dagster.ledger.secret_box import generate_key
-from tests.test_cli import assert_one_line_error, run, run_json
-from tests.test_revenue import write_csv
+from tests.helpers.cli import assert_one_line_error, run, run_json
+from tests.helpers.files import write_csv
 
 
 def write_rows(path: Path, header: list[str], rows: list[list[str]]) -> Path:

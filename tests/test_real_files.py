@@ -29,7 +29,7 @@ from finsup_dagster.resources import (
     resources_from_env,
 )
 from finsup_dagster.warehouse import reports
-from tests.test_reconciliation import checks, metadata, nightly, warehouse
+from tests.helpers.nightly import checks, metadata, nightly, warehouse
 
 DAY = "2026-11-21"
 REVENUE = """source,external_id,amount,currency,occurred_at,kind,status

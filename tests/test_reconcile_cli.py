@@ -11,7 +11,7 @@ import dagster as dg
 
 from finsup_dagster.formats import write_stl
 from finsup_dagster.warehouse.reports import EXCEPTION_KINDS
-from tests.test_cli import FINSUP, assert_one_line_error
+from tests.helpers.cli import FINSUP, assert_one_line_error
 
 DAY = "2026-11-21"
 

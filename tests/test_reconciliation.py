@@ -7,24 +7,18 @@ enough to work out the books by hand, so every assertion is an exact number.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 import pytest
 import sqlalchemy as sa
 from dagster_duckdb import DuckDBResource
 
-from finsup_dagster.assets.balances import audit_chain_intact, available_balance, journal_balanced
-from finsup_dagster.assets.raw import raw_assets
-from finsup_dagster.assets.reconciliation import reconciliation_models, revenue_confirmations
-from finsup_dagster.assets.revenue import revenue_events
-from finsup_dagster.assets.warehouse import ledger_replica
 from finsup_dagster.definitions import defs
 from finsup_dagster.gateways.sandbox import create_app, serve_in_thread
-from finsup_dagster.jobs import nightly_reconciliation_schedule
 from finsup_dagster.ledger import db, migrate
 from finsup_dagster.ledger.balance import available_balances
 from finsup_dagster.ledger.schema import revenue_events as revenue_table
@@ -34,7 +28,10 @@ from finsup_dagster.resources import (
     ReconciliationPolicyResource,
     resources_from_env,
 )
+from finsup_dagster.resources.dbt import DBT_PROJECT_DIR
+from finsup_dagster.schedules import nightly_reconciliation_schedule
 from finsup_dagster.warehouse import reports
+from tests.helpers.nightly import CLIENT, NIGHTLY_ASSETS, checks, metadata, nightly, warehouse
 from tests.reconciliation_scenario import (
     DAY1,
     DAY2,
@@ -44,13 +41,6 @@ from tests.reconciliation_scenario import (
     EXPECTED_PROJECTED,
     land_scenario,
 )
-
-CLIENT = ("test-client", "test-secret")
-# What the nightly_reconciliation job selects (groups ingestion, reconciliation, balances).
-NIGHTLY_ASSETS = [
-    *raw_assets, revenue_events, ledger_replica, reconciliation_models, revenue_confirmations,
-    available_balance, journal_balanced, audit_chain_intact,
-]  # fmt: skip
 
 
 @pytest.fixture
@@ -74,35 +64,20 @@ def pipeline(ledger_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     ledger.engine.dispose()
 
 
-def nightly(resources: dict[str, Any], day: str) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        NIGHTLY_ASSETS,
-        resources=resources,
-        partition_key=day,
-        raise_on_error=False,
-    )
-
-
-def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict[str, Any]:
-    events = [e for e in result.get_asset_materialization_events()
-              if e.asset_key.to_user_string() == key]  # fmt: skip
-    assert events, f"{key} was not materialised"
-    return {k: v.value for k, v in events[-1].materialization.metadata.items()}
-
-
-def checks(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
-    return {(e.asset_key.to_user_string(), e.check_name): e
-            for e in result.get_asset_check_evaluations()}  # fmt: skip
-
-
-def warehouse(resources: dict[str, Any]) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(resources["duckdb"].database, read_only=True)
+def _dbt_log_files() -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in (DBT_PROJECT_DIR / "logs").glob("*")}  # fmt: skip
 
 
 def test_two_nights_reconcile_every_format_exactly(pipeline: dict[str, Any]) -> None:
     home = Path(pipeline["ledger"].home)
+    environment = dict(os.environ)
+    stale_logs = _dbt_log_files()
     first = nightly(pipeline, DAY1)
     assert first.success
+    # dbt got the warehouse path from the run's vars: no asset rewrote the environment.
+    assert dict(os.environ) == environment
+    assert _dbt_log_files() == stale_logs, "dbt's logs belong to the run's scratch folder"
     revenue_md = metadata(first, "ledger/revenue_events")
     # 6 CSV rows (PO-5 rejected: 12.345 USD), 4 JSONL rows, 3 from the PayPal API.
     assert (revenue_md["inserted"], revenue_md["rejected"]) == (12, 1)

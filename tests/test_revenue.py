@@ -17,16 +17,7 @@ from finsup_dagster.ledger.errors import InvalidInput
 from finsup_dagster.ledger.revenue import event_hash, ingest, parse_event
 from finsup_dagster.ledger.revenue_files import ingest_file
 from finsup_dagster.ledger.schema import revenue_events
-
-HEADER = ["source", "external_id", "amount", "currency", "occurred_at", "kind", "status"]
-
-
-def write_csv(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> Path:
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+from tests.helpers.files import HEADER, write_csv
 
 
 def events_in(engine: Engine) -> dict[str, str]:

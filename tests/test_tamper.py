@@ -42,7 +42,7 @@ from finsup_dagster.ledger import (
 )
 from finsup_dagster.ledger.schema import clawbacks, gateway_events, journal_entries, postings
 from tests import payout_fixtures as fx
-from tests.test_cli import FINSUP
+from tests.helpers.cli import FINSUP
 
 KEY = checkpoints.derive_key("test-audit-key")
 

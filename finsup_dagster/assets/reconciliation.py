@@ -1,7 +1,6 @@
 """Reconciliation: the dbt models, then matched revenue confirmed in the books."""
 
 import json
-import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -70,9 +69,9 @@ def reconciliation_models(
         replica.ensure_schema(conn)
         for change in marts.upgrade(conn):  # tables of an earlier version of the models
             context.log.info(f"warehouse upgraded: {change}")
-    # The dbt profile reads the warehouse path from the environment (dbt_project/profiles.yml).
-    os.environ["FINSUP_WAREHOUSE_PATH"] = duckdb.database
-    run_vars = json.dumps({"run_date": context.partition_key})
+    # The dbt profile takes the warehouse path from the vars (dbt_project/profiles.yml),
+    # so dbt opens the very file the duckdb resource names.
+    run_vars = json.dumps({"run_date": context.partition_key, "warehouse_path": duckdb.database})
     # A scratch target per run: dbt's compiled SQL and run results are kept by
     # Dagster as events, and a folder per night would otherwise pile up.
     with tempfile.TemporaryDirectory(prefix="finsup-dbt-") as target:

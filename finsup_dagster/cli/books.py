@@ -65,6 +65,9 @@ def dev() -> None:
 
     migrate.upgrade(engine())
     prepare_instance(Path(os.environ["DAGSTER_HOME"]))
+    # dagster dev re-parses the dbt project on start (prepare_if_dev) with the `dbt`
+    # on PATH: the one installed beside this Python, even in an unactivated venv.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
     os.execv(dagster, [dagster, "dev", "-m", "finsup_dagster.definitions"])
 

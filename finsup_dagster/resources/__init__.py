@@ -4,7 +4,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
-from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_executable
+from finsup_dagster.resources.dbt import dbt_executable, dbt_project
 from finsup_dagster.resources.ledger import LedgerResource
 from finsup_dagster.resources.payout_policy import PayoutPolicyResource
 from finsup_dagster.resources.paypal import PayPalReportingResource
@@ -33,11 +33,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             dual_approval_over=dg.EnvVar("FINSUP_DUAL_APPROVAL_OVER"),
         ),
         "duckdb": DuckDBResource(database=dg.EnvVar("FINSUP_WAREHOUSE_PATH")),
-        "dbt": DbtCliResource(
-            project_dir=str(DBT_PROJECT_DIR),
-            profiles_dir=str(DBT_PROJECT_DIR),
-            dbt_executable=dbt_executable(),
-        ),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
         "paypal": PayPalReportingResource(
             base_url=dg.EnvVar("FINSUP_PAYPAL_BASE_URL"),
             client_id=dg.EnvVar("FINSUP_PAYPAL_CLIENT_ID"),

@@ -1,22 +1,21 @@
-"""The dbt project and its manifest, which dagster-dbt needs before any run.
+"""The dbt project, as dagster-dbt describes it (``DbtProject``).
 
-``make install`` and ``make test`` run ``dbt parse`` so the manifest is there;
-a checkout without one (an IDE, a fresh clone) gets it parsed once, on first
-use, into a private folder and moved into place, so two processes starting at
-once never read a half-written file.
+``make install`` (and so ``make test`` and CI) parses the manifest once, through
+the project's own preparer; under ``dagster dev`` (``finsup dev``) it is parsed
+again when the definitions load (``prepare_if_dev``), so an edited model shows
+without reinstalling. Anywhere else the manifest ``make install`` wrote is read.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import tempfile
 from functools import cache
 from pathlib import Path
 
+from dagster_dbt import DbtProject
+
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
-MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
 
 def dbt_executable() -> str:
@@ -27,24 +26,15 @@ def dbt_executable() -> str:
 
 @cache
 def manifest_path() -> Path:
-    if not MANIFEST.exists():
-        parse_project()
-    return MANIFEST
+    """The manifest ``@dbt_assets`` reads; prepared once per process, and only under dev."""
+    dbt_project.prepare_if_dev()
+    if not dbt_project.manifest_path.exists():
+        raise FileNotFoundError(
+            f"the dbt manifest {dbt_project.manifest_path} is missing: run `make install`"
+        )
+    return dbt_project.manifest_path
 
 
-def parse_project() -> None:
-    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=MANIFEST.parent) as scratch:
-        env = {
-            **os.environ,
-            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-            # parse never opens the warehouse, but the profile must render.
-            "FINSUP_WAREHOUSE_PATH": os.environ.get("FINSUP_WAREHOUSE_PATH", "unused.duckdb"),
-        }
-        subprocess.run(
-            [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
-             "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", scratch],
-            check=True, env=env, cwd=DBT_PROJECT_DIR,
-        )  # fmt: skip
-        # Same file system (the scratch folder is inside target/): an atomic rename.
-        os.replace(Path(scratch) / "manifest.json", MANIFEST)
+def prepare() -> None:
+    """What ``make install`` runs: ``dbt parse`` into ``dbt_project/target``."""
+    dbt_project.preparer.prepare(dbt_project)
