@@ -65,6 +65,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     books: bool = True  # False: the case never reaches a database (runs once)
     logs: str | None = None  # the one thing it may write: this transaction-log action
+    secret: str | None = None  # text of the input that must not reach the rejects file
 
 
 def rev(*rows: str, header: str = REVENUE_HEADER) -> str:
@@ -253,6 +254,34 @@ CASES = [
     ),
     Case("jsonl-not-json", IR, {"a.jsonl": jl("{not json")}, code=1, rejected="not valid JSON"),
     Case("jsonl-not-object", IR, {"a.jsonl": jl("[1, 2]")}, code=1, rejected="not a JSON object"),
+    Case(
+        "jsonl-deep-nesting",
+        IR,
+        {"a.jsonl": jl("[" * 50_000 + "]" * 50_000)},
+        code=1,
+        rejected="nested too deeply",
+    ),
+    Case(
+        "tax-id-in-unreadable-line",
+        IB,
+        {"p.jsonl": jl(repeated_key({**PERSON_OBJ, "tax_id": "123-45-6789"}, "name", "Eve"))},
+        code=1,
+        rejected="key 'name' appears twice",
+        secret="6789",
+    ),
+    Case(
+        "tax-id-in-misaligned-row",
+        IB,
+        {
+            "p.csv": people(
+                "ben-5,Doe, John,paypal,doe@example.com,GB,123-45-6789,missing",
+                header=PEOPLE_HEADER + ",tax_id,tax_form_status",
+            )
+        },
+        code=1,
+        rejected="more cells than header columns",
+        secret="6789",
+    ),
     Case(
         "jsonl-surrogate",
         IR,
@@ -521,6 +550,20 @@ CASES = [
     ),
     # -- settings -------------------------------------------------------------------------
     Case(
+        "ledger-url-psycopg2",
+        ("available-balance",),
+        env={"FINSUP_LEDGER_URL": "postgresql+psycopg2://postgres@127.0.0.1/x"},
+        error="the psycopg2 driver",
+        books=False,
+    ),
+    Case(
+        "ledger-url-bad-port",
+        ("available-balance",),
+        env={"FINSUP_LEDGER_URL": "postgresql://postgres@127.0.0.1:abc/x"},
+        error="FINSUP_LEDGER_URL is not a database URL",
+        books=False,
+    ),
+    Case(
         "ledger-url-mysql",
         ("available-balance",),
         env={"FINSUP_LEDGER_URL": "mysql://u@h/db"},
@@ -701,6 +744,8 @@ def check_case(case: Case, folder: Path, books: Books | None) -> None:
         assert len(rejects) == 1, "no rejects file beside the input"
         reasons = _reasons(rejects[0])
         assert reasons and all(case.rejected in r for r in reasons), reasons
+        if case.secret is not None:
+            assert case.secret not in rejects[0].read_text(), "a tax id reached the rejects file"
         assert err == "", err  # a rejected row is an outcome, not an error
     if books is not None:
         after = fingerprint(books.url)
@@ -762,7 +807,7 @@ def test_every_file_gets_an_outcome_before_the_error(
 
     code, out, err = _run("ingest-revenue", str(bad), str(good))  # the table, a already in
     assert code == 2
-    assert "refused:" in out and "a.csv" in out  # rich wraps cells over lines
+    assert "refused" in out and "a.csv" in out
     assert err.count("error: ") == 1
 
 
@@ -791,6 +836,41 @@ def test_a_rejects_file_goes_back_in_once_fixed(
         writer.writeheader()
         writer.writerow(mended)
     code, out, err = _run("ingest-revenue", str(rejects), "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["inserted"] == 1
+
+
+def test_a_fault_after_committed_chunks_says_what_is_in(
+    books: Books, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Revenue commits 20,000 rows at a time: a bad byte further on says how many went in."""
+    _use(monkeypatch, books.url, books.home)
+    rows = [
+        f"paypal,PP-chunk-{i},1.00,USD,2026-11-21T09:00:00Z,sale,projected" for i in range(20_500)
+    ]
+    path = tmp_path / "big.csv"
+    path.write_bytes(
+        rev(*rows).encode() + b"paypal,PP-bad,1.00,USD,2026-11-21T09:00:00Z,sale,\xff\n"
+    )
+    code, _out, err = _run("ingest-revenue", str(path))
+    assert code == 2
+    assert "not UTF-8" in err and "the 20000 rows before it are in the books" in err
+    assert err.count("error: ") == 1
+    path.write_text(rev(*rows))  # mended: the same rows again, without the bad line
+    code, out, err = _run("ingest-revenue", str(path), "--json")
+    assert code == 0, err
+    [result] = json.loads(out)
+    assert (result["inserted"], result["unchanged"]) == (500, 20_000)
+
+
+def test_blank_header_cells_are_no_columns(
+    books: Books, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spreadsheet's trailing commas: two blank header cells are not a repeated column."""
+    _use(monkeypatch, books.url, books.home)
+    path = tmp_path / "sheet.csv"
+    path.write_text(rev(SALE.replace("PP-1", "PP-sheet") + ",,", header=REVENUE_HEADER + ",,"))
+    code, out, err = _run("ingest-revenue", str(path), "--json")
     assert code == 0, err
     assert json.loads(out)[0]["inserted"] == 1
 

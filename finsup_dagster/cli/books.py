@@ -121,7 +121,7 @@ def ingest_revenue(
         table = files_table("inserted", "unchanged", "status advanced", "rejected", "rejects file")
         for r in results:
             if r["error"]:
-                table.add_row(r["file"], "refused: nothing ingested", "", "", "", "")
+                table.add_row(r["file"], "refused (see the error below)", "", "", "", "")
                 continue
             table.add_row(
                 r["file"], str(r["inserted"]), str(r["unchanged"]), str(r["status_advanced"]),

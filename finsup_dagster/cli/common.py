@@ -60,7 +60,7 @@ def each_file(
     for path in paths:
         try:
             results.append({"file": str(path), **ingest(path), "error": None})
-        except LedgerError as exc:
+        except (LedgerError, OSError) as exc:  # a file unreadable for its permissions, too
             errors.append(str(exc))
             results.append({"file": str(path), "error": str(exc)})
     return results, errors

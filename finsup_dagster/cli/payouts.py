@@ -78,7 +78,7 @@ def ingest_earnings(
         table = files_table("created", "unchanged", "rejected", "rejects file")
         for r in results:
             if r["error"]:
-                table.add_row(r["file"], "refused: nothing ingested", "", "", "")
+                table.add_row(r["file"], "refused (see the error below)", "", "", "")
                 continue
             table.add_row(
                 r["file"],

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from finsup_dagster.ledger import audit_log, clock
 from finsup_dagster.ledger.errors import IneligiblePayee, InvalidInput
-from finsup_dagster.ledger.files import RowsResult, apply_rows
+from finsup_dagster.ledger.files import MISALIGNED, RowsResult, apply_rows
 from finsup_dagster.ledger.masking import mask_tax_id
 from finsup_dagster.ledger.schema import beneficiaries, payout_items
 from finsup_dagster.ledger.text import clean_text, optional_text
@@ -157,6 +157,12 @@ def import_file(engine: Engine, path: Path, actor: str = "system") -> RowsResult
 def _without_tax_id(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Rejects files are kept around: they hold the tax id masked, never in full."""
     out = dict(raw)
+    if "raw" in out or out.get(MISALIGNED):
+        # A line that could not be read as columns (not JSON, a key twice, more cells
+        # than the header) may hold the tax id anywhere: only its id is kept. The
+        # input file itself is never changed, so nothing is lost.
+        return {"external_id": out.get("external_id") if out.get(MISALIGNED) else None,
+                "raw": "(withheld: it may hold a tax id; see this row of the input file)"}  # fmt: skip
     value = out.get("tax_id")
     if value is not None and str(value).strip():  # a JSON number is a tax id too
         out["tax_id"] = mask_tax_id(str(value))

@@ -25,7 +25,7 @@ from finsup_dagster.ledger.errors import LedgerError, SchemaNotReady
 from finsup_dagster.ledger.schema import audit_chain_head
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
-SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+SUPPORTED_DIALECTS = {"sqlite": "pysqlite", "postgresql": "psycopg"}  # dialect: its driver
 
 
 def finsup_home() -> Path:
@@ -48,7 +48,7 @@ def normalise_url(url: str) -> str:
             break
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         # Not echoed: a malformed URL may still hold a password.
         raise LedgerError(
             "FINSUP_LEDGER_URL is not a database URL: use sqlite:///path/to/ledger.db "
@@ -59,6 +59,13 @@ def normalise_url(url: str) -> str:
         raise LedgerError(
             f"FINSUP_LEDGER_URL names a {dialect} database: the books live on SQLite or "
             "PostgreSQL only (sqlite:///… or postgresql://…)"
+        )
+    driver = parsed.get_driver_name()
+    if driver != SUPPORTED_DIALECTS[dialect]:
+        # Sealing writes with psycopg 3's COPY; other drivers are not what finsup ships.
+        raise LedgerError(
+            f"FINSUP_LEDGER_URL asks for the {driver} driver: write a bare "
+            f"{'postgresql://' if dialect == 'postgresql' else 'sqlite:///'} URL"
         )
     return url
 

@@ -30,6 +30,9 @@ from finsup_dagster.ledger.errors import InvalidInput
 # no row; a field that long is still one row's problem (a rejected row).
 csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Marks a CSV row whose cells do not line up with the header: any cell may hold
+# any column's value (a scrubber must not trust the column names).
+MISALIGNED = "_misaligned"
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ def _csv_records(
         header = [h.strip() for h in (reader.fieldnames or [])]
     except csv.Error as exc:
         raise InvalidInput(f"{path}: header is not readable CSV ({exc})") from None
-    repeated = sorted({h for h in header if header.count(h) > 1})
+    # Blank header cells (a spreadsheet's trailing commas) name no column: ignored.
+    repeated = sorted({h for h in header if h and header.count(h) > 1})
     if repeated:
         # Which of the two a row means is anybody's guess: refuse rather than pick one.
         raise InvalidInput(f"{path}: column {', '.join(repeated)} appears twice in the header")
@@ -101,7 +105,8 @@ def _csv_records(
             if None in record:
                 # More cells than header columns: the row is misaligned, not just long.
                 cells = {k: v for k, v in record.items() if k is not None}
-                yield row, {**cells, "_malformed": "more cells than header columns"}
+                yield row, {**cells, MISALIGNED: True,
+                            "_malformed": "more cells than header columns"}  # fmt: skip
             else:
                 yield row, record
     except csv.Error as exc:
@@ -123,12 +128,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _has_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        return _SURROGATE.search(value) is not None
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_surrogate(v) for v in value)
+    # Iterative: a line nested thousands deep must not exhaust the interpreter's stack.
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
     return False
 
 
@@ -144,6 +155,9 @@ def _jsonl_records(fh: Any) -> Iterator[tuple[int, Mapping[str, Any]]]:
             continue
         except json.JSONDecodeError as exc:
             yield row, {"_malformed": f"not valid JSON ({exc.msg})", "raw": raw}
+            continue
+        except RecursionError:
+            yield row, {"_malformed": "nested too deeply to be a record", "raw": raw}
             continue
         if not isinstance(obj, dict):
             yield row, {"_malformed": "not a JSON object", "raw": raw}
@@ -210,6 +224,8 @@ def write_rejects(path: Path, rejected: Sequence[Rejected], columns: Sequence[st
     if not rejected:
         target.unlink(missing_ok=True)
         return None
+    rejected = [Rejected(r.row, r.reason, {k: v for k, v in r.record.items() if k != MISALIGNED})
+                for r in rejected]  # fmt: skip
     if target.suffix == ".csv":
         header = [*REJECT_COLUMNS, *columns]
         extra = sorted({k for r in rejected for k in r.record} - set(header))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -164,7 +164,9 @@ def ingest(
     total = IngestResult()
     iterator = iter(events)
     stats = TableStats(engine, revenue_events)
-    while chunk := list(islice(iterator, chunk_size)):
+    done = 0
+    while chunk := _next_chunk(iterator, chunk_size, done):
+        done += len(chunk)
         with db.write(engine) as conn:
             part = _ingest_chunk(conn, chunk, source_file, actor)
         if originals is not None:
@@ -175,6 +177,21 @@ def ingest(
         total.merge(part)
         stats.grew(part.inserted)
     return total
+
+
+def _next_chunk(
+    iterator: Iterator[tuple[int, RevenueEvent]], size: int, done: int
+) -> list[tuple[int, RevenueEvent]]:
+    try:
+        return list(islice(iterator, size))
+    except InvalidInput as exc:
+        if not done:
+            raise
+        # Earlier chunks are committed: say so, and that the mended file may simply go in again.
+        raise InvalidInput(
+            f"{exc}; the {done} rows before it are in the books (ingestion is idempotent: "
+            "ingest the mended file again)"
+        ) from None
 
 
 def _lookup(
