@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +24,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from finsup_dagster.ledger import db
 from finsup_dagster.ledger.errors import InvalidInput
+from finsup_dagster.ledger.text import SURROGATE
 
 # Python's csv module refuses fields over 128 KiB with an exception that names
 # no row; a field that long is still one row's problem (a rejected row).
 csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))
-_SURROGATE = re.compile("[\ud800-\udfff]")
 # Marks a CSV row whose cells do not line up with the header: any cell may hold
 # any column's value (a scrubber must not trust the column names).
 MISALIGNED = "_misaligned"
@@ -133,7 +132,7 @@ def _has_surrogate(value: Any) -> bool:
     while todo:
         item = todo.pop()
         if isinstance(item, str):
-            if _SURROGATE.search(item):
+            if SURROGATE.search(item):
                 return True
         elif isinstance(item, dict):
             todo.extend(item.keys())

@@ -15,7 +15,7 @@ from finsup_dagster.ledger.errors import InvalidInput
 
 # C0 controls, DEL and C1 controls (U+0080-U+009F, where ESC's 8-bit CSI lives).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE = re.compile("[\ud800-\udfff]")  # also used by files.py on whole JSON records
 
 
 def clean_text(value: Any, name: str, *, max_len: int = 128) -> str:
@@ -43,6 +43,6 @@ def optional_text(value: Any, name: str, *, max_len: int = 128, secret: bool = F
         raise InvalidInput(f"{name} is longer than {max_len} characters")
     if _CONTROL.search(text):
         raise InvalidInput(f"{name} contains control characters (such as terminal escapes)")
-    if _SURROGATE.search(text):
+    if SURROGATE.search(text):
         raise InvalidInput(f"{name} is not valid Unicode text")
     return text
