@@ -47,10 +47,8 @@ def land_samples(landing: Path) -> list[Path]:
     return copied
 
 
-def run_job(
-    name: str, tags: dict[str, str] | None = None, partition_key: str | None = None
-) -> dg.ExecuteInProcessResult:
-    """Runs a job in process against the persistent instance, so the run shows in the UI."""
+def dagster_instance() -> dg.DagsterInstance:
+    """The persistent instance under DAGSTER_HOME (a context manager), so runs show in the UI."""
     import dagster as dg
 
     home = os.environ.get("DAGSTER_HOME")
@@ -59,10 +57,17 @@ def run_job(
 
         raise LedgerError("DAGSTER_HOME is not set: point it at the Dagster instance folder")
     prepare_instance(Path(home))
+    return dg.DagsterInstance.get()
+
+
+def run_job(
+    name: str, tags: dict[str, str] | None = None, partition_key: str | None = None
+) -> dg.ExecuteInProcessResult:
+    """Runs a job in process against the persistent instance, so the run shows in the UI."""
     # Dagster's warnings (beta parameters, backfill policies) speak to developers,
     # and the run's own log lines are in the run (the UI shows them): the caller
     # prints the outcome and every failed check.
-    with warnings.catch_warnings(), dg.DagsterInstance.get() as instance:
+    with warnings.catch_warnings(), dagster_instance() as instance:
         warnings.simplefilter("ignore")
         from finsup_dagster.definitions import defs
 

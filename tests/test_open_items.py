@@ -30,7 +30,7 @@ import duckdb
 import pytest
 
 from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_executable
-from finsup_dagster.warehouse import marts, raw, replica
+from finsup_dagster.warehouse import raw, replica
 
 START = date(2025, 3, 1)
 MARTS = (
@@ -377,43 +377,3 @@ def test_a_night_whose_previous_night_cannot_be_trusted_takes_the_full_way(
     wh.build(None)
     today = wh.nights()[-1]
     assert today > day(12) and wh.nights().count(today) == 1
-
-
-def test_a_warehouse_from_before_integer_keys_goes_on_from_its_last_night(
-    tmp_path: Path,
-) -> None:
-    # Nights built by the models before integer keys kept their matches in a wide table
-    # (reconciliation_matches, text ids) and slices without keys, in a warehouse whose
-    # lines and events had no keys. After the upgrade every night's results are as they
-    # were, and the next night still starts from the last one.
-    plan = scenario(11, days=5)
-    wh = Warehouse(tmp_path / "warehouse")
-
-    for d in range(3):
-        wh.arrive(plan, d)
-        wh.build(d)
-    kept = {d: wh.slices(d, keys=False) for d in range(3)}
-    assert sum(len(kept[d]["reconciliation_matches"]) for d in kept) > 20
-    with duckdb.connect(str(wh.path)) as conn:
-        for sql in (
-            "CREATE TABLE main.wide AS SELECT * FROM main.reconciliation_matches",
-            "DROP VIEW main.reconciliation_matches",
-            "ALTER TABLE main.wide RENAME TO reconciliation_matches",
-            "DROP TABLE main.reconciliation_match_keys",
-            "ALTER TABLE main.reconciliation_open_lines DROP COLUMN line_key",
-            "ALTER TABLE main.reconciliation_open_events DROP COLUMN event_key",
-            *(f"ALTER TABLE raw.{t} DROP COLUMN line_key" for t in raw.SETTLEMENT_TABLES),
-            "ALTER TABLE ledger.revenue_events DROP COLUMN event_key",
-        ):
-            conn.execute(sql).fetchall()
-        # What the nightly job does first: lines and events numbered anew, then the marts.
-        raw.ensure_schema(conn)
-        replica.ensure_schema(conn)
-        assert len(marts.upgrade(conn)) == 3
-        assert marts.upgrade(conn) == []  # once
-    wh.arrive(plan, 3)
-    reference = wh.copy_to(tmp_path / "history")
-    reference.build(3, from_history=True)
-    assert wh.build(3) == "previous night"
-    assert wh.slices(3) == reference.slices(3)
-    assert {d: wh.slices(d, keys=False) for d in range(3)} == kept

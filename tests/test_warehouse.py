@@ -22,8 +22,7 @@ from finsup_dagster.ledger.confirmations import SettledMatch, confirm_matches
 from finsup_dagster.ledger.journal import unbalanced_entries
 from finsup_dagster.ledger.revenue import STATUS_RANK, RevenueEvent, ingest, parse_event
 from finsup_dagster.ledger.schema import journal_entries, postings, revenue_events, transaction_log
-from finsup_dagster.warehouse import marts, raw
-from finsup_dagster.warehouse.replica import ensure_schema as replica_schema
+from finsup_dagster.warehouse import raw
 from finsup_dagster.warehouse.replica import replicate
 
 DAY = "2026-11-21"
@@ -190,50 +189,6 @@ def _balances(conn: sa.Connection) -> dict[str, int]:
     return {b.currency: b.available_minor for b in available_balances(conn)}
 
 
-def test_a_warehouse_from_before_the_gateway_and_landing_seq_columns_gets_them(
-    tmp_path: Path,
-) -> None:
-    home = tmp_path / "home"
-    folder = home / "landing" / "settlement-csv" / DAY
-    folder.mkdir(parents=True)
-    (folder / "a.csv").write_text(HEADER + "S-1, PayOneer ,PO-1,sale,1.00,USD,,,2026-11-21,,,,\n")
-    with duckdb.connect(str(tmp_path / "wh.duckdb")) as wh:
-        raw.land_partition(wh, home, "settlement-csv", DAY)
-        # As the tables were made before: no gateway column (the CSV's stays in `raw`), no
-        # landing sequence.
-        for table in ("settlement_csv", "paypal_stl", "camt053"):
-            wh.execute(f"ALTER TABLE raw.{table} DROP COLUMN gateway").fetchall()
-            wh.execute(f"ALTER TABLE raw.{table} DROP COLUMN landing_seq").fetchall()
-            wh.execute(f"ALTER TABLE raw.{table} DROP COLUMN line_key").fetchall()
-        wh.execute(
-            "INSERT INTO raw.paypal_stl (partition_date, file_name, content_sha256, row_number,"
-            " record_ref, kind, direction, gross_minor, currency, fee_minor, fee_currency,"
-            " settled_on, raw) VALUES (?, 'stl', 'sha', 2, 'T1', 'sale', 'credit', 100, 'USD',"
-            " 0, 'USD', ?, '{}')",
-            [DAY, DAY],
-        ).fetchall()
-        raw.ensure_schema(wh)
-        raw.ensure_schema(wh)  # once filled, opening again changes nothing
-        got = [
-            wh.execute(f"SELECT gateway, landing_seq FROM raw.{table}").fetchall()
-            for table in ("settlement_csv", "paypal_stl", "camt053")
-        ]
-        keys = [
-            key
-            for table in ("settlement_csv", "paypal_stl", "camt053")
-            for (key,) in wh.execute(f"SELECT line_key FROM raw.{table}").fetchall()
-        ]
-        # A file landed after the migration comes after every line landed before it.
-        (folder / "b.csv").write_text(HEADER + "S-2,stripe,ch_2,sale,2.00,USD,,,2026-11-21,,,,\n")
-        raw.land_partition(wh, home, "settlement-csv", DAY)
-        later = wh.execute(
-            "SELECT landing_seq FROM raw.settlement_csv WHERE file_name LIKE '%b.csv'"
-        ).fetchall()
-    assert got == [[("payoneer", 0)], [("paypal", 0)], []]
-    assert later[0][0] > 0
-    assert len(keys) == 2 and None not in keys and len(set(keys)) == 2  # a key each
-
-
 def test_every_landed_settlement_file_gets_the_next_landing_number(tmp_path: Path) -> None:
     home = tmp_path / "home"
     with duckdb.connect(str(tmp_path / "wh.duckdb")) as wh:
@@ -278,13 +233,13 @@ def test_a_revenue_file_with_bad_rows_lands_whole_for_the_ledger_to_refuse(tmp_p
     assert rows[2][2] is not None and "not valid JSON" in rows[2][2]
 
 
-def test_a_replica_from_before_the_copy_numbers_gets_them(engine: Engine, tmp_path: Path) -> None:
+def test_a_replica_row_keeps_its_key_and_first_copy_number_when_copied_again(
+    engine: Engine, tmp_path: Path
+) -> None:
     ingest(engine, _events(2))
     with duckdb.connect(str(tmp_path / "wh.duckdb")) as wh:
         replicate(engine, wh)
-        for column in ("replicated_seq", "first_replicated_seq", "event_key"):  # as before
-            wh.execute(f"ALTER TABLE ledger.revenue_events DROP COLUMN {column}").fetchall()
-        ingest(engine, _events(3))  # one new event, copied after the upgrade
+        ingest(engine, _events(3))  # one new event
         replicate(engine, wh)
         rows = wh.execute(
             "SELECT external_id, first_replicated_seq, replicated_seq, event_key"
@@ -296,84 +251,14 @@ def test_a_replica_from_before_the_copy_numbers_gets_them(engine: Engine, tmp_pa
         again = dict(
             wh.execute("SELECT external_id, event_key FROM ledger.revenue_events").fetchall()
         )
-    # Events copied before the upgrade come before any night's watermark (0), unless the
-    # copy after it re-read them (the overlap), which keeps their first number at 0.
-    assert [(ext, first) for ext, first, _, _ in rows] == [("PO-1", 0), ("PO-2", 0), ("PO-3", 1)]
+    # The second copy re-read the first two (the overlap): they keep the number of the
+    # copy that first brought them.
+    assert [(ext, first) for ext, first, _, _ in rows] == [("PO-1", 1), ("PO-2", 1), ("PO-3", 2)]
     assert all(last >= first for _, first, last, _ in rows)
     # Every event has a key of its own, kept when the copy replaces its row.
     assert len(set(keys.values())) == 3 and None not in keys.values()
     assert {ext: again[ext] for ext in keys} == keys
     assert again["PO-4"] not in keys.values()
-
-
-def test_mart_tables_from_before_integer_keys_keep_every_match_and_its_rule(
-    tmp_path: Path,
-) -> None:
-    # Matches stored wide, by text ids, as the models wrote them before integer keys: a
-    # match under a bank batch credit was filed as `batch_reference`, whatever rule made it.
-    with duckdb.connect(str(tmp_path / "wh.duckdb")) as wh:
-        raw.ensure_schema(wh)
-        replica_schema(wh)
-        for n, txn in enumerate(("T1", None, "T3"), 1):
-            wh.execute(
-                "INSERT INTO raw.camt053 (partition_date, file_name, content_sha256, row_number,"
-                " gateway_txn_id, batch_ref, kind, gross_minor, currency, settled_on, raw,"
-                " landing_seq) VALUES (?, 'f', 'sha', ?, ?, 'B1', 'sale', 100, 'USD', ?, '{}', 1)",
-                [DAY, n, txn, DAY],
-            ).fetchall()
-            wh.execute(
-                "INSERT INTO ledger.revenue_events (event_hash, source, external_id, kind,"
-                " amount_minor, currency, occurred_at, status, replicated_seq,"
-                " first_replicated_seq) VALUES (?, 's', ?, 'sale', 100, 'USD', ?, 'projected',"
-                " 1, 1)",
-                [f"h{n}", f"T{n}", f"{DAY}T10:00:00Z"],
-            ).fetchall()
-        wh.execute(
-            "CREATE TABLE main.reconciliation_matches AS SELECT * FROM (VALUES"
-            " ('h1', 'T1', 'sha:1', 'batch_reference', '2026-11-21'),"
-            " ('h2', 'T2', 'sha:2', 'batch_reference', '2026-11-21'),"
-            " ('h3', 'T3', 'sha:3', 'gateway_txn_id', '2026-11-22'))"
-            " AS m(event_hash, external_id, settlement_line_id, match_rule, run_date)"
-        ).fetchall()
-        assert marts.upgrade(wh) == [
-            "reconciliation_matches: 3 matches kept as reconciliation_match_keys"
-        ]
-        got = wh.execute(
-            "SELECT e.event_hash, m.match_rule, m.run_date FROM main.reconciliation_match_keys m"
-            " JOIN ledger.revenue_events e USING (event_key) ORDER BY 1"
-        ).fetchall()
-        tables = wh.execute(
-            "SELECT table_name, table_type FROM information_schema.tables"
-            " WHERE table_schema = 'main' ORDER BY 1"
-        ).fetchall()
-    # The line that named the event's id was matched by it; the other by amount and date.
-    assert got == [
-        ("h1", "gateway_txn_id", "2026-11-21"),
-        ("h2", "amount_date_window", "2026-11-21"),
-        ("h3", "gateway_txn_id", "2026-11-22"),
-    ]
-    assert tables == [("reconciliation_match_keys", "BASE TABLE")]  # dbt makes the view
-
-
-def test_mart_upgrade_refuses_matches_it_cannot_place_and_changes_nothing(
-    tmp_path: Path,
-) -> None:
-    with duckdb.connect(str(tmp_path / "wh.duckdb")) as wh:
-        raw.ensure_schema(wh)
-        replica_schema(wh)
-        wh.execute(
-            "CREATE TABLE main.reconciliation_matches AS SELECT 'gone' AS event_hash,"
-            " 'T1' AS external_id, 'sha:1' AS settlement_line_id,"
-            " 'gateway_txn_id' AS match_rule, '2026-11-21' AS run_date"
-        ).fetchall()
-        with pytest.raises(RuntimeError, match="1 of 1 matches name an event or a settlement"):
-            marts.upgrade(wh)
-        left = wh.execute("SELECT count(*) FROM main.reconciliation_matches").fetchall()
-        made = wh.execute(
-            "SELECT count(*) FROM information_schema.tables"
-            " WHERE table_name = 'reconciliation_match_keys'"
-        ).fetchall()
-    assert left == [(1,)] and made == [(0,)]
 
 
 def test_a_warehouse_whose_key_sequence_is_behind_its_keys_is_refused(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from finsup_dagster.ledger.confirmations import confirm_matches
 from finsup_dagster.ledger.money import format_minor
 from finsup_dagster.resources import LedgerResource, ReconciliationPolicyResource
 from finsup_dagster.resources.dbt import manifest_path
-from finsup_dagster.warehouse import marts, raw, replica, reports
+from finsup_dagster.warehouse import raw, replica, reports
 
 OWNERS = ["team:finance-engineering"]
 MATCHES = dg.AssetKey(["warehouse", "reconciliation_matches"])
@@ -64,11 +64,11 @@ def reconciliation_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, duckdb: DuckDBResource
 ) -> Iterator[Any]:
     """dbt build for the day: staging views, matches, exceptions, summary, and their tests."""
-    with duckdb.get_connection() as conn:  # sources exist even before anything landed
+    # Sources exist even before anything landed; a warehouse of another schema
+    # version is refused here, before dbt touches it.
+    with duckdb.get_connection() as conn:
         raw.ensure_schema(conn)
         replica.ensure_schema(conn)
-        for change in marts.upgrade(conn):  # tables of an earlier version of the models
-            context.log.info(f"warehouse upgraded: {change}")
     # The dbt profile takes the warehouse path from the vars (dbt_project/profiles.yml),
     # so dbt opens the very file the duckdb resource names.
     run_vars = json.dumps({"run_date": context.partition_key, "warehouse_path": duckdb.database})

@@ -95,6 +95,50 @@ def report_reconciliation(
         _print_report(report)
 
 
+@app.command("rebuild-warehouse")
+def rebuild_warehouse(
+    through: Annotated[
+        str | None,
+        typer.Option("--through", help="YYYY-MM-DD, the last night; default: the last landed day."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Build the warehouse anew from the landing zone's kept files and the books.
+
+    For a warehouse of another schema version (after an upgrade of finsup), or one
+    in doubt. Replays every night from the first landed day; the books are read,
+    never written; the old warehouse is kept beside the new one, renamed.
+    """
+    from finsup_dagster import rebuild
+    from finsup_dagster.ledger import db
+
+    last = check_date(through) if through else None
+    report = rebuild.rebuild(
+        warehouse_path(), db.finsup_home(), through=last, tags={"finsup/actor": "cli"}
+    )
+    if as_json:
+        emit_json(
+            {
+                "warehouse": str(report.path),
+                "nights": report.nights,
+                "files_landed": report.files,
+                "matches": report.matches,
+                "old_warehouse_kept_as": str(report.kept_as) if report.kept_as else None,
+                "quarantined": report.quarantined,
+            }
+        )
+        return
+    out.print(
+        f"warehouse rebuilt at {report.path}: {len(report.nights)} nights"
+        f" ({report.nights[0]} to {report.nights[-1]}), {report.files} files landed,"
+        f" {report.matches} matches"
+    )
+    if report.kept_as:
+        out.print(f"the old warehouse is kept as {report.kept_as}")
+    for name in report.quarantined:
+        out.print(f"  quarantined (this finsup refuses it): {name}")
+
+
 def _report_or_none(day: str) -> dict[str, Any] | None:
     from finsup_dagster.warehouse import reports
     from finsup_dagster.warehouse.connection import connect

@@ -18,7 +18,10 @@ class WarehouseUnavailable(LedgerError):
 
 @contextmanager
 def connect(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection that turns DuckDB's lock and missing-file errors into one line."""
+    """A connection that turns DuckDB's lock and missing-file errors into one line, to a
+    warehouse of this finsup's schema version (``version.check``)."""
+    from finsup_dagster.warehouse import version  # it uses this module's helpers
+
     target = Path(path)
     if read_only and not target.exists():
         raise WarehouseUnavailable(
@@ -36,6 +39,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.Duc
             ) from None
         raise
     try:
+        version.check(conn, target)
         yield conn
     finally:
         conn.close()
@@ -67,55 +71,9 @@ def one(
     return tuple(rows[0]) if rows else None
 
 
-def _column_nullable(
-    conn: duckdb.DuckDBPyConnection, schema: str, table: str, column: str
-) -> str | None:
-    """``YES``/``NO`` for this database's ``schema.table.column``; None: no such column."""
-    row = one(
-        conn,
-        "SELECT is_nullable FROM information_schema.columns WHERE table_catalog ="
-        " current_database() AND table_schema = ? AND table_name = ? AND column_name = ?",
-        [schema, table, column],
-    )
-    return None if row is None else str(row[0])
-
-
-def has_column(conn: duckdb.DuckDBPyConnection, schema: str, table: str, column: str) -> bool:
-    """Whether this database's ``schema.table`` has ``column`` (for one-off migrations)."""
-    return _column_nullable(conn, schema, table, column) is not None
-
-
-def add_counter_column(
-    conn: duckdb.DuckDBPyConnection, schema: str, table: str, column: str
-) -> None:
-    """Adds a ``BIGINT NOT NULL`` numbering column to a table made before it existed, once:
-    the rows already there get 0, before any number handed out from then on."""
-    if has_column(conn, schema, table, column):
-        return
-    run(conn, f"ALTER TABLE {schema}.{table} ADD COLUMN {column} BIGINT DEFAULT 0")
-    run(conn, f"ALTER TABLE {schema}.{table} ALTER COLUMN {column} DROP DEFAULT")
-    run(conn, f"ALTER TABLE {schema}.{table} ALTER COLUMN {column} SET NOT NULL")
-
-
 def key_column(column: str, sequence: str) -> str:
     """DDL of a ``BIGINT NOT NULL`` key column that numbers rows from ``sequence``."""
     return f"{column} BIGINT DEFAULT nextval('{sequence}') NOT NULL"
-
-
-def add_key_column(
-    conn: duckdb.DuckDBPyConnection, schema: str, table: str, column: str, sequence: str
-) -> None:
-    """Adds a key column (``key_column``) to a table made before it existed: the rows
-    already there get numbers of their own. Outside any transaction: DuckDB numbers the
-    rows as an update, and only a later transaction may then make the column NOT NULL
-    (each step commits, and a step left undone is done on the next call)."""
-    if not has_column(conn, schema, table, column):
-        with transaction(conn):
-            run(conn, f"ALTER TABLE {schema}.{table} ADD COLUMN {column} BIGINT"
-                      f" DEFAULT nextval('{sequence}')")  # fmt: skip
-    if _column_nullable(conn, schema, table, column) == "YES":
-        with transaction(conn):
-            run(conn, f"ALTER TABLE {schema}.{table} ALTER COLUMN {column} SET NOT NULL")
 
 
 def check_key_sequence(

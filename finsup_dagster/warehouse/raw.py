@@ -35,11 +35,9 @@ from finsup_dagster.ledger.money import to_minor
 from finsup_dagster.ledger.revenue import FIELDS
 from finsup_dagster.ledger.revenue_files import file_sha256
 from finsup_dagster.quality import schemas
+from finsup_dagster.warehouse import version
 from finsup_dagster.warehouse.connection import (
-    add_counter_column,
-    add_key_column,
     check_key_sequence,
-    has_column,
     key_column,
     one,
     run,
@@ -79,6 +77,7 @@ def columns_for(fmt: str) -> tuple[str, ...]:
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    version.ensure(conn)  # a warehouse of another shape is rebuilt, never patched
     with transaction(conn):
         run(conn, "CREATE SCHEMA IF NOT EXISTS raw")
         run(conn, "CREATE SEQUENCE IF NOT EXISTS raw.landing_seq START 1")
@@ -92,31 +91,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
         )
         for fmt, table in TABLES.items():
             run(conn, _ddl(table, columns_for(fmt)))
-        for table, fill in _GATEWAY_BACKFILL.items():
-            if not has_column(conn, "raw", table, "gateway"):
-                run(conn, f"ALTER TABLE raw.{table} ADD COLUMN gateway VARCHAR")
-                if fill:
-                    run(conn, f"UPDATE raw.{table} SET gateway = {fill}")
-        for table in SETTLEMENT_TABLES:
-            # Lines landed before settler_ref was a column: their record_ref was the
-            # settler's reference (it had to be unique in its file then).
-            if not has_column(conn, "raw", table, "settler_ref"):
-                run(conn, f"ALTER TABLE raw.{table} ADD COLUMN settler_ref VARCHAR")
-                run(conn, f"UPDATE raw.{table} SET settler_ref = record_ref")
-        for table in SETTLEMENT_TABLES:  # lines landed before: before any night's watermark
-            add_counter_column(conn, "raw", table, "landing_seq")
-    for table in SETTLEMENT_TABLES:  # and a key each (in transactions of its own)
-        add_key_column(conn, "raw", table, "line_key", "raw.line_key")
     check_key_sequence(conn, "raw.line_key", [f"raw.{t}" for t in SETTLEMENT_TABLES], "line_key")
-
-
-# Settlement tables made before `gateway` was a column of their own get it,
-# filled with what each format always said (the generic CSV kept it in `raw`).
-_GATEWAY_BACKFILL = {
-    "paypal_stl": "'paypal'",
-    "camt053": None,
-    "settlement_csv": "lower(nullif(trim(json_extract_string(raw, '$.gateway')), ''))",
-}
 
 
 @dataclass

@@ -35,9 +35,8 @@ from sqlalchemy.engine import Engine
 
 from finsup_dagster.ledger import clock, db
 from finsup_dagster.ledger.schema import journal_entries, postings, revenue_events, transaction_log
+from finsup_dagster.warehouse import version
 from finsup_dagster.warehouse.connection import (
-    add_counter_column,
-    add_key_column,
     check_key_sequence,
     key_column,
     one,
@@ -77,18 +76,18 @@ def _ddl(table: sa.Table) -> str:
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    version.ensure(conn)
     with transaction(conn):
         run(conn, "CREATE SCHEMA IF NOT EXISTS ledger")
         run(conn, "CREATE SEQUENCE IF NOT EXISTS ledger.event_key START 1")
         for table in (revenue_events, journal_entries, postings, transaction_log):
             run(conn, _ddl(table))
-        for name, extra in _COPY_COLUMNS.items():  # rows copied before: before any watermark
-            for column in extra:
-                add_counter_column(conn, "ledger", name, column)
-        run(conn, "CREATE TABLE IF NOT EXISTS ledger.replica_watermarks"
-                  " (table_name VARCHAR PRIMARY KEY, watermark VARCHAR NOT NULL)")  # fmt: skip
-    for name, (column, sequence) in _KEY_COLUMNS.items():  # and keys (transactions of their own)
-        add_key_column(conn, "ledger", name, column, sequence)
+        run(
+            conn,
+            "CREATE TABLE IF NOT EXISTS ledger.replica_watermarks"
+            " (table_name VARCHAR PRIMARY KEY, watermark VARCHAR NOT NULL)",
+        )
+    for name, (column, sequence) in _KEY_COLUMNS.items():
         check_key_sequence(conn, sequence, [f"ledger.{name}"], column)
 
 
