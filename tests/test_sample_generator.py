@@ -13,7 +13,13 @@ import pytest
 
 from finsup_dagster.formats import parse_file, parse_page
 from finsup_dagster.ledger.errors import InvalidInput, MalformedFile
-from finsup_dagster.ledger.revenue import parse_event
+from finsup_dagster.ledger.revenue import FIELDS, parse_event
+from finsup_dagster.sample_data.expected import (
+    MATCH_WINDOW_DAYS,
+    STALE_AFTER_DAYS,
+    batch_outcome,
+    event_outcome,
+)
 from finsup_dagster.sample_data.generate import (
     OUTCOMES,
     SCENARIOS,
@@ -98,8 +104,7 @@ def test_settlement_lines_and_events_are_the_ones_expected(sample: SampleManifes
                 assert key not in lines
                 lines[key] = row
                 continue
-            raw = {k: row[k] for k in ("source", "external_id", "amount", "currency",
-                                       "occurred_at", "kind", "status")}  # fmt: skip
+            raw = {k: row[k] for k in FIELDS}
             try:
                 events[str(row["external_id"])] = {**raw, "event": parse_event(raw)}
             except InvalidInput as exc:
@@ -114,14 +119,12 @@ def test_settlement_lines_and_events_are_the_ones_expected(sample: SampleManifes
     assert set(events) == set(expected["events"])
     for key, want in expected["lines"].items():
         row = lines[key]
-        assert (row["gateway_txn_id"], row["kind"], row["currency"]) == (
-            want["gateway_txn_id"], want["kind"], want["currency"]
-        )  # fmt: skip
+        fields = ("gateway_txn_id", "kind", "currency")
+        assert [row[k] for k in fields] == [want[k] for k in fields], key
     for external_id, want in expected["events"].items():
         got = events[external_id]
-        assert (got["source"], got["kind"], got["currency"], got["amount"], got["status"]) == (
-            want["source"], want["kind"], want["currency"], want["amount"], want["status"]
-        )  # fmt: skip
+        fields = ("source", "kind", "currency", "amount", "status")
+        assert [got[k] for k in fields] == [want[k] for k in fields], external_id
         assert _utc_day(str(got["occurred_at"])) == want["occurred_on"]
 
 
@@ -155,9 +158,10 @@ def test_broken_files_are_refused_with_their_reason(sample: SampleManifest) -> N
         assert broken.reason in str(caught.value)
         # the resend in the same folder is good
         resends = [
-            p for p in _good_files(sample)
+            p
+            for p in _good_files(sample)
             if p.parent == broken.path.parent and _fmt(sample, p) == broken.fmt
-        ]  # fmt: skip
+        ]
         assert len(resends) == 1
 
 
@@ -190,11 +194,7 @@ def test_expectations_cover_every_scenario(sample: SampleManifest) -> None:
     finals = Counter(
         item["outcome"] for item in (*expected["events"].values(), *expected["lines"].values())
     )
-    for outcome in (
-        "matched:gateway_txn_id", "matched:amount_date_window", "matched:batch_reference",
-        "duplicate_settlement", "currency_mismatch", "amount_mismatch", "unmatched_revenue",
-        "unmatched_settlement", "awaiting_settlement",
-    ):  # fmt: skip
+    for outcome in sorted(set(OUTCOMES) - {"stale_projected", "ignored:other"}):
         assert finals[outcome] >= 1, outcome
     assert "stale_projected" not in finals  # needs 8 days of age
     assert {b["outcome"] for b in expected["batches"].values()} == {"balanced", "amount_mismatch"}
@@ -246,3 +246,19 @@ def test_longer_sample_turns_the_projected_sale_stale(tmp_path: Path) -> None:
 def test_too_few_days_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 4"):
         generate_sample(tmp_path / "home", tmp_path / "sandbox", days=3)
+
+
+def test_expected_outcomes_follow_the_documented_ages() -> None:
+    """docs/reconciliation.md: awaiting settlement up to match_window_days, then an exception;
+    a projected event older than stale_after_days is stale; a landed settlement decides."""
+    assert (MATCH_WINDOW_DAYS, STALE_AFTER_DAYS) == (3, 7)  # the dbt defaults
+    for status in ("confirmed", "projected"):
+        assert event_outcome(None, 0, status) == "awaiting_settlement"
+        assert event_outcome(None, 3, status) == "awaiting_settlement"
+        assert event_outcome(None, 4, status) == "unmatched_revenue"
+        assert event_outcome(None, 7, status) == "unmatched_revenue"
+        assert event_outcome("matched:gateway_txn_id", 9, status) == "matched:gateway_txn_id"
+    assert event_outcome(None, 8, "projected") == "stale_projected"
+    assert event_outcome(None, 30, "confirmed") == "unmatched_revenue"
+    assert batch_outcome(1000, 1000) == "balanced"
+    assert batch_outcome(950, 1000) == "amount_mismatch"

@@ -31,7 +31,9 @@ again, byte for byte, under another name two days later (landed once).
 The manifest says what was written and what the reconciliation should report
 for each event, settlement line and batch on each day, assuming the daily
 partitions (UTC) run in order and the dbt defaults (tolerance 0, match window 3
-days, stale after 7 days).
+days, stale after 7 days). The scenarios say which line settles which event and
+how; what follows from that each day (awaiting, unmatched, stale, a batch's
+balance, the day's counts) comes from the documented rules in ``expected.py``.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ import io
 import json
 import random
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +60,16 @@ from finsup_dagster.gateways.sandbox import (
 )
 from finsup_dagster.ledger.money import format_minor
 from finsup_dagster.ledger.revenue import FIELDS
+from finsup_dagster.sample_data.expected import (
+    MATCH_WINDOW_DAYS,
+    STALE_AFTER_DAYS,
+    batch_outcome,
+    day_counts,
+    event_outcome,
+    revenue_record,
+)
 
 MIN_DAYS = 4  # every scenario's files fall on days 0-3
-MATCH_WINDOW_DAYS = 3
-STALE_AFTER_DAYS = 7
 ACCOUNT_IBAN = "DE89370400440532013000"
 ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -470,8 +479,14 @@ def _paypal_day(plan: _Plan, day: int) -> None:
     if day == 0:
         # The same transaction listed twice in the next day's report (the generator
         # gives the repeat its line id when the file is written: "<id>#<line>").
-        plan.settle("paypal-stl", sales[0], day + 1, event_code="T0006",
-                    outcome="duplicate_settlement", scenario="paypal_stl_repeated_row")  # fmt: skip
+        plan.settle(
+            "paypal-stl",
+            sales[0],
+            day + 1,
+            event_code="T0006",
+            outcome="duplicate_settlement",
+            scenario="paypal_stl_repeated_row",
+        )
     if day == 0:
         amount = rng.choice(USD_PRICES)
         plan.event(
@@ -568,20 +583,16 @@ def _payoneer_day(plan: _Plan, day: int) -> None:
             gross=7850,
             description="Payoneer checkout (partial capture)",
         )
-        plan.bad_rows.append(
-            (
-                day,
-                {
-                    "source": "payoneer",
-                    "external_id": plan.payoneer_id(),
-                    "amount": "12.345",
-                    "currency": "USD",
-                    "occurred_at": plan.at(day, "USD").isoformat(),
-                    "kind": "sale",
-                    "status": "confirmed",
-                },
-            )
+        record = revenue_record(
+            source="payoneer",
+            external_id=plan.payoneer_id(),
+            amount_minor=1234,
+            currency="USD",
+            occurred_at=plan.at(day, "USD"),
+            kind="sale",
+            status="confirmed",
         )
+        plan.bad_rows.append((day, record | {"amount": "12.345"}))  # a cent and a half: refused
     if day == 2:
         sold = next(e for e in plan.events if e.scenario == "payoneer_sale" and e.day == 1)
         refund = plan.event(
@@ -718,14 +729,8 @@ def _bank_charge(plan: _Plan) -> None:
 
 def _event_outcome(ev: _Event, run: int) -> str:
     line = ev.settlement
-    if line is not None and ev.outcome is not None and run >= line.day:
-        return ev.outcome
-    age = run - ev.day
-    if age <= MATCH_WINDOW_DAYS:
-        return "awaiting_settlement"
-    if ev.status == "projected" and age > STALE_AFTER_DAYS:
-        return "stale_projected"
-    return "unmatched_revenue"
+    landed = line is not None and run >= line.day
+    return event_outcome(ev.outcome if landed else None, run - ev.day, ev.status)
 
 
 def _expected(plan: _Plan, lines: list[_Line], bad_ids: list[str]) -> dict[str, Any]:
@@ -766,7 +771,7 @@ def _expected(plan: _Plan, lines: list[_Line], bad_ids: list[str]) -> dict[str, 
     for batch in plan.batches:
         if batch.day >= plan.days:
             continue
-        outcome = "amount_mismatch" if batch.lines_net_minor != batch.net_minor else "balanced"
+        outcome = batch_outcome(batch.net_minor, batch.lines_net_minor)
         batches[batch.ref] = {
             "scenario": batch.scenario,
             "settled_on": plan.day_text(batch.day),
@@ -789,7 +794,7 @@ def _expected(plan: _Plan, lines: list[_Line], bad_ids: list[str]) -> dict[str, 
         "lines": line_map,
         "batches": batches,
         "rejected_rows": bad_ids,
-        "by_day": {day: _day_counts(day, events, line_map, batches) for day in days},
+        "by_day": {day: day_counts(day, events, line_map, batches) for day in days},
     }
 
 
@@ -818,43 +823,6 @@ def _scenarios(
     return out
 
 
-def _day_counts(
-    day: str, events: Mapping[str, Any], lines: Mapping[str, Any], batches: Mapping[str, Any]
-) -> dict[str, Any]:
-    """What a run for ``day`` reports: matches (made that day and in all), open items by kind.
-
-    ``batch_amount_mismatch`` is the exceptions row of kind ``batch`` (exception_kind
-    ``amount_mismatch``); reconciliation_summary counts it under ``amount_mismatch``.
-    """
-    matched_today = sum(
-        1 for v in lines.values() if v["outcome"].startswith("matched:") and v["settled_on"] == day
-    )
-    matched_total = sum(
-        1 for v in lines.values() if v["outcome"].startswith("matched:") and v["settled_on"] <= day
-    )
-    exceptions: Counter[str] = Counter()
-    awaiting = 0
-    for v in events.values():
-        outcome = v["by_day"].get(day)
-        if outcome == "awaiting_settlement":
-            awaiting += 1
-        elif outcome in ("unmatched_revenue", "stale_projected"):
-            exceptions[outcome] += 1
-    for v in lines.values():
-        outcome = v["by_day"].get(day)
-        if outcome is not None and not outcome.startswith(("matched:", "ignored:")):
-            exceptions[outcome] += 1
-    for v in batches.values():
-        if v["by_day"].get(day) == "amount_mismatch":
-            exceptions["batch_amount_mismatch"] += 1
-    return {
-        "matched_today": matched_today,
-        "matched_total": matched_total,
-        "awaiting_settlement": awaiting,
-        "exceptions": dict(sorted(exceptions.items())),
-    }
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -865,15 +833,15 @@ def _folder(home: Path, fmt: str, day: str) -> Path:
 
 
 def _revenue_record(ev: _Event) -> dict[str, str]:
-    return {
-        "source": ev.source,
-        "external_id": ev.external_id,
-        "amount": format_minor(ev.amount_minor, ev.currency),
-        "currency": ev.currency,
-        "occurred_at": ev.occurred_at,
-        "kind": ev.kind,
-        "status": ev.status,
-    }
+    return revenue_record(
+        source=ev.source,
+        external_id=ev.external_id,
+        amount_minor=ev.amount_minor,
+        currency=ev.currency,
+        occurred_at=ev.at,
+        kind=ev.kind,
+        status=ev.status,
+    )
 
 
 def _write_revenue_csv(path: Path, records: Iterable[Mapping[str, str]]) -> None:
@@ -887,6 +855,45 @@ def _write_revenue_csv(path: Path, records: Iterable[Mapping[str, str]]) -> None
 def _write_revenue_jsonl(path: Path, records: Iterable[Mapping[str, str]]) -> None:
     text = "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in records)
     path.write_text(text, encoding="utf-8")
+
+
+def _write_stl(rows: list[dict[str, object]], day: str, path: Path, spoilt: bool) -> None:
+    write_stl(
+        path,
+        rows,
+        report_date=day,
+        account_id=PAYPAL_ACCOUNT_NUMBER,
+        corrupt="RF" if spoilt else None,
+    )
+
+
+def _write_statement(
+    rows: list[dict[str, object]], options: dict[str, Any], path: Path, spoilt: bool
+) -> None:
+    write_camt053(path, rows, **options)
+    if spoilt:  # cut short
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 3 // 5])
+
+
+def _deliver(
+    folder: Path,
+    names: tuple[str, str],
+    write: Callable[[Path, bool], None],
+    refusal: tuple[str, str, str, str] | None,
+    files: list[Path],
+    broken: list[BrokenFile],
+) -> None:
+    """Writes a day's file as ``names[0]``. With ``refusal`` (format, day, error, reason) that
+    first delivery is spoilt (``write(path, True)``) and a good resend follows as ``names[1]``."""
+    path = folder / names[0]
+    if refusal is not None:
+        write(path, True)
+        files.append(path)
+        broken.append(BrokenFile(path, *refusal))
+        path = folder / names[1]
+    write(path, False)
+    files.append(path)
 
 
 def _paypal_info(ev: _Event) -> dict[str, Any]:
@@ -966,22 +973,11 @@ def generate_sample(
                 if line.gateway_txn_id in first_line:
                     line.record_ref = f"{line.gateway_txn_id}#{n}"  # as the parser names it
                 first_line.setdefault(line.gateway_txn_id, n)
-            rows = [line.row(day) for line in ordered]
+            write = partial(_write_stl, [line.row(day) for line in ordered], day)
+            footer = ("paypal-stl", day, "FooterMismatch", "report footer RF")
+            names = (f"STL-{compact}.01.009.CSV", f"STL-{compact}.02.009.CSV")
             folder = _folder(home, "paypal-stl", day)
-            if d == 2:
-                bad = folder / f"STL-{compact}.01.009.CSV"
-                write_stl(
-                    bad, rows, report_date=day, account_id=PAYPAL_ACCOUNT_NUMBER, corrupt="RF"
-                )
-                files.append(bad)
-                broken.append(
-                    BrokenFile(bad, "paypal-stl", day, "FooterMismatch", "report footer RF")
-                )
-                good = folder / f"STL-{compact}.02.009.CSV"
-            else:
-                good = folder / f"STL-{compact}.01.009.CSV"
-            write_stl(good, rows, report_date=day, account_id=PAYPAL_ACCOUNT_NUMBER)
-            files.append(good)
+            _deliver(folder, names, write, footer if d == 2 else None, files, broken)
 
         # Payoneer settlement CSV; day 1's file is delivered again on day 3.
         pay = by_day.get(("settlement-csv", d), [])
@@ -1001,8 +997,6 @@ def generate_sample(
         bank = by_day.get(("camt053", d), [])
         if bank:
             bank.sort(key=lambda x: (x.batch_ref is None, x.batch_ref or "", x.record_ref))
-            rows = [line.row(day) for line in bank]
-            folder = _folder(home, "camt053", day)
             options: dict[str, Any] = {
                 "statement_id": f"STMT-{ACCOUNT_IBAN[-6:]}-{compact}",
                 "account_iban": ACCOUNT_IBAN,
@@ -1011,19 +1005,11 @@ def generate_sample(
                 "version": "001.08",
                 "charges_on_entry": {f"APPLE-{plan.compact(d - 2)}"} if d == 2 else set(),
             }
-            if d == 2:
-                bad = write_camt053(folder / f"camt053-{compact}-01.xml", rows, **options)
-                data = bad.read_bytes()
-                bad.write_bytes(data[: len(data) * 3 // 5])
-                files.append(bad)
-                broken.append(
-                    BrokenFile(bad, "camt053", day, "MalformedFile", "is not well-formed XML")
-                )
-                good = folder / f"camt053-{compact}-02.xml"
-            else:
-                good = folder / f"camt053-{compact}-01.xml"
-            write_camt053(good, rows, **options)
-            files.append(good)
+            write = partial(_write_statement, [line.row(day) for line in bank], options)
+            cut = ("camt053", day, "MalformedFile", "is not well-formed XML")
+            names = (f"camt053-{compact}-01.xml", f"camt053-{compact}-02.xml")
+            folder = _folder(home, "camt053", day)
+            _deliver(folder, names, write, cut if d == 2 else None, files, broken)
 
     bad_ids = [r.external_id for r in rejected]
     return SampleManifest(
