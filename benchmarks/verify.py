@@ -64,8 +64,10 @@ def run_backend(backend: str, url: str, csv_path: Path, runs: int) -> bool:
     migrate.upgrade(engine)
     start = time.perf_counter()
     result = ingest_file(engine, csv_path)
-    print(f"[{backend}] ingested {result.result.inserted:,} events in "
-          f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+    print(
+        f"[{backend}] ingested {result.result.inserted:,} events in "
+        f"{time.perf_counter() - start:.1f} s"
+    )
     rows = read_everything(engine)
     base = best_of(runs, lambda: read_everything(engine))
     report = verification.verify_books(engine)
@@ -75,9 +77,11 @@ def run_backend(backend: str, url: str, csv_path: Path, runs: int) -> bool:
     engine.dispose()
     ratio = full / base
     print(f"[{backend}] baseline: read {rows:,} rows in {base:.2f} s")
-    print(f"[{backend}] full verification: {full:.2f} s = {ratio:.2f} x baseline "
-          f"(target <= {TARGET}: {'met' if ratio <= TARGET else 'MISSED'}); "
-          f"{report.seals.rows:,} sealed rows, {report.seals.seals:,} seals")  # fmt: skip
+    print(
+        f"[{backend}] full verification: {full:.2f} s = {ratio:.2f} x baseline "
+        f"(target <= {TARGET}: {'met' if ratio <= TARGET else 'MISSED'}); "
+        f"{report.seals.rows:,} sealed rows, {report.seals.seals:,} seals"
+    )
     print(
         f"[{backend}] chain from the checkpoint: {nightly:.2f} s = {nightly / base:.2f} x baseline"
     )

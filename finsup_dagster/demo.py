@@ -118,11 +118,13 @@ def run() -> dict[str, bool]:
     outcome = {}
     app = create_app(sandbox_dir, settings.SANDBOX_CLIENT_ID, settings.SANDBOX_CLIENT_SECRET)
     with serve_in_thread(app) as base_url:
-        os.environ.update({
-            "FINSUP_PAYPAL_BASE_URL": base_url,
-            "FINSUP_PAYPAL_CLIENT_ID": settings.SANDBOX_CLIENT_ID,
-            "FINSUP_PAYPAL_CLIENT_SECRET": settings.SANDBOX_CLIENT_SECRET,
-        })  # fmt: skip
+        os.environ.update(
+            {
+                "FINSUP_PAYPAL_BASE_URL": base_url,
+                "FINSUP_PAYPAL_CLIENT_ID": settings.SANDBOX_CLIENT_ID,
+                "FINSUP_PAYPAL_CLIENT_SECRET": settings.SANDBOX_CLIENT_SECRET,
+            }
+        )
         for day in sample_days():
             result = run_job("nightly_reconciliation", {"finsup/actor": "demo"}, partition_key=day)
             outcome[f"nightly_reconciliation {day}"] = result.success

@@ -37,8 +37,12 @@ class SubmitBatchConfig(dg.Config):
 def start_batch_submission(
     context: dg.OpExecutionContext, config: SubmitBatchConfig, ledger: LedgerResource
 ) -> str:
-    ensure_intact(ledger.engine, Path(ledger.home), ledger.checkpoint_key(),
-                  f"submitting batch {config.batch_id}")  # fmt: skip
+    ensure_intact(
+        ledger.engine,
+        Path(ledger.home),
+        ledger.checkpoint_key(),
+        f"submitting batch {config.batch_id}",
+    )
     with db.write(ledger.engine) as conn:
         key = start_submission(
             conn,

@@ -66,9 +66,8 @@ def landed_files(landing: Path, kind: str) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(
-        p for p in folder.rglob("*")
-        if is_input(p) and p.suffix.lower() in (".csv", ".jsonl")
-    )  # fmt: skip
+        p for p in folder.rglob("*") if is_input(p) and p.suffix.lower() in (".csv", ".jsonl")
+    )
 
 
 @dataclass(frozen=True)

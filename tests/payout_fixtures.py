@@ -18,19 +18,32 @@ def sale(
     engine: Engine, external_id: str, amount: str, currency: str = "USD", status: str = "confirmed"
 ) -> str:
     ev = revenue.parse_event(
-        {"source": "paypal", "external_id": external_id, "amount": amount, "currency": currency,
-         "occurred_at": "2026-11-20T10:00:00Z", "kind": "sale", "status": status}
-    )  # fmt: skip
+        {
+            "source": "paypal",
+            "external_id": external_id,
+            "amount": amount,
+            "currency": currency,
+            "occurred_at": "2026-11-20T10:00:00Z",
+            "kind": "sale",
+            "status": status,
+        }
+    )
     revenue.ingest(engine, [(1, ev)])
     return ev.event_hash
 
 
 def beneficiary(engine: Engine, external_id: str, **overrides: str) -> None:
     record = {
-        "external_id": external_id, "name": external_id.title(), "payout_method": "paypal",
-        "destination": f"{external_id}@example.com", "country": "US", "kyc_status": "verified",
-        "sanctions_status": "clear", "tax_id": "123-45-6789", **overrides,
-    }  # fmt: skip
+        "external_id": external_id,
+        "name": external_id.title(),
+        "payout_method": "paypal",
+        "destination": f"{external_id}@example.com",
+        "country": "US",
+        "kyc_status": "verified",
+        "sanctions_status": "clear",
+        "tax_id": "123-45-6789",
+        **overrides,
+    }
     with db.write(engine) as conn:
         beneficiaries.upsert(conn, beneficiaries.parse_beneficiary(record), "test")
 
@@ -39,9 +52,14 @@ def earning(
     engine: Engine, external_id: str, who: str, amount: str, *hashes: str, currency: str = "USD"
 ) -> None:
     parsed = earnings.parse_earning(
-        {"external_id": external_id, "beneficiary": who, "amount": amount, "currency": currency,
-         "event_hashes": list(hashes)}
-    )  # fmt: skip
+        {
+            "external_id": external_id,
+            "beneficiary": who,
+            "amount": amount,
+            "currency": currency,
+            "event_hashes": list(hashes),
+        }
+    )
     with db.write(engine) as conn:
         earnings.add_earning(conn, parsed, "swarm")
 
@@ -72,6 +90,13 @@ def approve(
     if code is None:
         code, now = who.next_code()
     return approvals.authorised(
-        engine, who.name, code, BOX, approvals.ApprovalPolicy(), "batch_approval", ("payout_batch", batch_id),
-        lambda conn, a: approvals.approve(conn, a, batch_id), now=now,
-    )  # fmt: skip
+        engine,
+        who.name,
+        code,
+        BOX,
+        approvals.ApprovalPolicy(),
+        "batch_approval",
+        ("payout_batch", batch_id),
+        lambda conn, a: approvals.approve(conn, a, batch_id),
+        now=now,
+    )

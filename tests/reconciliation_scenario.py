@@ -24,16 +24,21 @@ payoneer,PO-4,40.00,USD,2026-11-20T13:00:00Z,sale,projected
 payoneer,PO-5,12.345,USD,2026-11-20T14:00:00Z,sale,projected
 payoneer,PO-6,7.00,USD,2026-11-15T09:00:00Z,sale,confirmed
 """
-REVENUE_JSONL = "\n".join([
-    '{"source": "appstore", "external_id": "AS-1", "amount": "30.00", "currency": "EUR", '
-    '"occurred_at": "2026-11-20T08:00:00Z", "kind": "sale"}',
-    '{"source": "appstore", "external_id": "AS-2", "amount": "20.00", "currency": "EUR", '
-    '"occurred_at": "2026-11-20T08:30:00Z", "kind": "sale"}',
-    '{"source": "appstore", "external_id": "AS-3", "amount": "15.00", "currency": "EUR", '
-    '"occurred_at": "2026-11-20T09:00:00Z", "kind": "sale"}',
-    '{"source": "appstore", "external_id": "AS-4", "amount": "9.99", "currency": "EUR", '
-    '"occurred_at": "2026-11-10T09:00:00Z", "kind": "sale", "status": "projected"}',
-]) + "\n"  # fmt: skip
+REVENUE_JSONL = (
+    "\n".join(
+        [
+            '{"source": "appstore", "external_id": "AS-1", "amount": "30.00", "currency": "EUR", '
+            '"occurred_at": "2026-11-20T08:00:00Z", "kind": "sale"}',
+            '{"source": "appstore", "external_id": "AS-2", "amount": "20.00", "currency": "EUR", '
+            '"occurred_at": "2026-11-20T08:30:00Z", "kind": "sale"}',
+            '{"source": "appstore", "external_id": "AS-3", "amount": "15.00", "currency": "EUR", '
+            '"occurred_at": "2026-11-20T09:00:00Z", "kind": "sale"}',
+            '{"source": "appstore", "external_id": "AS-4", "amount": "9.99", "currency": "EUR", '
+            '"occurred_at": "2026-11-10T09:00:00Z", "kind": "sale", "status": "projected"}',
+        ]
+    )
+    + "\n"
+)
 
 SETTLEMENT_HEADER = (
     "settlement_id,gateway,gateway_txn_id,kind,amount,currency,fee,fee_currency,settled_on,"
@@ -54,32 +59,72 @@ DUPLICATE_SETTLEMENT = (
 
 def _line(**kw: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "row_number": 1, "record_ref": kw["gateway_txn_id"] or "x", "batch_ref": None,
-        "batch_net_minor": None, "event_code": None, "kind": "sale", "direction": "credit",
-        "fee_minor": 0, "settled_on": DAY2, "occurred_at": None, "description": None, "raw": "{}",
-    }  # fmt: skip
+        "row_number": 1,
+        "record_ref": kw["gateway_txn_id"] or "x",
+        "batch_ref": None,
+        "batch_net_minor": None,
+        "event_code": None,
+        "kind": "sale",
+        "direction": "credit",
+        "fee_minor": 0,
+        "settled_on": DAY2,
+        "occurred_at": None,
+        "description": None,
+        "raw": "{}",
+    }
     row.update(kw)
     row.setdefault("fee_currency", row["currency"])
     return row
 
 
 STL_ROWS = [
-    _line(gateway_txn_id="PP-1", gross_minor=5000, currency="USD", fee_minor=175,
-          occurred_at="2026-11-20T09:00:00.000000Z"),
-    _line(gateway_txn_id="PP-2", gross_minor=2000, currency="USD", fee_minor=88,
-          occurred_at="2026-11-20T10:00:00.000000Z"),
-    _line(gateway_txn_id="PP-R", gross_minor=1000, currency="USD", fee_minor=-30, kind="refund",
-          direction="debit", occurred_at="2026-11-20T15:00:00.000000Z"),
-]  # fmt: skip
+    _line(
+        gateway_txn_id="PP-1",
+        gross_minor=5000,
+        currency="USD",
+        fee_minor=175,
+        occurred_at="2026-11-20T09:00:00.000000Z",
+    ),
+    _line(
+        gateway_txn_id="PP-2",
+        gross_minor=2000,
+        currency="USD",
+        fee_minor=88,
+        occurred_at="2026-11-20T10:00:00.000000Z",
+    ),
+    _line(
+        gateway_txn_id="PP-R",
+        gross_minor=1000,
+        currency="USD",
+        fee_minor=-30,
+        kind="refund",
+        direction="debit",
+        occurred_at="2026-11-20T15:00:00.000000Z",
+    ),
+]
 CAMT_ROWS = [
     # One bank credit of 48.50 EUR for two App Store sales, net of their fees.
-    _line(gateway_txn_id="AS-1", record_ref="B-77/1", gross_minor=3000, currency="EUR",
-          fee_minor=90, batch_ref="B-77", batch_net_minor=4850),
-    _line(gateway_txn_id="AS-2", record_ref="B-77/2", gross_minor=2000, currency="EUR",
-          fee_minor=60, batch_ref="B-77", batch_net_minor=4850),
+    _line(
+        gateway_txn_id="AS-1",
+        record_ref="B-77/1",
+        gross_minor=3000,
+        currency="EUR",
+        fee_minor=90,
+        batch_ref="B-77",
+        batch_net_minor=4850,
+    ),
+    _line(
+        gateway_txn_id="AS-2",
+        record_ref="B-77/2",
+        gross_minor=2000,
+        currency="EUR",
+        fee_minor=60,
+        batch_ref="B-77",
+        batch_net_minor=4850,
+    ),
     # A credit with no reference at all: matched by amount, currency and date.
     _line(gateway_txn_id=None, record_ref="N-78", gross_minor=1500, currency="EUR"),
-]  # fmt: skip
+]
 
 
 def land_scenario(home: Path, sandbox_dir: Path) -> None:
@@ -96,14 +141,30 @@ def land_scenario(home: Path, sandbox_dir: Path) -> None:
 
     put(f"revenue/{DAY1}/payoneer.csv", REVENUE_CSV)
     put(f"revenue/{DAY1}/appstore.jsonl", REVENUE_JSONL)
-    append_transactions(sandbox_dir, [
-        transaction_info(at=datetime(2026, 11, 20, 9, tzinfo=UTC), amount_minor=5000,
-                         transaction_id="PP-1", status="S"),
-        transaction_info(at=datetime(2026, 11, 20, 10, tzinfo=UTC), amount_minor=2000,
-                         transaction_id="PP-2", status="P"),
-        transaction_info(at=datetime(2026, 11, 20, 15, tzinfo=UTC), amount_minor=1000,
-                         transaction_id="PP-R", event_code="T1107", status="S"),
-    ])  # fmt: skip
+    append_transactions(
+        sandbox_dir,
+        [
+            transaction_info(
+                at=datetime(2026, 11, 20, 9, tzinfo=UTC),
+                amount_minor=5000,
+                transaction_id="PP-1",
+                status="S",
+            ),
+            transaction_info(
+                at=datetime(2026, 11, 20, 10, tzinfo=UTC),
+                amount_minor=2000,
+                transaction_id="PP-2",
+                status="P",
+            ),
+            transaction_info(
+                at=datetime(2026, 11, 20, 15, tzinfo=UTC),
+                amount_minor=1000,
+                transaction_id="PP-R",
+                event_code="T1107",
+                status="S",
+            ),
+        ],
+    )
 
     original = put(f"settlement-csv/{DAY2}/payoneer-20261120.csv", PAYONEER_SETTLEMENT)
     shutil.copyfile(original, zone / f"settlement-csv/{DAY2}/payoneer-20261120-resent.csv")
@@ -111,8 +172,13 @@ def land_scenario(home: Path, sandbox_dir: Path) -> None:
     stl = zone / f"paypal-stl/{DAY2}/STL-20261121.01.009.CSV"
     stl.parent.mkdir(parents=True, exist_ok=True)
     write_stl(stl, STL_ROWS, report_date=DAY2, account_id="ACCT-1")
-    write_stl(stl.with_name("STL-20261121.02.009.CSV"), STL_ROWS[:1], report_date=DAY2,
-              account_id="ACCT-1", corrupt="FF")  # fmt: skip
+    write_stl(
+        stl.with_name("STL-20261121.02.009.CSV"),
+        STL_ROWS[:1],
+        report_date=DAY2,
+        account_id="ACCT-1",
+        corrupt="FF",
+    )
     camt = zone / f"camt053/{DAY2}/statement-1121.xml"
     camt.parent.mkdir(parents=True, exist_ok=True)
     write_camt053(camt, CAMT_ROWS, statement_id="ST-1121", account_iban="DE02100100109307118603")
@@ -132,14 +198,16 @@ EXPECTED_MATCHES = {
     ("appstore", "AS-3"): "amount_date_window",
 }
 # (kind, the reference it is about)
-EXPECTED_EXCEPTIONS = sorted([
-    ("duplicate_settlement", "PO-1"),   # S-9 settles PO-1 a second time
-    ("currency_mismatch", "PO-3"),      # revenue in USD, settled in EUR
-    ("amount_mismatch", "PO-4"),        # 40.00 booked, 39.00 settled
-    ("unmatched_settlement", "PX-9"),   # nothing in the books by that id
-    ("unmatched_revenue", "PO-6"),      # confirmed on 11-15, never settled: 6 days > 3
-    ("stale_projected", "AS-4"),        # projected since 11-10: 11 days > 7
-])  # fmt: skip
+EXPECTED_EXCEPTIONS = sorted(
+    [
+        ("duplicate_settlement", "PO-1"),  # S-9 settles PO-1 a second time
+        ("currency_mismatch", "PO-3"),  # revenue in USD, settled in EUR
+        ("amount_mismatch", "PO-4"),  # 40.00 booked, 39.00 settled
+        ("unmatched_settlement", "PX-9"),  # nothing in the books by that id
+        ("unmatched_revenue", "PO-6"),  # confirmed on 11-15, never settled: 6 days > 3
+        ("stale_projected", "AS-4"),  # projected since 11-10: 11 days > 7
+    ]
+)
 # Confirmed sales − refunds − fees, per currency, in minor units:
 #   USD: PP-1 5000 + PP-2 2000 + PO-1 10000 + PO-6 700 − PP-R 1000
 #        − fees (175 + 88 + 200 − 30 returned on the refund) = 16267

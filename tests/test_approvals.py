@@ -153,8 +153,10 @@ def test_batches_group_by_method_and_currency_and_skip_ineligible(engine: Engine
         ("paypal", "USD", 12000, 1),
     ]
     assert sorted((i["beneficiary"], i["reason"]) for i in report.ineligible) == [
-        ("blk", "blocked"), ("kyc", "KYC pending"), ("ofac", "sanctions screening sanctioned"),
-    ]  # fmt: skip
+        ("blk", "blocked"),
+        ("kyc", "KYC pending"),
+        ("ofac", "sanctions screening sanctioned"),
+    ]
     assert usd(engine).committed_minor == 15000
     again = build_batches(engine, POLICY, created_by="maker")
     assert again.batches == [], "rebuilding never duplicates a batch or an item"
@@ -190,8 +192,9 @@ def test_batches_respect_minimum_maximum_and_available(engine: Engine) -> None:
     earning(engine, "E6", "a4", "200.00", h2)
     report = build_batches(engine, policy, created_by="maker")
     assert {(w["beneficiary"], w["reason"]) for w in report.waiting} == {
-        ("tiny", "below the minimum item amount"), ("huge", "larger than the maximum batch total"),
-    }  # fmt: skip
+        ("tiny", "below the minimum item amount"),
+        ("huge", "larger than the maximum batch total"),
+    }
     assert [b["total_minor"] for b in report.batches] == [20000]
     assert usd(engine).available_minor >= 0
 
@@ -221,8 +224,13 @@ def test_approval_with_a_valid_code(funded: tuple[Engine, str]) -> None:
     batch = one_batch(engine)
     carol = approver(engine, "carol")
     result = approve(engine, carol, batch)
-    assert result == {"batch_id": batch, "status": "approved", "approvals": 1, "required_approvals": 1,
-                      "approval_version": 1}  # fmt: skip
+    assert result == {
+        "batch_id": batch,
+        "status": "approved",
+        "approvals": 1,
+        "required_approvals": 1,
+        "approval_version": 1,
+    }
     with db.read(engine) as conn:
         assert conn.execute(sa.select(payout_batches.c.status)).scalar_one() == "approved"
 
@@ -314,8 +322,17 @@ def test_not_pending_unknown_and_no_longer_fitting_batches_are_refused(
     with pytest.raises(NotFound, match="no payout batch 'pb_nope'"):
         approve(engine, carol, "pb_nope")
     # A chargeback arrives after the batch was created: the batch no longer fits.
-    cb = revenue.parse_event({"source": "paypal", "external_id": "CB1", "amount": "350.00", "currency": "USD",
-                              "occurred_at": "2026-11-21T10:00:00Z", "kind": "chargeback", "status": "confirmed"})  # fmt: skip
+    cb = revenue.parse_event(
+        {
+            "source": "paypal",
+            "external_id": "CB1",
+            "amount": "350.00",
+            "currency": "USD",
+            "occurred_at": "2026-11-21T10:00:00Z",
+            "kind": "chargeback",
+            "status": "confirmed",
+        }
+    )
     revenue.ingest(engine, [(1, cb)])
     with pytest.raises(
         approvals.ApprovalRefused,
@@ -333,9 +350,17 @@ def test_deny_releases_and_earnings_accrue_again(funded: tuple[Engine, str]) -> 
     batch = one_batch(engine)
     carol = approver(engine, "carol")
     code, now = carol.next_code()
-    approvals.authorised(engine, "carol", code, BOX, approvals.ApprovalPolicy(), "batch_denial",
-                         ("payout_batch", batch), lambda conn, a: approvals.deny(conn, a, batch, "wrong payee"),
-                         now=now)  # fmt: skip
+    approvals.authorised(
+        engine,
+        "carol",
+        code,
+        BOX,
+        approvals.ApprovalPolicy(),
+        "batch_denial",
+        ("payout_batch", batch),
+        lambda conn, a: approvals.deny(conn, a, batch, "wrong payee"),
+        now=now,
+    )
     assert usd(engine).committed_minor == 0
     with db.read(engine) as conn:
         assert set(conn.execute(sa.select(earnings.c.status)).scalars()) == {"accrued"}
@@ -356,10 +381,17 @@ def test_cancelling_an_approved_batch_needs_a_code(funded: tuple[Engine, str]) -
     ):
         approvals.cancel(conn, "ops", batch, "changed my mind", with_code=False)
     code, now = carol.next_code()
-    approvals.authorised(engine, "carol", code, BOX, approvals.ApprovalPolicy(), "batch_cancellation",
-                         ("payout_batch", batch),
-                         lambda conn, a: approvals.cancel(conn, a.name, batch, "changed my mind", with_code=True),
-                         now=now)  # fmt: skip
+    approvals.authorised(
+        engine,
+        "carol",
+        code,
+        BOX,
+        approvals.ApprovalPolicy(),
+        "batch_cancellation",
+        ("payout_batch", batch),
+        lambda conn, a: approvals.cancel(conn, a.name, batch, "changed my mind", with_code=True),
+        now=now,
+    )
     assert usd(engine).committed_minor == 0
 
 

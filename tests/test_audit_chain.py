@@ -30,9 +30,17 @@ from sqlalchemy.engine import Connection, Engine
 from finsup_dagster.ledger import audit_log, controls, db, payouts, revenue_files, state_machine
 
 EDITABLE_COLUMNS = (
-    "occurred_at", "actor", "action", "entity_type", "entity_id",
-    "amount_minor", "currency", "detail", "prev_hash", "row_hash",
-)  # fmt: skip
+    "occurred_at",
+    "actor",
+    "action",
+    "entity_type",
+    "entity_id",
+    "amount_minor",
+    "currency",
+    "detail",
+    "prev_hash",
+    "row_hash",
+)
 REVENUE_CSV = """\
 source,external_id,amount,currency,occurred_at,kind,status
 stripe,ch_1,120.00,USD,2026-01-02T10:00:00+00:00,sale,confirmed
@@ -67,9 +75,12 @@ def history(engine: Engine, tmp_path: Path) -> History:
     assert not result.result.rejected
     with db.write(engine) as conn:
         batch_id = payouts.create_batch(
-            conn, method="paypal", currency="USD", created_by="alice",
+            conn,
+            method="paypal",
+            currency="USD",
+            created_by="alice",
             items=[payouts.ItemRequest(2_500), payouts.ItemRequest(1_250)],
-        )  # fmt: skip
+        )
     with db.write(engine) as conn:
         state_machine.move_batch(conn, batch_id, "cancelled", "bob", reason="duplicate run")
     with db.write(engine) as conn:
@@ -136,11 +147,17 @@ def renumber_row(conn: Connection, seq: int) -> int:
 
 def _insert(conn: Connection, seq: int, prev_hash: str, chained: bool) -> int:
     row = {
-        "seq": seq, "occurred_at": "2026-01-03T09:00:00.000000Z", "actor": "alice",
-        "action": "batch_approved", "entity_type": "payout_batch", "entity_id": "pb_forged",
-        "amount_minor": 999_999, "currency": "USD", "detail": audit_log.canonical_json({}),
+        "seq": seq,
+        "occurred_at": "2026-01-03T09:00:00.000000Z",
+        "actor": "alice",
+        "action": "batch_approved",
+        "entity_type": "payout_batch",
+        "entity_id": "pb_forged",
+        "amount_minor": 999_999,
+        "currency": "USD",
+        "detail": audit_log.canonical_json({}),
         "prev_hash": prev_hash,
-    }  # fmt: skip
+    }
     row["row_hash"] = (
         audit_log.row_digest(prev_hash, row)
         if chained

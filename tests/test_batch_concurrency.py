@@ -88,8 +88,14 @@ def _worker(index: int, url: str, go: list[Any], ready: Any, results: Any) -> No
             if not start.wait(START_TIMEOUT_S):
                 raise RuntimeError(f"round {rnd} never started")
             for call in range(BUILDS_PER_ROUND):
-                out: dict[str, Any] = {"worker": index, "round": rnd, "call": call,
-                                       "batches": [], "waiting": [], "error": None}  # fmt: skip
+                out: dict[str, Any] = {
+                    "worker": index,
+                    "round": rnd,
+                    "call": call,
+                    "batches": [],
+                    "waiting": [],
+                    "error": None,
+                }
                 try:
                     report = batching.build_batches(engine, POLICY, created_by=f"worker-{index}")
                     out["batches"] = [dict(b) for b in report.batches]
@@ -98,8 +104,15 @@ def _worker(index: int, url: str, go: list[Any], ready: Any, results: Any) -> No
                     out["error"] = traceback.format_exc()
                 results.put(out)
     except BaseException:
-        results.put({"worker": index, "round": -1, "call": -1, "batches": [],
-                     "error": traceback.format_exc()})  # fmt: skip
+        results.put(
+            {
+                "worker": index,
+                "round": -1,
+                "call": -1,
+                "batches": [],
+                "error": traceback.format_exc(),
+            }
+        )
     finally:
         if engine is not None:
             engine.dispose()
@@ -122,13 +135,19 @@ def read_books(conn: Connection) -> Books:
     return Books(
         available=bal.available_minor,
         committed=bal.committed_minor,
-        batches={r[0]: (r[1], int(r[2]), r[3])
-                 for r in conn.execute(sa.select(b.id, b.status, b.total_minor, b.created_by))},
-        items={int(r[0]): (r[1], int(r[2]), int(r[3]))
-               for r in conn.execute(sa.select(i.id, i.batch_id, i.amount_minor, i.beneficiary_id))},
-        earnings={int(r[0]): (r[1], int(r[2]), r[3])
-                  for r in conn.execute(sa.select(e.id, e.status, e.amount_minor, e.payout_item_id))},
-    )  # fmt: skip
+        batches={
+            r[0]: (r[1], int(r[2]), r[3])
+            for r in conn.execute(sa.select(b.id, b.status, b.total_minor, b.created_by))
+        },
+        items={
+            int(r[0]): (r[1], int(r[2]), int(r[3]))
+            for r in conn.execute(sa.select(i.id, i.batch_id, i.amount_minor, i.beneficiary_id))
+        },
+        earnings={
+            int(r[0]): (r[1], int(r[2]), r[3])
+            for r in conn.execute(sa.select(e.id, e.status, e.amount_minor, e.payout_item_id))
+        },
+    )
 
 
 def books(engine: Engine) -> Books:
@@ -145,10 +164,16 @@ def setup_payees(engine: Engine) -> None:
         for ext, method in PAYEES:
             destination = f"{ext}@example.com" if method == "paypal" else f"PAYEE-{ext}"
             record = beneficiaries.parse_beneficiary(
-                {"external_id": ext, "name": ext.upper(), "payout_method": method,
-                 "destination": destination, "country": "US", "kyc_status": "verified",
-                 "sanctions_status": "not_screened" if ext == UNSCREENED else "clear"}
-            )  # fmt: skip
+                {
+                    "external_id": ext,
+                    "name": ext.upper(),
+                    "payout_method": method,
+                    "destination": destination,
+                    "country": "US",
+                    "kyc_status": "verified",
+                    "sanctions_status": "not_screened" if ext == UNSCREENED else "clear",
+                }
+            )
             beneficiaries.upsert(conn, record, "setup")
 
 
@@ -158,9 +183,15 @@ def prepare_round(engine: Engine, rnd: int, rng: random.Random) -> None:
     fee_minor = sale_minor * rng.randrange(25, 40) // 100
     events = []
     for kind, amount in (("sale", sale_minor), ("fee", fee_minor)):
-        raw = {"source": "shop", "external_id": f"r{rnd}-{kind}", "amount": major(amount),
-               "currency": CUR, "occurred_at": f"2026-02-{rnd + 1:02d}T09:00:00+01:00",
-               "kind": kind, "status": "confirmed"}  # fmt: skip
+        raw = {
+            "source": "shop",
+            "external_id": f"r{rnd}-{kind}",
+            "amount": major(amount),
+            "currency": CUR,
+            "occurred_at": f"2026-02-{rnd + 1:02d}T09:00:00+01:00",
+            "kind": kind,
+            "status": "confirmed",
+        }
         events.append(revenue.parse_event(raw))
     revenue.ingest(engine, list(enumerate(events)))
     sale_hash = events[0].event_hash
@@ -174,9 +205,14 @@ def prepare_round(engine: Engine, rnd: int, rng: random.Random) -> None:
                 break
             left -= amount
             parsed = earnings.parse_earning(
-                {"external_id": f"r{rnd}-e{n}", "beneficiary": who, "amount": major(amount),
-                 "currency": CUR, "event_hashes": [sale_hash]}
-            )  # fmt: skip
+                {
+                    "external_id": f"r{rnd}-e{n}",
+                    "beneficiary": who,
+                    "amount": major(amount),
+                    "currency": CUR,
+                    "event_hashes": [sale_hash],
+                }
+            )
             assert earnings.add_earning(conn, parsed, "swarm") == "created"
         pending = sorted(
             conn.execute(

@@ -32,20 +32,35 @@ def test_full_session(finsup_env: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1, "a rejected row makes the exit code say so"
     [summary] = json.loads(proc.stdout)
     assert {k: summary[k] for k in ("inserted", "unchanged", "status_advanced", "rejected")} == {
-        "inserted": 3, "unchanged": 1, "status_advanced": 0, "rejected": 1,
-    }  # fmt: skip
+        "inserted": 3,
+        "unchanged": 1,
+        "status_advanced": 0,
+        "rejected": 1,
+    }
     assert summary["rejects_file"] == str(day) + ".rejects.csv"
     assert Path(summary["rejects_file"]).read_text().count("USD allows 2") == 1
 
     balances = run_json("available-balance")
     assert balances == [
-        {"currency": "JPY", "available_minor": 15000, "confirmed_revenue_minor": 15000,
-         "deductions_minor": 0, "reserve_minor": 0, "committed_minor": 0,
-         "clawback_receivable_minor": 0},
-        {"currency": "USD", "available_minor": 11825, "confirmed_revenue_minor": 12000,
-         "deductions_minor": 175, "reserve_minor": 0, "committed_minor": 0,
-         "clawback_receivable_minor": 0},
-    ]  # fmt: skip
+        {
+            "currency": "JPY",
+            "available_minor": 15000,
+            "confirmed_revenue_minor": 15000,
+            "deductions_minor": 0,
+            "reserve_minor": 0,
+            "committed_minor": 0,
+            "clawback_receivable_minor": 0,
+        },
+        {
+            "currency": "USD",
+            "available_minor": 11825,
+            "confirmed_revenue_minor": 12000,
+            "deductions_minor": 175,
+            "reserve_minor": 0,
+            "committed_minor": 0,
+            "clawback_receivable_minor": 0,
+        },
+    ]
     assert run_json("available-balance", "--currency", "jpy") == balances[:1]
 
     table = run("available-balance")
@@ -98,8 +113,11 @@ def test_uninitialised_books_say_what_to_do(finsup_env: Path) -> None:
 
 
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "FINSUP_HOME": str(tmp_path),
-           "FINSUP_LEDGER_URL": "postgresql://postgres@127.0.0.1:1/nothing"}  # fmt: skip
+    env = {
+        **os.environ,
+        "FINSUP_HOME": str(tmp_path),
+        "FINSUP_LEDGER_URL": "postgresql://postgres@127.0.0.1:1/nothing",
+    }
     assert_one_line_error(run("available-balance", env=env), "database error: connection failed")
 
 

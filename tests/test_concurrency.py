@@ -224,9 +224,12 @@ def _worker(
             try:
                 with db.write(engine) as conn:
                     batch_id = payouts.create_batch(
-                        conn, method="paypal", currency="USD", items=items,
+                        conn,
+                        method="paypal",
+                        currency="USD",
+                        items=items,
                         created_by=f"worker-{index}",
-                    )  # fmt: skip
+                    )
             except InsufficientFunds:
                 out["refusals"] += 1
                 if everything_ingested:
@@ -338,19 +341,27 @@ def test_concurrent_ingest_and_payouts_lose_nothing_and_never_overcommit(
         # No lost or doubled write: one row per event, at the furthest status offered.
         rows = conn.execute(
             sa.select(
-                revenue_events.c.source, revenue_events.c.external_id, revenue_events.c.kind,
-                revenue_events.c.amount_minor, revenue_events.c.currency,
-                revenue_events.c.occurred_at, revenue_events.c.status,
+                revenue_events.c.source,
+                revenue_events.c.external_id,
+                revenue_events.c.kind,
+                revenue_events.c.amount_minor,
+                revenue_events.c.currency,
+                revenue_events.c.occurred_at,
+                revenue_events.c.status,
             )
-        ).all()  # fmt: skip
+        ).all()
         stored = {r.external_id: r for r in rows}
         assert len(rows) == len(stored) == len(events)
         for ev in events:
             row = stored[ev.external_id]
             canonical_at = ev.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             assert (row.source, row.kind, row.amount_minor, row.currency, row.occurred_at) == (
-                ev.source, ev.kind, ev.amount_minor, ev.currency, canonical_at,
-            ), ev.external_id  # fmt: skip
+                ev.source,
+                ev.kind,
+                ev.amount_minor,
+                ev.currency,
+                canonical_at,
+            ), ev.external_id
             assert row.status == ev.final_status, ev.external_id
 
         # Postings: each entry and the whole journal balance per currency.
@@ -407,9 +418,19 @@ def test_worker_failures_are_reported_not_swallowed(tmp_path: Path) -> None:
     missing = tmp_path / "missing.csv"
     proc = ctx.Process(
         target=_worker,
-        args=(0, f"sqlite:///{tmp_path / 'uninitialised.db'}", str(missing), str(missing), [100],
-              ready, go, barrier, done, results),
-    )  # fmt: skip
+        args=(
+            0,
+            f"sqlite:///{tmp_path / 'uninitialised.db'}",
+            str(missing),
+            str(missing),
+            [100],
+            ready,
+            go,
+            barrier,
+            done,
+            results,
+        ),
+    )
     proc.start()
     try:
         out = results.get(timeout=30)

@@ -28,8 +28,11 @@ from tests.helpers.cli import FINSUP
 # Revenue from files only: the raw landing assets, the ledger, the balance and its checks.
 ASSETS = [
     *[a for a in raw_assets if a.key in (raw_key("revenue"), raw_key("paypal-transactions"))],
-    revenue_events, available_balance, journal_balanced, audit_chain_intact,
-]  # fmt: skip
+    revenue_events,
+    available_balance,
+    journal_balanced,
+    audit_chain_intact,
+]
 SAMPLE_DAYS = ("2026-11-20", "2026-11-21")
 
 
@@ -99,10 +102,12 @@ def test_unbalanced_journal_fails_the_blocking_check(ledger: LedgerResource) -> 
         entry = conn.execute(sa.text("SELECT min(id) FROM journal_entries")).scalar_one()
     with ledger.engine.begin() as conn:  # an edit outside the books' API, as a bad actor would
         conn.execute(
-            sa.text("UPDATE postings SET amount_minor = amount_minor + 1 WHERE id = "
-                    "(SELECT min(id) FROM postings WHERE entry_id = :e)"),
+            sa.text(
+                "UPDATE postings SET amount_minor = amount_minor + 1 WHERE id = "
+                "(SELECT min(id) FROM postings WHERE entry_id = :e)"
+            ),
             {"e": entry},
-        )  # fmt: skip
+        )
     result = materialize(ledger)[-1]
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["journal_balanced"].passed is False
@@ -113,9 +118,14 @@ def test_unbalanced_journal_fails_the_blocking_check(ledger: LedgerResource) -> 
 def test_definitions_load_with_env_resources() -> None:
     job = defs.resolve_job_def("nightly_reconciliation")
     keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
-    assert {"ledger/revenue_events", "warehouse/raw/paypal_stl", "warehouse/ledger_replica",
-            "warehouse/reconciliation_matches", "ledger/revenue_confirmations",
-            "ledger/available_balance"} <= keys  # fmt: skip
+    assert {
+        "ledger/revenue_events",
+        "warehouse/raw/paypal_stl",
+        "warehouse/ledger_replica",
+        "warehouse/reconciliation_matches",
+        "ledger/revenue_confirmations",
+        "ledger/available_balance",
+    } <= keys
     assert not any(k.startswith("ledger/earnings") or "payout" in k for k in keys)
     payout_keys = {
         k.to_user_string()
@@ -151,15 +161,25 @@ def test_finsup_demo_runs_the_main_job_through_the_instance(tmp_path: Path) -> N
         + [("create_payout_batches", None, dg.DagsterRunStatus.SUCCESS)]
     )
     # The generator worked out each day's reconciliation on its own; the pipeline agrees.
-    manifest = generate_sample(tmp_path / "again", tmp_path / "again-sandbox", start=SAMPLE_START,
-                               days=len(days) - 1)  # fmt: skip
+    manifest = generate_sample(
+        tmp_path / "again", tmp_path / "again-sandbox", start=SAMPLE_START, days=len(days) - 1
+    )
     for day, want in manifest.expected["by_day"].items():
-        report = json.loads(subprocess.run(
-            [FINSUP, "report-reconciliation", "--date", day, "--json"], cwd=tmp_path, env=env,
-            capture_output=True, text=True, check=True, timeout=60,
-        ).stdout)  # fmt: skip
+        report = json.loads(
+            subprocess.run(
+                [FINSUP, "report-reconciliation", "--date", day, "--json"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout
+        )
         assert (report["matched"], report["matched_to_date"]) == (
-            want["matched_today"], want["matched_total"]), day  # fmt: skip
+            want["matched_today"],
+            want["matched_total"],
+        ), day
         exceptions = dict(want["exceptions"])
         if (
             "batch_amount_mismatch" in exceptions

@@ -67,22 +67,38 @@ def days(draw: st.DrawFn) -> tuple[list[Sale], list[tuple[str, int, int]]]:
             batch = draw(st.sampled_from([None, 1, 2])) if fmt == "camt053" else None
             sales.append(Sale(fmt, n, currency, gross, draw(st.integers(0, 99)), batch))
     # (format, index of the row copied in that file, where the copy goes)
-    copies = draw(st.lists(st.tuples(st.sampled_from(list(SOURCES)), st.integers(0, 99),
-                                     st.integers(0, 99)), min_size=1, max_size=4))  # fmt: skip
+    copies = draw(
+        st.lists(
+            st.tuples(st.sampled_from(list(SOURCES)), st.integers(0, 99), st.integers(0, 99)),
+            min_size=1,
+            max_size=4,
+        )
+    )
     return sales, copies
 
 
 def _row(sale: Sale) -> dict[str, Any]:
     batch_ref = f"B-{sale.batch}" if sale.batch is not None else None
     return {
-        "row_number": 0, "record_ref": sale.txn if batch_ref is None else f"{batch_ref}/0",
-        "settler_ref": batch_ref or sale.txn, "gateway": SOURCES[sale.fmt],
-        "gateway_txn_id": sale.txn, "batch_ref": batch_ref, "batch_net_minor": None,
-        "event_code": None, "kind": "sale", "direction": "credit", "gross_minor": sale.gross,
-        "currency": sale.currency, "fee_minor": sale.fee, "fee_currency": sale.currency,
-        "settled_on": DAY, "occurred_at": "2026-11-21T09:00:00Z", "description": None,
+        "row_number": 0,
+        "record_ref": sale.txn if batch_ref is None else f"{batch_ref}/0",
+        "settler_ref": batch_ref or sale.txn,
+        "gateway": SOURCES[sale.fmt],
+        "gateway_txn_id": sale.txn,
+        "batch_ref": batch_ref,
+        "batch_net_minor": None,
+        "event_code": None,
+        "kind": "sale",
+        "direction": "credit",
+        "gross_minor": sale.gross,
+        "currency": sale.currency,
+        "fee_minor": sale.fee,
+        "fee_currency": sale.currency,
+        "settled_on": DAY,
+        "occurred_at": "2026-11-21T09:00:00Z",
+        "description": None,
         "raw": "",
-    }  # fmt: skip
+    }
 
 
 def _camt_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -92,8 +108,14 @@ def _camt_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for ref in sorted({r["batch_ref"] for r in rows if r["batch_ref"] is not None}):
         members = [dict(r) for r in rows if r["batch_ref"] == ref]
         if len(members) == 1:  # a batch of one is no batch: an entry of its own
-            singles.append(dict(members[0], batch_ref=None, record_ref=members[0]["gateway_txn_id"],
-                                settler_ref=members[0]["gateway_txn_id"]))  # fmt: skip
+            singles.append(
+                dict(
+                    members[0],
+                    batch_ref=None,
+                    record_ref=members[0]["gateway_txn_id"],
+                    settler_ref=members[0]["gateway_txn_id"],
+                )
+            )
             continue
         net = sum(r["gross_minor"] - r["fee_minor"] for r in members)
         grouped += [dict(r, batch_net_minor=net) for r in members]
@@ -104,8 +126,11 @@ def _files(home: Path, sales: list[Sale], copies: list[tuple[str, int, int]]) ->
     """Writes the day's files with the copies inserted; returns how many copies were made."""
     zone = home / "landing"
     revenue = ["source,external_id,amount,currency,occurred_at,kind,status"]
-    revenue += [f"{SOURCES[s.fmt]},{s.txn},{format_minor(s.gross, s.currency)},{s.currency},"
-                f"2026-11-21T08:00:00Z,sale,projected" for s in sales]  # fmt: skip
+    revenue += [
+        f"{SOURCES[s.fmt]},{s.txn},{format_minor(s.gross, s.currency)},{s.currency},"
+        f"2026-11-21T08:00:00Z,sale,projected"
+        for s in sales
+    ]
     (zone / "revenue" / DAY).mkdir(parents=True)
     (zone / "revenue" / DAY / "sales.csv").write_text("\n".join(revenue) + "\n")
     made = 0
@@ -119,13 +144,21 @@ def _files(home: Path, sales: list[Sale], copies: list[tuple[str, int, int]]) ->
         folder.mkdir(parents=True)
         if fmt == "paypal-stl":
             by_currency = sorted(rows, key=lambda r: r["currency"])  # one section per file
-            write_stl(folder / "STL-20261121.01.009.CSV", by_currency, report_date=DAY,
-                      account_id="FINSUPMERCH01")  # fmt: skip
+            write_stl(
+                folder / "STL-20261121.01.009.CSV",
+                by_currency,
+                report_date=DAY,
+                account_id="FINSUPMERCH01",
+            )
         elif fmt == "settlement-csv":
             write_settlement_csv(folder / "settlement.csv", rows, gateway="payoneer")
         else:
-            write_camt053(folder / "statement.xml", _camt_rows(rows), statement_id="S-1",
-                          account_iban="DE89370400440532013000")  # fmt: skip
+            write_camt053(
+                folder / "statement.xml",
+                _camt_rows(rows),
+                statement_id="S-1",
+                account_iban="DE89370400440532013000",
+            )
     return made
 
 
@@ -155,9 +188,12 @@ def test_a_copied_row_is_one_more_duplicate_settlement_never_a_quarantine(
             for table in ("paypal_stl", "camt053", "settlement_csv"):
                 assert results[(f"warehouse/raw/{table}", "files_parsed")].passed
             conn = warehouse(resources)
-            matched = {r[0] for r in conn.execute(
-                "SELECT external_id FROM reconciliation_matches WHERE run_date = ?", [DAY]
-            ).fetchall()}  # fmt: skip
+            matched = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT external_id FROM reconciliation_matches WHERE run_date = ?", [DAY]
+                ).fetchall()
+            }
             kinds = [e["exception_kind"] for e in reports.exceptions(conn, DAY)]
             conn.close()
         finally:

@@ -66,28 +66,82 @@ def test_stl_fixture_rows_skips_and_notes() -> None:
     assert parsed.notes == ["skipped 2 non-settlement rows by event code: 1 T0400, 1 T2101"]
     assert all(tuple(row) == SETTLEMENT_COLUMNS for row in parsed.rows)
     assert _strip(parsed.rows) == [
-        _settlement(gateway="paypal", row_number=5, record_ref="5TY05013RG002845M", gateway_txn_id="5TY05013RG002845M",
-                    event_code="T0006", kind="sale", direction="credit", gross_minor=12000,
-                    currency="USD", fee_minor=378, settled_on="2026-11-20",
-                    occurred_at="2026-11-20T09:15:00.000000Z", description="order 1001"),
-        _settlement(gateway="paypal", row_number=6, record_ref="8MC585209K746392H", gateway_txn_id="8MC585209K746392H",
-                    event_code="T0006", kind="sale", direction="credit", gross_minor=4550,
-                    currency="USD", fee_minor=162, settled_on="2026-11-20",
-                    occurred_at="2026-11-20T15:40:10.000000Z"),
-        _settlement(gateway="paypal", row_number=7, record_ref="2BX64321AB123456C", gateway_txn_id="2BX64321AB123456C",
-                    event_code="T1107", kind="refund", direction="debit", gross_minor=12000,
-                    currency="USD", fee_minor=-330, settled_on="2026-11-20",
-                    occurred_at="2026-11-20T18:02:00.000000Z", description="refund order 1001"),
+        _settlement(
+            gateway="paypal",
+            row_number=5,
+            record_ref="5TY05013RG002845M",
+            gateway_txn_id="5TY05013RG002845M",
+            event_code="T0006",
+            kind="sale",
+            direction="credit",
+            gross_minor=12000,
+            currency="USD",
+            fee_minor=378,
+            settled_on="2026-11-20",
+            occurred_at="2026-11-20T09:15:00.000000Z",
+            description="order 1001",
+        ),
+        _settlement(
+            gateway="paypal",
+            row_number=6,
+            record_ref="8MC585209K746392H",
+            gateway_txn_id="8MC585209K746392H",
+            event_code="T0006",
+            kind="sale",
+            direction="credit",
+            gross_minor=4550,
+            currency="USD",
+            fee_minor=162,
+            settled_on="2026-11-20",
+            occurred_at="2026-11-20T15:40:10.000000Z",
+        ),
+        _settlement(
+            gateway="paypal",
+            row_number=7,
+            record_ref="2BX64321AB123456C",
+            gateway_txn_id="2BX64321AB123456C",
+            event_code="T1107",
+            kind="refund",
+            direction="debit",
+            gross_minor=12000,
+            currency="USD",
+            fee_minor=-330,
+            settled_on="2026-11-20",
+            occurred_at="2026-11-20T18:02:00.000000Z",
+            description="refund order 1001",
+        ),
         # STL amounts carry two implied decimals even for JPY: 150000 is 1500 yen.
-        _settlement(gateway="paypal", row_number=13, record_ref="4JP11122EF333444G", gateway_txn_id="4JP11122EF333444G",
-                    event_code="T0006", kind="sale", direction="credit", gross_minor=1500,
-                    currency="JPY", fee_minor=54, settled_on="2026-11-20",
-                    occurred_at="2026-11-20T11:00:00.000000Z", description="order 1003"),
-        _settlement(gateway="paypal", row_number=14, record_ref="7EU55566GH777888J", gateway_txn_id="7EU55566GH777888J",
-                    event_code="T1201", kind="chargeback", direction="debit", gross_minor=2999,
-                    currency="EUR", fee_minor=1500, settled_on="2026-11-20",
-                    occurred_at="2026-11-20T20:30:00.000000Z", description="chargeback order 998"),
-    ]  # fmt: skip
+        _settlement(
+            gateway="paypal",
+            row_number=13,
+            record_ref="4JP11122EF333444G",
+            gateway_txn_id="4JP11122EF333444G",
+            event_code="T0006",
+            kind="sale",
+            direction="credit",
+            gross_minor=1500,
+            currency="JPY",
+            fee_minor=54,
+            settled_on="2026-11-20",
+            occurred_at="2026-11-20T11:00:00.000000Z",
+            description="order 1003",
+        ),
+        _settlement(
+            gateway="paypal",
+            row_number=14,
+            record_ref="7EU55566GH777888J",
+            gateway_txn_id="7EU55566GH777888J",
+            event_code="T1201",
+            kind="chargeback",
+            direction="debit",
+            gross_minor=2999,
+            currency="EUR",
+            fee_minor=1500,
+            settled_on="2026-11-20",
+            occurred_at="2026-11-20T20:30:00.000000Z",
+            description="chargeback order 998",
+        ),
+    ]
     raw = json.loads(str(parsed.rows[2]["raw"]))
     assert raw["PayPal Reference ID"] == "5TY05013RG002845M"  # the refunded sale, for auditors
 
@@ -96,21 +150,49 @@ def test_camt053_fixture_batch_credit_single_entry_and_pending() -> None:
     parsed = parse_file("camt053", CAMT)
     assert parsed.skipped == 1
     assert parsed.notes == ["skipped 1 entries not booked: 1 status PDNG"]
-    batch = {"batch_ref": "2026112000042", "batch_net_minor": 10709, "event_code": "PMNT/RCDT/ESCT",
-             "kind": "sale", "direction": "credit", "currency": "EUR", "settled_on": "2026-11-20"}  # fmt: skip
+    batch = {
+        "batch_ref": "2026112000042",
+        "batch_net_minor": 10709,
+        "event_code": "PMNT/RCDT/ESCT",
+        "kind": "sale",
+        "direction": "credit",
+        "currency": "EUR",
+        "settled_on": "2026-11-20",
+    }
     assert _strip(parsed.rows) == [
-        _settlement(row_number=1, record_ref="2026112000042/1", settler_ref="2026112000042-1",
-                    gateway_txn_id="5TY05013RG002845M",
-                    gross_minor=8000, fee_minor=250, description="PAYPAL PAYOUT 77 order 1001",
-                    **batch),
-        _settlement(row_number=2, record_ref="2026112000042/2", settler_ref="2026112000042-2",
-                    gateway_txn_id="8MC585209K746392H",
-                    gross_minor=3099, fee_minor=140,
-                    description="SEPA CREDIT TRANSFER PAYPAL EUROPE", **batch),
-        _settlement(row_number=3, record_ref="2026112000051", event_code="NTRF", kind="other",
-                    direction="debit", gross_minor=5716, currency="EUR", fee_minor=35,
-                    settled_on="2026-11-20", description="TRANSFER TO CARD ACQUIRER"),
-    ]  # fmt: skip
+        _settlement(
+            row_number=1,
+            record_ref="2026112000042/1",
+            settler_ref="2026112000042-1",
+            gateway_txn_id="5TY05013RG002845M",
+            gross_minor=8000,
+            fee_minor=250,
+            description="PAYPAL PAYOUT 77 order 1001",
+            **batch,
+        ),
+        _settlement(
+            row_number=2,
+            record_ref="2026112000042/2",
+            settler_ref="2026112000042-2",
+            gateway_txn_id="8MC585209K746392H",
+            gross_minor=3099,
+            fee_minor=140,
+            description="SEPA CREDIT TRANSFER PAYPAL EUROPE",
+            **batch,
+        ),
+        _settlement(
+            row_number=3,
+            record_ref="2026112000051",
+            event_code="NTRF",
+            kind="other",
+            direction="debit",
+            gross_minor=5716,
+            currency="EUR",
+            fee_minor=35,
+            settled_on="2026-11-20",
+            description="TRANSFER TO CARD ACQUIRER",
+        ),
+    ]
     raw = json.loads(str(parsed.rows[0]["raw"]))
     assert raw["tx"]["Refs"]["EndToEndId"] == "5TY05013RG002845M"
     assert raw["entry"]["Amt"] == {"@Ccy": "EUR", "#text": "107.09"}
@@ -120,25 +202,75 @@ def test_settlement_csv_fixture_rows() -> None:
     parsed = parse_file("settlement-csv", CSV)
     assert (parsed.skipped, parsed.notes) == (0, [])
     assert _strip(parsed.rows) == [
-        _settlement(gateway="paypal", row_number=2, record_ref="STL-0001", gateway_txn_id="5TY05013RG002845M",
-                    batch_ref="PAYOUT-77", batch_net_minor=16010, kind="sale", direction="credit",
-                    gross_minor=12000, currency="USD", fee_minor=378, settled_on="2026-11-20",
-                    occurred_at="2026-11-20T09:15:00.000000Z", description="order 1001"),
-        _settlement(gateway="paypal", row_number=3, record_ref="STL-0002", gateway_txn_id="8MC585209K746392H",
-                    batch_ref="PAYOUT-77", batch_net_minor=16010, kind="sale", direction="credit",
-                    gross_minor=4550, currency="USD", fee_minor=162, settled_on="2026-11-20"),
-        _settlement(gateway="paypal", row_number=4, record_ref="STL-0003", gateway_txn_id="2BX64321AB123456C",
-                    kind="refund", direction="debit", gross_minor=12000, currency="USD",
-                    fee_minor=-330, settled_on="2026-11-21",
-                    occurred_at="2026-11-20T18:02:00.000000Z", description="refund, order 1001"),
-        _settlement(gateway="stripe", row_number=5, record_ref="STL-0004", kind="other", direction="debit",
-                    gross_minor=1500, currency="EUR", settled_on="2026-11-21",
-                    description="monthly account fee"),
-        _settlement(gateway="paypal", row_number=6, record_ref="STL-0005", gateway_txn_id="4JP11122EF333444G",
-                    kind="sale", direction="credit", gross_minor=1500, currency="JPY",
-                    fee_minor=54, settled_on="2026-11-21",
-                    occurred_at="2026-11-20T11:00:00.000000Z"),
-    ]  # fmt: skip
+        _settlement(
+            gateway="paypal",
+            row_number=2,
+            record_ref="STL-0001",
+            gateway_txn_id="5TY05013RG002845M",
+            batch_ref="PAYOUT-77",
+            batch_net_minor=16010,
+            kind="sale",
+            direction="credit",
+            gross_minor=12000,
+            currency="USD",
+            fee_minor=378,
+            settled_on="2026-11-20",
+            occurred_at="2026-11-20T09:15:00.000000Z",
+            description="order 1001",
+        ),
+        _settlement(
+            gateway="paypal",
+            row_number=3,
+            record_ref="STL-0002",
+            gateway_txn_id="8MC585209K746392H",
+            batch_ref="PAYOUT-77",
+            batch_net_minor=16010,
+            kind="sale",
+            direction="credit",
+            gross_minor=4550,
+            currency="USD",
+            fee_minor=162,
+            settled_on="2026-11-20",
+        ),
+        _settlement(
+            gateway="paypal",
+            row_number=4,
+            record_ref="STL-0003",
+            gateway_txn_id="2BX64321AB123456C",
+            kind="refund",
+            direction="debit",
+            gross_minor=12000,
+            currency="USD",
+            fee_minor=-330,
+            settled_on="2026-11-21",
+            occurred_at="2026-11-20T18:02:00.000000Z",
+            description="refund, order 1001",
+        ),
+        _settlement(
+            gateway="stripe",
+            row_number=5,
+            record_ref="STL-0004",
+            kind="other",
+            direction="debit",
+            gross_minor=1500,
+            currency="EUR",
+            settled_on="2026-11-21",
+            description="monthly account fee",
+        ),
+        _settlement(
+            gateway="paypal",
+            row_number=6,
+            record_ref="STL-0005",
+            gateway_txn_id="4JP11122EF333444G",
+            kind="sale",
+            direction="credit",
+            gross_minor=1500,
+            currency="JPY",
+            fee_minor=54,
+            settled_on="2026-11-21",
+            occurred_at="2026-11-20T11:00:00.000000Z",
+        ),
+    ]
     assert json.loads(str(parsed.rows[3]["raw"]))["gateway"] == "stripe"
 
 
@@ -149,17 +281,59 @@ def test_transactions_page_fixture_rows() -> None:
     assert all(tuple(row) == REVENUE_COLUMNS for row in parsed.rows)
 
     def rev(n: int, tid: str, amount: str, ccy: str, at: str, kind: str, status: str) -> dict:
-        return {"row_number": n, "record_ref": tid, "source": "paypal", "external_id": tid,
-                "amount": amount, "currency": ccy, "occurred_at": at, "kind": kind,
-                "status": status}  # fmt: skip
+        return {
+            "row_number": n,
+            "record_ref": tid,
+            "source": "paypal",
+            "external_id": tid,
+            "amount": amount,
+            "currency": ccy,
+            "occurred_at": at,
+            "kind": kind,
+            "status": status,
+        }
 
     assert _strip(parsed.rows) == [
-        rev(1, "5TY05013RG002845M", "120.00", "USD", "2026-11-20T09:15:00.000000Z", "sale", "confirmed"),
-        rev(2, "8MC585209K746392H", "45.50", "USD", "2026-11-20T15:40:10.000000Z", "sale", "projected"),
-        rev(3, "2BX64321AB123456C", "120.00", "USD", "2026-11-20T18:02:00.000000Z", "refund", "confirmed"),
-        rev(4, "4JP11122EF333444G", "1500", "JPY", "2026-11-20T02:00:00.000000Z", "sale", "reversed"),
-        rev(5, "7EU55566GH777888J", "29.99", "EUR", "2026-11-20T20:30:00.000000Z", "chargeback", "confirmed"),
-    ]  # fmt: skip
+        rev(
+            1,
+            "5TY05013RG002845M",
+            "120.00",
+            "USD",
+            "2026-11-20T09:15:00.000000Z",
+            "sale",
+            "confirmed",
+        ),
+        rev(
+            2,
+            "8MC585209K746392H",
+            "45.50",
+            "USD",
+            "2026-11-20T15:40:10.000000Z",
+            "sale",
+            "projected",
+        ),
+        rev(
+            3,
+            "2BX64321AB123456C",
+            "120.00",
+            "USD",
+            "2026-11-20T18:02:00.000000Z",
+            "refund",
+            "confirmed",
+        ),
+        rev(
+            4, "4JP11122EF333444G", "1500", "JPY", "2026-11-20T02:00:00.000000Z", "sale", "reversed"
+        ),
+        rev(
+            5,
+            "7EU55566GH777888J",
+            "29.99",
+            "EUR",
+            "2026-11-20T20:30:00.000000Z",
+            "chargeback",
+            "confirmed",
+        ),
+    ]
     assert parse_page(PAGE.read_bytes(), PAGE.name).rows == parsed.rows
 
 
@@ -184,11 +358,23 @@ def _edit(tmp_path: Path, source: Path, old: str, new: str, name: str | None = N
         ('"SC",4', '"SC",5', "line 10: section 1 record count SC says 5 transactions, body has 4"),
         ('"RC",7', '"RC",6', "report record count RC says 6 transactions, body has 7"),
         ('"FF",7', '"FF",12', "file footer FF says 12 transactions, body has 7"),
-        ('"SF","USD",16550', '"SF","USD",16551', "section 1 footer SF USD gross credit total says 16551, body rows add up to 16550"),
-        ('"RF","JPY",150000,0,0,5400', '"RF","JPY",150000,0,0,5300', "report footer RF JPY fee debit total says 5300, body rows add up to 5400"),
-        ('"SF","JPY",150000,0,0,5400,"CR",0,"CR",144600,"CR",0,"CR",0\n', "", "section 2 has JPY activity but no SF footer line for JPY"),
+        (
+            '"SF","USD",16550',
+            '"SF","USD",16551',
+            "section 1 footer SF USD gross credit total says 16551, body rows add up to 16550",
+        ),
+        (
+            '"RF","JPY",150000,0,0,5400',
+            '"RF","JPY",150000,0,0,5300',
+            "report footer RF JPY fee debit total says 5300, body rows add up to 5400",
+        ),
+        (
+            '"SF","JPY",150000,0,0,5400,"CR",0,"CR",144600,"CR",0,"CR",0\n',
+            "",
+            "section 2 has JPY activity but no SF footer line for JPY",
+        ),
     ],
-)  # fmt: skip
+)
 def test_stl_footer_disagreement_is_refused(
     tmp_path: Path, old: str, new: str, expected: str
 ) -> None:
@@ -225,11 +411,25 @@ def test_stl_bad_body_field_names_the_line(tmp_path: Path) -> None:
 
 
 def test_stl_writer_corrupt_footer_option(tmp_path: Path) -> None:
-    rows = [_settlement(record_ref="A", gateway_txn_id="A", kind="sale", direction="credit",
-                        gross_minor=100, currency="USD", settled_on="2026-11-20")]  # fmt: skip
+    rows = [
+        _settlement(
+            record_ref="A",
+            gateway_txn_id="A",
+            kind="sale",
+            direction="credit",
+            gross_minor=100,
+            currency="USD",
+            settled_on="2026-11-20",
+        )
+    ]
     for footer in ("SF", "SC", "RF", "RC", "FF"):
-        path = write_stl(tmp_path / f"{footer}.csv", rows, report_date="2026-11-20",
-                         account_id="ACC", corrupt=footer)  # fmt: skip
+        path = write_stl(
+            tmp_path / f"{footer}.csv",
+            rows,
+            report_date="2026-11-20",
+            account_id="ACC",
+            corrupt=footer,
+        )
         with pytest.raises(FooterMismatch, match=footer):
             parse_file("paypal-stl", path)
 
@@ -237,11 +437,23 @@ def test_stl_writer_corrupt_footer_option(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("<NbOfNtries>3</NbOfNtries>", "<NbOfNtries>4</NbOfNtries>", "TtlNtries NbOfNtries says 4 entries, statement has 3"),
-        ("<Sum>134.25</Sum>", "<Sum>134.26</Sum>", "TtlCdtNtries Sum says 134.26, entries add up to 134.25"),
-        ("<TtlNetNtryAmt>77.09</TtlNetNtryAmt>", "<TtlNetNtryAmt>77.90</TtlNetNtryAmt>", "net total says 77.90, entries net to 77.09"),
+        (
+            "<NbOfNtries>3</NbOfNtries>",
+            "<NbOfNtries>4</NbOfNtries>",
+            "TtlNtries NbOfNtries says 4 entries, statement has 3",
+        ),
+        (
+            "<Sum>134.25</Sum>",
+            "<Sum>134.26</Sum>",
+            "TtlCdtNtries Sum says 134.26, entries add up to 134.25",
+        ),
+        (
+            "<TtlNetNtryAmt>77.09</TtlNetNtryAmt>",
+            "<TtlNetNtryAmt>77.90</TtlNetNtryAmt>",
+            "net total says 77.90, entries net to 77.09",
+        ),
     ],
-)  # fmt: skip
+)
 def test_camt053_summary_disagreement_is_refused(
     tmp_path: Path, old: str, new: str, expected: str
 ) -> None:
@@ -280,8 +492,15 @@ def test_empty_binary_or_garbage_files_are_malformed(
     assert _one_line(exc).startswith("landed.bin: ")
 
 
-@pytest.mark.parametrize(("fmt", "source"), [("paypal-stl", STL), ("camt053", CAMT),
-                                             ("settlement-csv", CSV), ("paypal-transactions", PAGE)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("fmt", "source"),
+    [
+        ("paypal-stl", STL),
+        ("camt053", CAMT),
+        ("settlement-csv", CSV),
+        ("paypal-transactions", PAGE),
+    ],
+)
 def test_truncated_files_are_malformed(tmp_path: Path, fmt: str, source: Path) -> None:
     data = source.read_bytes()
     path = tmp_path / source.name
@@ -326,12 +545,24 @@ def test_camt053_other_message_type_is_refused(tmp_path: Path) -> None:
         (",sale,45.50,", ",sale,45.505,", "line 3: amount '45.505' has 3 decimals; USD allows 2"),
         (",sale,45.50,", ",sale,-45.50,", "line 3: amount '-45.50' is negative"),
         (",other,15.00,EUR,", ",fee,15.00,EUR,", "line 5: kind 'fee' is not one of"),
-        (",2026-11-21,,,,monthly", ",2026-11-31,,,,monthly", "line 5: date '2026-11-31' is not a calendar date"),
-        ("2026-11-20T18:02:00Z", "2026-11-20T18:02:00", "line 4: time '2026-11-20T18:02:00' has no UTC offset"),
-        (",,,,monthly account fee", ",,,9.00,monthly account fee", "line 5: batch_net_amount is set but batch_ref is blank"),
+        (
+            ",2026-11-21,,,,monthly",
+            ",2026-11-31,,,,monthly",
+            "line 5: date '2026-11-31' is not a calendar date",
+        ),
+        (
+            "2026-11-20T18:02:00Z",
+            "2026-11-20T18:02:00",
+            "line 4: time '2026-11-20T18:02:00' has no UTC offset",
+        ),
+        (
+            ",,,,monthly account fee",
+            ",,,9.00,monthly account fee",
+            "line 5: batch_net_amount is set but batch_ref is blank",
+        ),
         (",JPY,54,JPY,", ",XYZ,54,JPY,", "line 6: unknown currency 'XYZ'"),
     ],
-)  # fmt: skip
+)
 def test_settlement_csv_bad_row_refuses_the_file(
     tmp_path: Path, old: str, new: str, expected: str
 ) -> None:
@@ -356,13 +587,25 @@ def test_settlement_csv_header_only_is_an_empty_settlement(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ('"value": "45.50"', '"value": 45.50', "transaction 2 (8MC585209K746392H): transaction_amount value 45.50 is a JSON number"),
-        ('"transaction_status": "P"', '"transaction_status": "X"', "transaction 2 (8MC585209K746392H): transaction_status 'X' is not one of"),
-        ('"2026-11-20T15:40:10+0000"', '"2026-11-20T15:40:10"', "transaction 2 (8MC585209K746392H): time '2026-11-20T15:40:10' has no UTC offset"),
+        (
+            '"value": "45.50"',
+            '"value": 45.50',
+            "transaction 2 (8MC585209K746392H): transaction_amount value 45.50 is a JSON number",
+        ),
+        (
+            '"transaction_status": "P"',
+            '"transaction_status": "X"',
+            "transaction 2 (8MC585209K746392H): transaction_status 'X' is not one of",
+        ),
+        (
+            '"2026-11-20T15:40:10+0000"',
+            '"2026-11-20T15:40:10"',
+            "transaction 2 (8MC585209K746392H): time '2026-11-20T15:40:10' has no UTC offset",
+        ),
         ('"value": "45.50"', '"value": "45.505"', "has 3 decimals; USD allows 2"),
         ('"transaction_details"', '"details"', "is not a transaction search page"),
     ],
-)  # fmt: skip
+)
 def test_transactions_page_bad_transaction_refuses_the_page(
     tmp_path: Path, old: str, new: str, expected: str
 ) -> None:
@@ -384,23 +627,30 @@ def test_fixture_rows_round_trip_through_every_settlement_writer(tmp_path: Path)
         dict(r, record_ref=r["gateway_txn_id"], batch_ref=None, batch_net_minor=None)
         for r in parse_file("paypal-stl", STL).rows
     ]
-    path = write_stl(tmp_path / "stl.csv", stl_rows, report_date="2026-11-20", account_id="X",
-                     sections=2)  # fmt: skip
+    path = write_stl(
+        tmp_path / "stl.csv", stl_rows, report_date="2026-11-20", account_id="X", sections=2
+    )
     assert _strip(parse_file("paypal-stl", path).rows, "row_number") == _strip(
         stl_rows, "row_number"
     )
 
     camt_rows = parse_file("camt053", CAMT).rows
     for version in ("001.02", "001.08"):
-        path = write_camt053(tmp_path / f"{version}.xml", camt_rows, statement_id="S-1",
-                             account_iban="DE89370400440532013000", version=version)  # fmt: skip
+        path = write_camt053(
+            tmp_path / f"{version}.xml",
+            camt_rows,
+            statement_id="S-1",
+            account_iban="DE89370400440532013000",
+            version=version,
+        )
         assert _strip(parse_file("camt053", path).rows) == _strip(camt_rows)
 
 
 def test_transactions_page_round_trip(tmp_path: Path) -> None:
     rows = parse_file("paypal-transactions", PAGE).rows
-    path = write_transactions_page(tmp_path / "page.json", rows, page=2, total_pages=3,
-                                   total_items=250)  # fmt: skip
+    path = write_transactions_page(
+        tmp_path / "page.json", rows, page=2, total_pages=3, total_items=250
+    )
     again = parse_file("paypal-transactions", path)
     assert _strip(again.rows) == _strip(rows)
     assert json.loads(path.read_text())["page"] == 2
@@ -447,8 +697,9 @@ def _rows(draw: st.DrawFn) -> list[dict[str, object]]:
 def test_property_stl_and_settlement_csv_round_trip(
     tmp_path: Path, rows: list[dict[str, object]], sections: int
 ) -> None:
-    stl = write_stl(tmp_path / "p.stl", rows, report_date="2026-11-20", account_id="ACC",
-                    sections=sections)  # fmt: skip
+    stl = write_stl(
+        tmp_path / "p.stl", rows, report_date="2026-11-20", account_id="ACC", sections=sections
+    )
     parsed = parse_file("paypal-stl", stl).rows
     assert _strip(parsed, "row_number", "event_code") == _strip(rows, "event_code")
     assert [r["event_code"] for r in parsed] == [DEFAULT_CODE[str(r["kind"])] for r in rows]

@@ -37,9 +37,16 @@ POLICY = batching.BatchPolicy(min_item={"*": "1.00"})
 
 def event(ext: str, amount: str, kind: str = "sale", status: str = "confirmed") -> Any:
     return revenue.parse_event(
-        {"source": "paypal", "external_id": ext, "amount": amount, "currency": "USD",
-         "occurred_at": "2026-11-20T10:00:00Z", "kind": kind, "status": status}
-    )  # fmt: skip
+        {
+            "source": "paypal",
+            "external_id": ext,
+            "amount": amount,
+            "currency": "USD",
+            "occurred_at": "2026-11-20T10:00:00Z",
+            "kind": kind,
+            "status": status,
+        }
+    )
 
 
 def ingest(engine: Engine, *events: Any) -> dict[str, Any]:
@@ -72,8 +79,17 @@ def build(engine: Engine) -> batching.BuildReport:
 
 def decide(engine: Engine, who: fx.Approver, what: str, key: str, action: Any) -> Any:
     code, now = who.next_code()
-    return approvals.authorised(engine, who.name, code, fx.BOX, approvals.ApprovalPolicy(), what,
-                                ("earning", key), action, now=now)  # fmt: skip
+    return approvals.authorised(
+        engine,
+        who.name,
+        code,
+        fx.BOX,
+        approvals.ApprovalPolicy(),
+        what,
+        ("earning", key),
+        action,
+        now=now,
+    )
 
 
 def items_of(engine: Engine, batch_id: str) -> list[Any]:
@@ -118,16 +134,28 @@ def test_reversed_sale_holds_its_accrued_earning_until_an_approver_decides(
     with db.read(engine) as conn:
         held = holds.held_earnings(conn)
     assert [(h["earning"], h["status"], h["amount_minor"]) for h in held] == [
-        ("e-ana", "on_hold", 6000), ("e-ben", "on_hold", 4000)]  # fmt: skip
+        ("e-ana", "on_hold", 6000),
+        ("e-ben", "on_hold", 4000),
+    ]
 
     report = build(engine)
     assert report.batches == [] and [h["earning"] for h in report.held] == ["e-ana", "e-ben"]
 
-    assert decide(engine, carol, "earning_release", "e-ana",
-                  lambda conn, a: holds.release(conn, a, "e-ana", "paid from other revenue"))  # fmt: skip
+    assert decide(
+        engine,
+        carol,
+        "earning_release",
+        "e-ana",
+        lambda conn, a: holds.release(conn, a, "e-ana", "paid from other revenue"),
+    )
     assert status(engine, "e-ana")[0] == "accrued"
-    decide(engine, carol, "earning_cancellation", "e-ben",
-           lambda conn, a: holds.cancel(conn, a, "e-ben", "the sale never happened"))  # fmt: skip
+    decide(
+        engine,
+        carol,
+        "earning_cancellation",
+        "e-ben",
+        lambda conn, a: holds.cancel(conn, a, "e-ben", "the sale never happened"),
+    )
     assert status(engine, "e-ben")[0] == "cancelled"
 
     report = build(engine)
@@ -140,11 +168,21 @@ def test_reversed_sale_holds_its_accrued_earning_until_an_approver_decides(
 
     # A release needs a held earning; a cancellation needs a held one too.
     with pytest.raises(InvalidInput, match="not held: nothing to release"):
-        decide(engine, carol, "earning_release", "e-ana",
-               lambda conn, a: holds.release(conn, a, "e-ana", "again"))  # fmt: skip
+        decide(
+            engine,
+            carol,
+            "earning_release",
+            "e-ana",
+            lambda conn, a: holds.release(conn, a, "e-ana", "again"),
+        )
     with pytest.raises(InvalidInput, match="only held earnings can be cancelled"):
-        decide(engine, carol, "earning_cancellation", "e-ana",
-               lambda conn, a: holds.cancel(conn, a, "e-ana", "x"))  # fmt: skip
+        decide(
+            engine,
+            carol,
+            "earning_cancellation",
+            "e-ana",
+            lambda conn, a: holds.cancel(conn, a, "e-ana", "x"),
+        )
 
 
 def test_refund_naming_a_batched_sale_stops_approval_and_cancelling_holds_it(
@@ -174,10 +212,17 @@ def test_refund_naming_a_batched_sale_stops_approval_and_cancelling_holds_it(
     assert refused == 1
 
     code, now = carol.next_code()
-    approvals.authorised(engine, "carol", code, fx.BOX, approvals.ApprovalPolicy(),
-                         "batch_cancellation", ("payout_batch", batch_id),
-                         lambda conn, a: approvals.cancel(conn, a.name, batch_id, "refunded",
-                                                          with_code=True), now=now)  # fmt: skip
+    approvals.authorised(
+        engine,
+        "carol",
+        code,
+        fx.BOX,
+        approvals.ApprovalPolicy(),
+        "batch_cancellation",
+        ("payout_batch", batch_id),
+        lambda conn, a: approvals.cancel(conn, a.name, batch_id, "refunded", with_code=True),
+        now=now,
+    )
     assert status(engine, "e-ana")[0] == "on_hold"
     assert usd(engine).committed_minor == 0
     assert balanced(engine)
@@ -193,8 +238,13 @@ def test_submission_rechecks_funding(books: tuple[Engine, fx.Approver]) -> None:
     with pytest.raises(FundingReversed, match="charged back"), db.write(engine) as conn:
         payouts.start_submission(conn, batch["batch_id"], result["approval_version"], "submitter")
     # Released by an approver, the same batch goes.
-    decide(engine, carol, "earning_release", "e-ana",
-           lambda conn, a: holds.release(conn, a, "e-ana", "chargeback disputed and won"))  # fmt: skip
+    decide(
+        engine,
+        carol,
+        "earning_release",
+        "e-ana",
+        lambda conn, a: holds.release(conn, a, "e-ana", "chargeback disputed and won"),
+    )
     with db.write(engine) as conn:
         payouts.start_submission(conn, batch["batch_id"], result["approval_version"], "submitter")
 
@@ -215,12 +265,18 @@ def test_paid_earning_is_clawed_back_and_netted_from_the_next_payout(
     bal = usd(engine)
     # The money is gone from the gateway and only owed back: nothing more can leave.
     assert (bal.clawback_receivable_minor, bal.committed_minor, bal.available_minor) == (
-        10000, 0, -10000)  # fmt: skip
+        10000,
+        0,
+        -10000,
+    )
     with db.read(engine) as conn:
         assert clawbacks.outstanding(conn) != {}
         [claw] = clawbacks.report(conn)
     assert (claw["earning"], claw["amount_minor"], claw["beneficiary_outstanding_minor"]) == (
-        "e-1", 10000, 10000)  # fmt: skip
+        "e-1",
+        10000,
+        10000,
+    )
     assert balanced(engine)
 
     t = fx.sale(engine, "T-1", "300.00")
@@ -237,10 +293,17 @@ def test_paid_earning_is_clawed_back_and_netted_from_the_next_payout(
 
     # Denied, the batch gives the netting back: the clawback is owed again.
     code, now = carol.next_code()
-    approvals.authorised(engine, "carol", code, fx.BOX, approvals.ApprovalPolicy(), "batch_denial",
-                         ("payout_batch", second["batch_id"]),
-                         lambda conn, a: approvals.deny(conn, a, second["batch_id"], "later"),
-                         now=now)  # fmt: skip
+    approvals.authorised(
+        engine,
+        "carol",
+        code,
+        fx.BOX,
+        approvals.ApprovalPolicy(),
+        "batch_denial",
+        ("payout_batch", second["batch_id"]),
+        lambda conn, a: approvals.deny(conn, a, second["batch_id"], "later"),
+        now=now,
+    )
     bal = usd(engine)
     assert (bal.clawback_receivable_minor, bal.available_minor) == (10000, 30000 - 10000)
     assert status(engine, "e-2")[0] == "accrued"

@@ -102,12 +102,27 @@ def _compile(warehouse: Path, target: Path, tolerance: int) -> dict[str, str]:
     }
     variables = {"run_date": RUN_DATE.isoformat(), "amount_tolerance_minor": tolerance}
     subprocess.run(
-        [dbt_executable(), "compile", "--quiet", "--select", "+reconciliation_match_keys",
-         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-         "--target-path", str(target), "--log-path", str(target / "logs"),
-         "--vars", json.dumps(variables)],
-        env=env, check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            dbt_executable(),
+            "compile",
+            "--quiet",
+            "--select",
+            "+reconciliation_match_keys",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(target),
+            "--log-path",
+            str(target / "logs"),
+            "--vars",
+            json.dumps(variables),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
     return {
         str(n["name"]): str(n["compiled_code"])
@@ -161,20 +176,39 @@ def run_model(
                 "INSERT INTO ledger.revenue_events (event_hash, source, external_id, kind,"
                 " amount_minor, currency, occurred_at, status, replicated_seq,"
                 " first_replicated_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 1)",
-                [e.event_hash, e.source, e.external_id, e.kind, e.amount_minor, e.currency,
-                 e.occurred_at, e.status],
-            ).fetchall()  # fmt: skip
+                [
+                    e.event_hash,
+                    e.source,
+                    e.external_id,
+                    e.kind,
+                    e.amount_minor,
+                    e.currency,
+                    e.occurred_at,
+                    e.status,
+                ],
+            ).fetchall()
         for ln in lines:
             conn.execute(
                 f"INSERT INTO raw.{ln.table} (partition_date, file_name, content_sha256,"
                 " row_number, record_ref, gateway, gateway_txn_id, kind, direction, gross_minor,"
                 " currency, fee_minor, fee_currency, settled_on, raw, landing_seq)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, '{}', 1)",
-                [ln.partition_date, ln.file_name, f"{ln.table:0<64}", ln.row_number, f"R{ln.row_number}",
-                 ln.gateway, ln.gateway_txn_id, ln.kind,
-                 "debit" if ln.kind == "refund" else "credit", ln.gross_minor, ln.currency,
-                 ln.currency, str(ln.settled_on)],
-            ).fetchall()  # fmt: skip
+                [
+                    ln.partition_date,
+                    ln.file_name,
+                    f"{ln.table:0<64}",
+                    ln.row_number,
+                    f"R{ln.row_number}",
+                    ln.gateway,
+                    ln.gateway_txn_id,
+                    ln.kind,
+                    "debit" if ln.kind == "refund" else "credit",
+                    ln.gross_minor,
+                    ln.currency,
+                    ln.currency,
+                    str(ln.settled_on),
+                ],
+            ).fetchall()
         for name in VIEWS:
             conn.execute(f"CREATE VIEW main.{name} AS {compiled[(name, tolerance)]}").fetchall()
         mode = "first"
@@ -226,8 +260,11 @@ def reference(
     """docs/reconciliation.md, "Matching rules", read literally. Items another night matched
     take no part; the night's own earlier matches are replaced, so they do."""
     done = [(e, ln) for e, ln, night in earlier or [] if night != RUN_DATE.isoformat()]
-    events = [e for e in events if e.status != "reversed" and e.day >= 0
-              and e.event_hash not in {e for e, _ in done}]  # fmt: skip
+    events = [
+        e
+        for e in events
+        if e.status != "reversed" and e.day >= 0 and e.event_hash not in {e for e, _ in done}
+    ]
     lines = [ln for ln in lines if ln.day >= 0 and ln.line_id not in {ln for _, ln in done}]
 
     def close(e: Event, ln: Line) -> bool:
@@ -247,8 +284,12 @@ def reference(
     rule1 = mutual_best(by_id)
     taken = {event for event, _ in rule1}
     by_amount = [
-        (e.event_hash, ln.line_id, (e.day - ln.day, *ln.order()),
-         (e.day - ln.day, e.occurred_at, e.event_hash))
+        (
+            e.event_hash,
+            ln.line_id,
+            (e.day - ln.day, *ln.order()),
+            (e.day - ln.day, e.occurred_at, e.event_hash),
+        )
         for e in events
         for ln in lines
         if ln.gateway_txn_id is None
@@ -256,7 +297,7 @@ def reference(
         and close(e, ln)
         and 0 <= e.day - ln.day <= WINDOW_DAYS
         and same_gateway(e, ln)
-    ]  # fmt: skip
+    ]
     rule2 = mutual_best(by_amount)
     return {(e, ln, False) for e, ln in rule1} | {(e, ln, True) for e, ln in rule2}
 
@@ -270,26 +311,46 @@ DAYS = st.integers(min_value=-1, max_value=6)  # -1: after the run date, not yet
 
 events_strategy = st.lists(
     st.tuples(
-        SOURCES, IDS, KINDS, AMOUNTS, CURRENCIES, DAYS,
+        SOURCES,
+        IDS,
+        KINDS,
+        AMOUNTS,
+        CURRENCIES,
+        DAYS,
         st.sampled_from(["projected", "confirmed", "reversed"]),
     ),
     min_size=2,
     max_size=10,
-).map(lambda ts: [Event(f"{n:064x}", *t) for n, t in enumerate(ts)])  # fmt: skip
+).map(lambda ts: [Event(f"{n:064x}", *t) for n, t in enumerate(ts)])
 lines_strategy = st.lists(
     st.tuples(
-        st.sampled_from(["settlement_csv", "camt053"]), SOURCES,
-        st.one_of(st.none(), IDS), KINDS, AMOUNTS, CURRENCIES, DAYS, st.sampled_from([0, 1]),
+        st.sampled_from(["settlement_csv", "camt053"]),
+        SOURCES,
+        st.one_of(st.none(), IDS),
+        KINDS,
+        AMOUNTS,
+        CURRENCIES,
+        DAYS,
+        st.sampled_from([0, 1]),
     ),
     min_size=2,
     max_size=10,
 ).map(
     lambda ls: [
-        Line(table, n + 1, gateway if table == "settlement_csv" else None, txn, kind, amount,
-             currency, day, landed)
+        Line(
+            table,
+            n + 1,
+            gateway if table == "settlement_csv" else None,
+            txn,
+            kind,
+            amount,
+            currency,
+            day,
+            landed,
+        )
         for n, (table, gateway, txn, kind, amount, currency, day, landed) in enumerate(ls)
     ]
-)  # fmt: skip
+)
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -366,10 +427,19 @@ def test_of_lines_alike_but_for_where_they_landed_the_first_landed_is_the_match(
 ) -> None:
     sale = Event(f"{1:064x}", "stripe", "T1", "sale", 100, "USD", 5, "projected")
     lines = [
-        Line(table, row, "stripe" if table == "settlement_csv" else None, txn, "sale", 100,
-             "USD", 4, landed)
+        Line(
+            table,
+            row,
+            "stripe" if table == "settlement_csv" else None,
+            txn,
+            "sale",
+            100,
+            "USD",
+            4,
+            landed,
+        )
         for (table, landed), row in zip(copies, rows, strict=False)
-    ]  # fmt: skip
+    ]
     first = min(lines, key=Line.order)
     assert run_model(compiled, [sale], lines) == {(sale.event_hash, first.line_id, txn is None)}
 

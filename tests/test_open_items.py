@@ -161,11 +161,23 @@ class Warehouse:
                         " row_number, record_ref, gateway, gateway_txn_id, kind, direction,"
                         " gross_minor, currency, fee_minor, fee_currency, settled_on, raw,"
                         " landing_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 3, ?, ?, '{}', ?)",
-                        [day(d), f"{table}/{day(d)}/{seq}.csv", f"{table}-{seq}-".ljust(64, "0"),
-                         n, f"R{n}", ln.gateway, ln.gateway_txn_id, ln.kind,
-                         "debit" if ln.kind == "refund" else "credit", ln.gross_minor,
-                         ln.currency, ln.currency, day(ln.settled), seq],
-                    ).fetchall()  # fmt: skip
+                        [
+                            day(d),
+                            f"{table}/{day(d)}/{seq}.csv",
+                            f"{table}-{seq}-".ljust(64, "0"),
+                            n,
+                            f"R{n}",
+                            ln.gateway,
+                            ln.gateway_txn_id,
+                            ln.kind,
+                            "debit" if ln.kind == "refund" else "credit",
+                            ln.gross_minor,
+                            ln.currency,
+                            ln.currency,
+                            day(ln.settled),
+                            seq,
+                        ],
+                    ).fetchall()
 
     def arrive(self, plan: Scenario, d: int) -> None:
         """Day ``d`` as it comes: its files land and the events first copied that day are
@@ -197,10 +209,22 @@ class Warehouse:
                     " status_changed_at, source_file, replicated_seq, first_replicated_seq,"
                     " event_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'books', ?, ?,"
                     " coalesce(?, nextval('ledger.event_key')))",
-                    [ev.event_hash, ev.source, ev.external_id, ev.kind, ev.amount_minor,
-                     ev.currency, at, ev.status, at, at, seq, first[0][0] if first else seq,
-                     first[0][1] if first else None],
-                ).fetchall()  # fmt: skip
+                    [
+                        ev.event_hash,
+                        ev.source,
+                        ev.external_id,
+                        ev.kind,
+                        ev.amount_minor,
+                        ev.currency,
+                        at,
+                        ev.status,
+                        at,
+                        at,
+                        seq,
+                        first[0][0] if first else seq,
+                        first[0][1] if first else None,
+                    ],
+                ).fetchall()
 
     def build(self, d: int | None, *, from_history: bool = False, select: str | None = None) -> str:
         """``dbt build`` for night ``d`` (None: no run_date, today); returns the way the
@@ -210,14 +234,31 @@ class Warehouse:
         if from_history:
             variables["open_items_from_previous_night"] = False
         done = subprocess.run(
-            [dbt_executable(), "build", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
-             "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(target),
-             "--log-path", str(target / "logs"), "--vars", json.dumps(variables),
-             *(["--select", select] if select else [])],
-            env={**os.environ, "FINSUP_WAREHOUSE_PATH": str(self.path),
-                 "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                dbt_executable(),
+                "build",
+                "--quiet",
+                "--project-dir",
+                str(DBT_PROJECT_DIR),
+                "--profiles-dir",
+                str(DBT_PROJECT_DIR),
+                "--target-path",
+                str(target),
+                "--log-path",
+                str(target / "logs"),
+                "--vars",
+                json.dumps(variables),
+                *(["--select", select] if select else []),
+            ],
+            env={
+                **os.environ,
+                "FINSUP_WAREHOUSE_PATH": str(self.path),
+                "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         compiled = target / "compiled" / "finsup" / "models" / "marts"
         sql = (compiled / "reconciliation_match_keys.sql").read_text(encoding="utf-8")

@@ -22,10 +22,16 @@ from finsup_dagster.ledger.schema import payout_batches, payout_items
 
 def fund(engine: Engine, amount: str = "100.00", currency: str = "USD") -> None:
     ev = parse_event(
-        {"source": "paypal", "external_id": f"FUND-{amount}-{currency}", "amount": amount,
-         "currency": currency, "occurred_at": "2026-01-01T00:00:00Z", "kind": "sale",
-         "status": "confirmed"}
-    )  # fmt: skip
+        {
+            "source": "paypal",
+            "external_id": f"FUND-{amount}-{currency}",
+            "amount": amount,
+            "currency": currency,
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "kind": "sale",
+            "status": "confirmed",
+        }
+    )
     ingest(engine, [(1, ev)])
 
 
@@ -37,9 +43,12 @@ def usd(engine: Engine) -> balance.Balance:
 def new_batch(engine: Engine, *amounts: int) -> str:
     with db.write(engine) as conn:
         return create_batch(
-            conn, method="paypal", currency="USD", items=[ItemRequest(a) for a in amounts],
+            conn,
+            method="paypal",
+            currency="USD",
+            items=[ItemRequest(a) for a in amounts],
             created_by="maker",
-        )  # fmt: skip
+        )
 
 
 def item_ids(engine: Engine, batch_id: str) -> list[int]:

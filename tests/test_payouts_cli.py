@@ -51,10 +51,13 @@ def wrong_code(secret: str) -> str:
 
 
 def test_operator_and_approvers_end_to_end(payout_env: Path, tmp_path: Path) -> None:
-    revenue = write_csv(tmp_path / "rev.csv", [
-        ["paypal", "S1", "150.00", "USD", "2026-11-20T10:00:00Z", "sale", "confirmed"],
-        ["paypal", "S2", "50.00", "USD", "2026-11-20T11:00:00Z", "sale", "confirmed"],
-    ])  # fmt: skip
+    revenue = write_csv(
+        tmp_path / "rev.csv",
+        [
+            ["paypal", "S1", "150.00", "USD", "2026-11-20T10:00:00Z", "sale", "confirmed"],
+            ["paypal", "S2", "50.00", "USD", "2026-11-20T11:00:00Z", "sale", "confirmed"],
+        ],
+    )
     assert run("ingest-revenue", str(revenue)).returncode == 0
 
     h1 = event_hash("paypal", "S1", 15000, "USD", "2026-11-20T10:00:00.000000Z", "sale")
@@ -103,9 +106,10 @@ def test_operator_and_approvers_end_to_end(payout_env: Path, tmp_path: Path) -> 
     assert "exceeds the 30.00 USD" in (tmp_path / "earnings.csv.rejects.csv").read_text()
 
     batches = run_json("create-payout-batches")
-    assert [(b["method"], b["currency"], b["total_minor"], b["item_count"], b["required_approvals"]) for b in batches] == [
-        ("paypal", "USD", 16000, 1, 2)
-    ]  # fmt: skip
+    assert [
+        (b["method"], b["currency"], b["total_minor"], b["item_count"], b["required_approvals"])
+        for b in batches
+    ] == [("paypal", "USD", 16000, 1, 2)]
     batch = batches[0]["batch_id"]
     instance = dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"])
     assert [r.job_name for r in instance.get_runs()] == ["create_payout_batches"], (
@@ -122,9 +126,18 @@ def test_operator_and_approvers_end_to_end(payout_env: Path, tmp_path: Path) -> 
     )
     assert {f["event_hash"]: f["amount_minor"] for f in item["funded_by"]} == {h1: 15000, h2: 1000}
 
-    assert_one_line_error(run("add-approver", "x", "--limit", "1", "--currency", "USD",
-                              env={k: v for k, v in os.environ.items() if k != "FINSUP_SECRET_KEY"}),
-                          "FINSUP_SECRET_KEY is not set")  # fmt: skip
+    assert_one_line_error(
+        run(
+            "add-approver",
+            "x",
+            "--limit",
+            "1",
+            "--currency",
+            "USD",
+            env={k: v for k, v in os.environ.items() if k != "FINSUP_SECRET_KEY"},
+        ),
+        "FINSUP_SECRET_KEY is not set",
+    )
     carol, dave, erin = enrol("carol", "500.00"), enrol("dave", "500.00"), enrol("erin", "500.00")
     code = pyotp.TOTP(carol).now()
     out = run("approve-payout-batch", batch, "--approver", "carol", "--code", code)
@@ -136,8 +149,17 @@ def test_operator_and_approvers_end_to_end(payout_env: Path, tmp_path: Path) -> 
         run("approve-payout-batch", batch, "--approver", "dave", "--code", wrong_code(dave)),
         "wrong or expired",
     )
-    assert_one_line_error(run("approve-payout-batch", "pb_nope", "--approver", "erin", "--code", pyotp.TOTP(erin).now()),
-                          "no payout batch 'pb_nope'")  # fmt: skip
+    assert_one_line_error(
+        run(
+            "approve-payout-batch",
+            "pb_nope",
+            "--approver",
+            "erin",
+            "--code",
+            pyotp.TOTP(erin).now(),
+        ),
+        "no payout batch 'pb_nope'",
+    )
 
     assert run("freeze-payouts", "--reason", "audit").returncode == 0
     assert_one_line_error(run("create-payout-batches"), "payouts are frozen")
@@ -164,25 +186,44 @@ def test_operator_and_approvers_end_to_end(payout_env: Path, tmp_path: Path) -> 
     log = run("report-transaction-logs", "--json", "--limit", "1000").stdout
     assert carol not in log and dave not in log and code not in log
     actions = [r["action"] for r in json.loads(log)]
-    for expected in ("beneficiary_created", "earning_accrued", "batch_created", "batch_approval_recorded",
-                     "batch_approval_refused", "payouts_frozen", "payouts_unfrozen", "batch_approved"):  # fmt: skip
+    for expected in (
+        "beneficiary_created",
+        "earning_accrued",
+        "batch_created",
+        "batch_approval_recorded",
+        "batch_approval_refused",
+        "payouts_frozen",
+        "payouts_unfrozen",
+        "batch_approved",
+    ):
         assert expected in actions
     assert run("verify-audit-chain").returncode == 0
 
 
 def test_held_earnings_through_the_command(payout_env: Path, tmp_path: Path) -> None:
     """A sale reversed after it funded an earning: held, reported, then released or cancelled."""
-    sales = [["paypal", f"S{n}", "80.00", "USD", "2026-11-20T10:00:00Z", "sale", "confirmed"]
-             for n in (1, 2)]  # fmt: skip
+    sales = [
+        ["paypal", f"S{n}", "80.00", "USD", "2026-11-20T10:00:00Z", "sale", "confirmed"]
+        for n in (1, 2)
+    ]
     assert run("ingest-revenue", str(write_csv(tmp_path / "rev.csv", sales))).returncode == 0
-    h1, h2 = (event_hash("paypal", f"S{n}", 8000, "USD", "2026-11-20T10:00:00.000000Z", "sale")
-              for n in (1, 2))  # fmt: skip
+    h1, h2 = (
+        event_hash("paypal", f"S{n}", 8000, "USD", "2026-11-20T10:00:00.000000Z", "sale")
+        for n in (1, 2)
+    )
     people = write_rows(
         tmp_path / "people.csv",
-        ["external_id", "name", "payout_method", "destination", "country", "kyc_status",
-         "sanctions_status"],
+        [
+            "external_id",
+            "name",
+            "payout_method",
+            "destination",
+            "country",
+            "kyc_status",
+            "sanctions_status",
+        ],
         [["ann", "Ann", "paypal", "ann@example.com", "US", "verified", "clear"]],
-    )  # fmt: skip
+    )
     assert run("import-beneficiaries", str(people)).returncode == 0
     work = write_rows(
         tmp_path / "earnings.csv",
@@ -192,16 +233,21 @@ def test_held_earnings_through_the_command(payout_env: Path, tmp_path: Path) -> 
     assert run("ingest-earnings", str(work)).returncode == 0
     assert run_json("report-held-earnings") == {"held": [], "clawbacks": []}
 
-    gone = write_csv(tmp_path / "gone.csv", [
-        ["paypal", "S1", "80.00", "USD", "2026-11-20T10:00:00Z", "sale", "reversed"],
-        ["paypal", "S2", "80.00", "USD", "2026-11-21T09:00:00Z", "chargeback", "confirmed"],
-    ])  # fmt: skip
+    gone = write_csv(
+        tmp_path / "gone.csv",
+        [
+            ["paypal", "S1", "80.00", "USD", "2026-11-20T10:00:00Z", "sale", "reversed"],
+            ["paypal", "S2", "80.00", "USD", "2026-11-21T09:00:00Z", "chargeback", "confirmed"],
+        ],
+    )
     proc = run("ingest-revenue", str(gone), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[0]["earnings_held"] == 2
     report = run_json("report-held-earnings")
     assert [(h["earning"], h["status"], h["amount_minor"]) for h in report["held"]] == [
-        ("E1", "on_hold", 5000), ("E2", "on_hold", 3000)]  # fmt: skip
+        ("E1", "on_hold", 5000),
+        ("E2", "on_hold", 3000),
+    ]
     assert (
         "reversed" in report["held"][0]["reason"] and "charged back" in report["held"][1]["reason"]
     )
@@ -210,26 +256,63 @@ def test_held_earnings_through_the_command(payout_env: Path, tmp_path: Path) -> 
 
     carol, dave, erin = enrol("carol", "500.00"), enrol("dave", "500.00"), enrol("erin", "500.00")
     assert_one_line_error(
-        run("release-earning", "E1", "--approver", "carol", "--code", wrong_code(carol),
-            "--reason", "ok"),
+        run(
+            "release-earning",
+            "E1",
+            "--approver",
+            "carol",
+            "--code",
+            wrong_code(carol),
+            "--reason",
+            "ok",
+        ),
         "wrong or expired",
-    )  # fmt: skip
+    )
     assert_one_line_error(
-        run("release-earning", "E9", "--approver", "erin", "--code", pyotp.TOTP(erin).now(),
-            "--reason", "ok"),
+        run(
+            "release-earning",
+            "E9",
+            "--approver",
+            "erin",
+            "--code",
+            pyotp.TOTP(erin).now(),
+            "--reason",
+            "ok",
+        ),
         "no earning 'E9'",
-    )  # fmt: skip
-    released = run("release-earning", "E1", "--approver", "carol",
-                   "--code", pyotp.TOTP(carol).now(), "--reason", "paid from other revenue")  # fmt: skip
+    )
+    released = run(
+        "release-earning",
+        "E1",
+        "--approver",
+        "carol",
+        "--code",
+        pyotp.TOTP(carol).now(),
+        "--reason",
+        "paid from other revenue",
+    )
     assert released.returncode == 0, released.stderr
     assert "E1 released by carol; it is accrued" in released.stdout
-    cancelled = run("cancel-earning", "E2", "--approver", "dave",
-                    "--code", pyotp.TOTP(dave).now(), "--reason", "charged back")  # fmt: skip
+    cancelled = run(
+        "cancel-earning",
+        "E2",
+        "--approver",
+        "dave",
+        "--code",
+        pyotp.TOTP(dave).now(),
+        "--reason",
+        "charged back",
+    )
     assert cancelled.returncode == 0, cancelled.stderr
     assert run_json("report-held-earnings")["held"] == []
     logs = run_json("report-transaction-logs", "--entity", "earning")
     assert [r["action"] for r in logs if r["action"] != "earning_accrued"] == [
-        "earning_held", "earning_held", "earning_release_refused", "earning_release_refused",
-        "earning_released", "earning_cancelled"]  # fmt: skip
+        "earning_held",
+        "earning_held",
+        "earning_release_refused",
+        "earning_release_refused",
+        "earning_released",
+        "earning_cancelled",
+    ]
     joined = json.dumps(logs)
     assert all(secret not in joined for secret in (carol, dave, erin))  # secrets stay out

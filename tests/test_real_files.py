@@ -46,11 +46,23 @@ payoneer,PO-1,2400,JPY,2026-11-21T13:00:00+09:00,sale,projected
 
 def _line(txn: str, gross: int, currency: str, fee: int, **kw: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "row_number": 0, "record_ref": txn, "gateway_txn_id": txn, "batch_ref": None,
-        "batch_net_minor": None, "event_code": None, "kind": "sale", "direction": "credit",
-        "gross_minor": gross, "currency": currency, "fee_minor": fee, "fee_currency": currency,
-        "settled_on": DAY, "occurred_at": "2026-11-21T09:00:00Z", "description": None, "raw": "",
-    }  # fmt: skip
+        "row_number": 0,
+        "record_ref": txn,
+        "gateway_txn_id": txn,
+        "batch_ref": None,
+        "batch_net_minor": None,
+        "event_code": None,
+        "kind": "sale",
+        "direction": "credit",
+        "gross_minor": gross,
+        "currency": currency,
+        "fee_minor": fee,
+        "fee_currency": currency,
+        "settled_on": DAY,
+        "occurred_at": "2026-11-21T09:00:00Z",
+        "description": None,
+        "raw": "",
+    }
     row.update(kw)
     return row
 
@@ -63,8 +75,13 @@ STL_ROWS = [
 ]
 # 30.00 + 20.00 + 10.00 gross, one 1.00 EUR charge on the entry: credited 59.00; the
 # charge is shared 50 / 33 / 17 cents (in proportion to gross, largest remainder).
-BATCH = {"batch_ref": "B-1", "batch_net_minor": 5900, "settler_ref": "B-1",
-         "event_code": "PMNT/RCDT/ESCT", "occurred_at": None}  # fmt: skip
+BATCH = {
+    "batch_ref": "B-1",
+    "batch_net_minor": 5900,
+    "settler_ref": "B-1",
+    "event_code": "PMNT/RCDT/ESCT",
+    "occurred_at": None,
+}
 CAMT_ROWS = [
     _line("AS-1", 3000, "EUR", 50, record_ref="B-1/1", **BATCH),
     _line("AS-2", 2000, "EUR", 33, record_ref="B-1/2", **BATCH),
@@ -83,11 +100,20 @@ def day_of_files(ledger_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     for fmt in ("revenue", "paypal-stl", "camt053", "settlement-csv"):
         (zone / fmt / DAY).mkdir(parents=True)
     (zone / "revenue" / DAY / "sales.csv").write_text(REVENUE, encoding="utf-8")
-    write_stl(zone / "paypal-stl" / DAY / "STL-20261121.01.009.CSV", STL_ROWS,
-              report_date=DAY, account_id="FINSUPMERCH01")  # fmt: skip
-    camt = write_camt053(zone / "camt053" / DAY / "statement.xml", CAMT_ROWS,
-                         statement_id="STMT-1121", account_iban="DE89370400440532013000",
-                         version="001.02", charges_on_entry={"B-1"})  # fmt: skip
+    write_stl(
+        zone / "paypal-stl" / DAY / "STL-20261121.01.009.CSV",
+        STL_ROWS,
+        report_date=DAY,
+        account_id="FINSUPMERCH01",
+    )
+    camt = write_camt053(
+        zone / "camt053" / DAY / "statement.xml",
+        CAMT_ROWS,
+        statement_id="STMT-1121",
+        account_iban="DE89370400440532013000",
+        version="001.02",
+        charges_on_entry={"B-1"},
+    )
     text = camt.read_text(encoding="utf-8")
     assert text.count("<AcctSvcrRef>B-1</AcctSvcrRef>") == 4  # the entry's and every detail's
     assert text.count("<Chrgs>") == 1  # the charge once, for the entry
@@ -126,14 +152,18 @@ def test_row_anomalies_are_exceptions_and_the_files_all_settle(
     conn = warehouse(day_of_files)
     matched = conn.execute(
         "SELECT external_id, match_rule, record_ref, fee_minor FROM reconciliation_matches"
-        " WHERE run_date = ? ORDER BY external_id", [DAY]
-    ).fetchall()  # fmt: skip
+        " WHERE run_date = ? ORDER BY external_id",
+        [DAY],
+    ).fetchall()
     assert matched == [
-        ("AS-1", "batch_reference", "B-1/1", 50), ("AS-2", "batch_reference", "B-1/2", 33),
-        ("AS-3", "batch_reference", "B-1/3", 17), ("PO-1", "gateway_txn_id", "S-1", 24),
-        ("PP-1", "gateway_txn_id", "PP-1", 175), ("PP-2", "gateway_txn_id", "PP-2", 88),
+        ("AS-1", "batch_reference", "B-1/1", 50),
+        ("AS-2", "batch_reference", "B-1/2", 33),
+        ("AS-3", "batch_reference", "B-1/3", 17),
+        ("PO-1", "gateway_txn_id", "S-1", 24),
+        ("PP-1", "gateway_txn_id", "PP-1", 175),
+        ("PP-2", "gateway_txn_id", "PP-2", 88),
         ("PP-J", "gateway_txn_id", "PP-J", 54),
-    ]  # fmt: skip
+    ]
     found = sorted(
         (e["exception_kind"], e["record_ref"], e["file_name"].rsplit("/", 1)[-1])
         for e in reports.exceptions(conn, DAY)

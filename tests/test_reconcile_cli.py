@@ -39,14 +39,31 @@ def test_reconcile_a_day_through_the_instance_and_fail_on_a_bad_footer(tmp_path:
     stl_dir = home / "landing" / "paypal-stl" / DAY
     stl_dir.mkdir(parents=True)
     line = {
-        "row_number": 1, "record_ref": "PP-1", "gateway_txn_id": "PP-1", "batch_ref": None,
-        "batch_net_minor": None, "event_code": None, "kind": "sale", "direction": "credit",
-        "gross_minor": 1000, "currency": "USD", "fee_minor": 59, "fee_currency": "USD",
-        "settled_on": DAY, "occurred_at": None, "description": None, "raw": "{}",
-    }  # fmt: skip
+        "row_number": 1,
+        "record_ref": "PP-1",
+        "gateway_txn_id": "PP-1",
+        "batch_ref": None,
+        "batch_net_minor": None,
+        "event_code": None,
+        "kind": "sale",
+        "direction": "credit",
+        "gross_minor": 1000,
+        "currency": "USD",
+        "fee_minor": 59,
+        "fee_currency": "USD",
+        "settled_on": DAY,
+        "occurred_at": None,
+        "description": None,
+        "raw": "{}",
+    }
     write_stl(stl_dir / "STL-20261121.01.009.CSV", [line], report_date=DAY, account_id="A")
-    write_stl(stl_dir / "STL-20261121.02.009.CSV", [{**line, "gateway_txn_id": "PP-2"}],
-              report_date=DAY, account_id="A", corrupt="SC")  # fmt: skip
+    write_stl(
+        stl_dir / "STL-20261121.02.009.CSV",
+        [{**line, "gateway_txn_id": "PP-2"}],
+        report_date=DAY,
+        account_id="A",
+        corrupt="SC",
+    )
 
     proc = finsup(env, "reconcile", "--date", DAY)
     assert proc.returncode == 1, proc.stderr[-2000:]

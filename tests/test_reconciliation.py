@@ -65,8 +65,10 @@ def pipeline(ledger_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _dbt_log_files() -> dict[str, tuple[int, int]]:
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in (DBT_PROJECT_DIR / "logs").glob("*")}  # fmt: skip
+    return {
+        str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in (DBT_PROJECT_DIR / "logs").glob("*")
+    }
 
 
 def test_two_nights_reconcile_every_format_exactly(pipeline: dict[str, Any]) -> None:
@@ -88,7 +90,9 @@ def test_two_nights_reconcile_every_format_exactly(pipeline: dict[str, Any]) -> 
     conn = warehouse(pipeline)
     assert reports.report(conn, DAY1)["matched"] == 0
     assert {(e["exception_kind"], e["external_id"]) for e in reports.exceptions(conn, DAY1)} == {
-        ("unmatched_revenue", "PO-6"), ("stale_projected", "AS-4")}  # fmt: skip
+        ("unmatched_revenue", "PO-6"),
+        ("stale_projected", "AS-4"),
+    }
     conn.close()
 
     second = nightly(pipeline, DAY2)
@@ -97,7 +101,10 @@ def test_two_nights_reconcile_every_format_exactly(pipeline: dict[str, Any]) -> 
     # The re-sent settlement file is the same bytes: landed once.
     csv_md = metadata(second, "warehouse/raw/settlement_csv")
     assert (csv_md["files_landed"], csv_md["files_already_landed"], csv_md["rows_landed"]) == (
-        2, 1, 6)  # fmt: skip
+        2,
+        1,
+        6,
+    )
     # The STL with a wrong file footer and the truncated statement are quarantined, with reasons.
     results = checks(second)
     footer = results[("warehouse/raw/paypal_stl", "settlement_footer_totals")]
@@ -132,8 +139,10 @@ def test_two_nights_reconcile_every_format_exactly(pipeline: dict[str, Any]) -> 
     report = reports.report(conn, DAY2)
     assert report["matched"] == 8 and report["matched_to_date"] == 8
     assert report["totals"]["matched"]["USD"] == {
-        "items": 4, "net_amount_minor": 5000 + 2000 - 1000 + 10000, "fee_minor": 175 + 88 - 30 + 200,
-    }  # fmt: skip
+        "items": 4,
+        "net_amount_minor": 5000 + 2000 - 1000 + 10000,
+        "fee_minor": 175 + 88 - 30 + 200,
+    }
     conn.close()
 
     confirm_md = metadata(second, "ledger/revenue_confirmations")
@@ -177,8 +186,12 @@ def _projected(engine: sa.Engine) -> set[str]:
 def test_the_nightly_job_selects_exactly_these_assets() -> None:
     job = defs.resolve_job_def("nightly_reconciliation")
     in_job = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    tested = {k.to_user_string() for a in NIGHTLY_ASSETS if isinstance(a, dg.AssetsDefinition)
-              for k in a.keys}  # fmt: skip
+    tested = {
+        k.to_user_string()
+        for a in NIGHTLY_ASSETS
+        if isinstance(a, dg.AssetsDefinition)
+        for k in a.keys
+    }
     assert in_job == tested
 
 

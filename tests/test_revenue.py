@@ -33,9 +33,16 @@ def usd(engine: Engine) -> balance.Balance:
 
 def test_event_hash_is_the_documented_tuple() -> None:
     ev = parse_event(
-        {"source": " PayPal ", "external_id": "T-1", "amount": "10.5", "currency": "usd",
-         "occurred_at": "2026-01-01T12:00:00+02:00", "kind": "Sale", "status": "confirmed"}
-    )  # fmt: skip
+        {
+            "source": " PayPal ",
+            "external_id": "T-1",
+            "amount": "10.5",
+            "currency": "usd",
+            "occurred_at": "2026-01-01T12:00:00+02:00",
+            "kind": "Sale",
+            "status": "confirmed",
+        }
+    )
     body = "\x1f".join(
         ["finsup-revenue-v1", "paypal", "T-1", "1050", "USD", "2026-01-01T10:00:00.000000Z", "sale"]
     )
@@ -177,16 +184,26 @@ def test_a_conflicting_duplicate_is_refused_not_double_counted(
 def test_jsonl_numbers_and_broken_lines_are_rejected_per_row(
     engine: Engine, tmp_path: Path
 ) -> None:
-    good: dict[str, Any] = {"source": "payoneer", "external_id": "J1", "amount": "3200", "currency": "JPY",
-                            "occurred_at": "2026-01-01T19:10:00+09:00", "kind": "sale", "status": "confirmed"}  # fmt: skip
+    good: dict[str, Any] = {
+        "source": "payoneer",
+        "external_id": "J1",
+        "amount": "3200",
+        "currency": "JPY",
+        "occurred_at": "2026-01-01T19:10:00+09:00",
+        "kind": "sale",
+        "status": "confirmed",
+    }
     path = tmp_path / "in.jsonl"
     path.write_text(
-        json.dumps(good) + "\n"
-        + json.dumps({**good, "external_id": "J2", "amount": 3200.0}) + "\n"
+        json.dumps(good)
+        + "\n"
+        + json.dumps({**good, "external_id": "J2", "amount": 3200.0})
+        + "\n"
         + "{not json\n"
         + "\n"
-        + json.dumps(["a", "list"]) + "\n"
-    )  # fmt: skip
+        + json.dumps(["a", "list"])
+        + "\n"
+    )
     res = ingest_file(engine, path)
     assert res.result.inserted == 1
     reasons = [r.reason for r in res.result.rejected]
@@ -213,10 +230,17 @@ def test_a_file_without_required_columns_changes_nothing(engine: Engine, tmp_pat
 
 def test_many_chunks_give_the_same_books_as_one(engine: Engine) -> None:
     raw = [
-        {"source": "s", "external_id": f"E{i}", "amount": f"{i}.01", "currency": "EUR",
-         "occurred_at": "2026-01-01T00:00:00Z", "kind": "sale", "status": "confirmed"}
+        {
+            "source": "s",
+            "external_id": f"E{i}",
+            "amount": f"{i}.01",
+            "currency": "EUR",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "kind": "sale",
+            "status": "confirmed",
+        }
         for i in range(1, 60)
-    ]  # fmt: skip
+    ]
     events = [(n, parse_event(r)) for n, r in enumerate(raw, 1)]
     res = ingest(engine, events, chunk_size=7)
     assert res.inserted == 59

@@ -24,12 +24,23 @@ DATA = Path(__file__).parent / "data" / "formats"
 
 def _stl_row(txn: str, gross: int, fee: int, currency: str = "USD") -> dict[str, object]:
     return {
-        "row_number": 0, "record_ref": txn, "gateway_txn_id": txn, "batch_ref": None,
-        "batch_net_minor": None, "event_code": "T0006", "kind": "sale", "direction": "credit",
-        "gross_minor": gross, "currency": currency, "fee_minor": fee, "fee_currency": currency,
-        "settled_on": "2026-11-21", "occurred_at": "2026-11-21T10:00:00Z", "description": None,
+        "row_number": 0,
+        "record_ref": txn,
+        "gateway_txn_id": txn,
+        "batch_ref": None,
+        "batch_net_minor": None,
+        "event_code": "T0006",
+        "kind": "sale",
+        "direction": "credit",
+        "gross_minor": gross,
+        "currency": currency,
+        "fee_minor": fee,
+        "fee_currency": currency,
+        "settled_on": "2026-11-21",
+        "occurred_at": "2026-11-21T10:00:00Z",
+        "description": None,
         "raw": "",
-    }  # fmt: skip
+    }
 
 
 def test_a_repeated_stl_transaction_lands_with_a_note_naming_both_lines(tmp_path: Path) -> None:
@@ -42,7 +53,10 @@ def test_a_repeated_stl_transaction_lands_with_a_note_naming_both_lines(tmp_path
     )
     parsed = parse_file("paypal-stl", path)
     assert [(r["record_ref"], r["settler_ref"], r["gateway_txn_id"]) for r in parsed.rows] == [
-        ("8AB1", "8AB1", "8AB1"), ("8AB2", "8AB2", "8AB2"), ("8AB1#7", "8AB1", "8AB1")]  # fmt: skip
+        ("8AB1", "8AB1", "8AB1"),
+        ("8AB2", "8AB2", "8AB2"),
+        ("8AB1#7", "8AB1", "8AB1"),
+    ]
     assert parsed.notes == [
         "STL-20261121.01.009.CSV: line 7: Transaction ID 8AB1 repeats line 5 "
         "(both land; the reconciliation settles one)"
@@ -117,18 +131,29 @@ def test_a_batch_booking_repeating_the_entry_reference_lands_with_line_ids(
     tmp_path: Path,
 ) -> None:
     # 30.00 + 20.00 + 10.00 gross, one 1.00 EUR charge for the whole entry: credited 59.00.
-    details = (_detail("B-1", "AS-1", "30.00") + _detail("B-1", "AS-2", "20.00")
-               + _detail("B-1", "AS-3", "10.00"))  # fmt: skip
-    path = _write(tmp_path, _statement(_entry("B-1", "59.00", details, ENTRY_CHARGE_002), 1,
-                                       "59.00"))  # fmt: skip
+    details = (
+        _detail("B-1", "AS-1", "30.00")
+        + _detail("B-1", "AS-2", "20.00")
+        + _detail("B-1", "AS-3", "10.00")
+    )
+    path = _write(
+        tmp_path, _statement(_entry("B-1", "59.00", details, ENTRY_CHARGE_002), 1, "59.00")
+    )
     parsed = parse_file("camt053", path)
-    assert [(r["record_ref"], r["settler_ref"], r["batch_ref"], r["gateway_txn_id"])
-            for r in parsed.rows] == [
-        ("B-1/1", "B-1", "B-1", "AS-1"), ("B-1/2", "B-1", "B-1", "AS-2"),
-        ("B-1/3", "B-1", "B-1", "AS-3")]  # fmt: skip
+    assert [
+        (r["record_ref"], r["settler_ref"], r["batch_ref"], r["gateway_txn_id"])
+        for r in parsed.rows
+    ] == [
+        ("B-1/1", "B-1", "B-1", "AS-1"),
+        ("B-1/2", "B-1", "B-1", "AS-2"),
+        ("B-1/3", "B-1", "B-1", "AS-3"),
+    ]
     # 100 cents over gross 3000:2000:1000 is 50, 33.3, 16.7: 50, 33, 17 (largest remainder).
     assert [(r["fee_minor"], r["fee_currency"]) for r in parsed.rows] == [
-        (50, "EUR"), (33, "EUR"), (17, "EUR")]  # fmt: skip
+        (50, "EUR"),
+        (33, "EUR"),
+        (17, "EUR"),
+    ]
     assert sum(int(str(r["gross_minor"])) - int(str(r["fee_minor"])) for r in parsed.rows) == 5900
     assert parsed.notes == [
         "statement.xml: statement STMT-20261121-EUR entry 1: batch B-1: entry charges 1.00 EUR "
@@ -142,7 +167,9 @@ def test_an_entry_reference_used_twice_lands_both_entries(tmp_path: Path) -> Non
     path = _write(tmp_path, _statement(one + two, 2, "24.00"))
     parsed = parse_file("camt053", path)
     assert [(r["record_ref"], r["gateway_txn_id"]) for r in parsed.rows] == [
-        ("R-9", "AS-7"), ("R-9#2", "AS-8")]  # fmt: skip
+        ("R-9", "AS-7"),
+        ("R-9#2", "AS-8"),
+    ]
     assert parsed.notes == [
         "statement.xml: statement STMT-20261121-EUR entry 2: reference R-9 repeats entry 1 "
         "(both land)"
@@ -154,8 +181,9 @@ def test_entry_charges_equal_to_the_details_are_their_total_not_added_again(
 ) -> None:
     fee = '<Chrgs><Amt Ccy="EUR">0.50</Amt><CdtDbtInd>DBIT</CdtDbtInd></Chrgs>'
     details = _detail("D-1", "AS-1", "30.00", fee) + _detail("D-2", "AS-2", "20.00", fee)
-    path = _write(tmp_path, _statement(_entry("B-2", "49.00", details, ENTRY_CHARGE_002), 1,
-                                       "49.00"))  # fmt: skip
+    path = _write(
+        tmp_path, _statement(_entry("B-2", "49.00", details, ENTRY_CHARGE_002), 1, "49.00")
+    )
     parsed = parse_file("camt053", path)
     assert [r["fee_minor"] for r in parsed.rows] == [50, 50]
     assert parsed.notes == []
@@ -164,8 +192,9 @@ def test_entry_charges_equal_to_the_details_are_their_total_not_added_again(
 def test_entry_charges_disagreeing_with_the_details_are_not_allocated(tmp_path: Path) -> None:
     fee = '<Chrgs><Amt Ccy="EUR">0.20</Amt><CdtDbtInd>DBIT</CdtDbtInd></Chrgs>'
     details = _detail("D-1", "AS-1", "30.00", fee) + _detail("D-2", "AS-2", "20.00")
-    path = _write(tmp_path, _statement(_entry("B-3", "49.00", details, ENTRY_CHARGE_002), 1,
-                                       "49.00"))  # fmt: skip
+    path = _write(
+        tmp_path, _statement(_entry("B-3", "49.00", details, ENTRY_CHARGE_002), 1, "49.00")
+    )
     parsed = parse_file("camt053", path)
     assert [r["fee_minor"] for r in parsed.rows] == [20, 0]
     assert parsed.notes == [
@@ -187,8 +216,9 @@ def test_charge_records_of_001_08_and_a_charge_booked_separately(tmp_path: Path)
         </Chrgs>"""
     details = _detail("X", "AS-1", "25.00") + _detail("X", "AS-2", "25.00")
     text = _statement(_entry("B-4", "49.00", details, charges), 1, "49.00", version="001.08")
-    parsed = parse_file("camt053", _write(tmp_path, text.replace("<Sts>BOOK</Sts>",
-                                                                "<Sts><Cd>BOOK</Cd></Sts>")))  # fmt: skip
+    parsed = parse_file(
+        "camt053", _write(tmp_path, text.replace("<Sts>BOOK</Sts>", "<Sts><Cd>BOOK</Cd></Sts>"))
+    )
     assert [r["fee_minor"] for r in parsed.rows] == [50, 50]
     assert parsed.notes == [
         "statement.xml: statement STMT-20261121-EUR entry 1: entry B-4: charges 0.50 EUR are not "
@@ -204,30 +234,55 @@ def test_what_makes_the_file_untrustworthy_still_refuses_it(tmp_path: Path) -> N
     wrong_sum = _statement(_entry("B-1", "49.00", details, ENTRY_CHARGE_002), 1, "50.00")
     with pytest.raises(MalformedFile, match=r"TtlNtries Sum says 50\.00, entries add up to 49\.00"):
         parse_file("camt053", _write(tmp_path, wrong_sum))
-    no_amount = _statement(_entry("B-1", "49.00", details).replace(
-        '<AmtDtls><TxAmt><Amt Ccy="EUR">20.00</Amt></TxAmt></AmtDtls>', ""), 1, "49.00")  # fmt: skip
+    no_amount = _statement(
+        _entry("B-1", "49.00", details).replace(
+            '<AmtDtls><TxAmt><Amt Ccy="EUR">20.00</Amt></TxAmt></AmtDtls>', ""
+        ),
+        1,
+        "49.00",
+    )
     with pytest.raises(MalformedFile, match="transaction detail 2 of 2 has no amount"):
         parse_file("camt053", _write(tmp_path, no_amount))
 
 
 def test_a_batch_written_with_its_charges_on_the_entry_reads_back(tmp_path: Path) -> None:
     rows = [
-        {"row_number": 0, "record_ref": f"APPLE-1/{n}", "settler_ref": "APPLE-1",
-         "gateway_txn_id": f"AS-{n}", "batch_ref": "APPLE-1", "batch_net_minor": 5900,
-         "event_code": "PMNT/RCDT/ESCT", "kind": "sale", "direction": "credit",
-         "gross_minor": gross, "currency": "EUR", "fee_minor": fee, "fee_currency": "EUR",
-         "settled_on": "2026-11-21", "occurred_at": None, "description": None, "raw": ""}
+        {
+            "row_number": 0,
+            "record_ref": f"APPLE-1/{n}",
+            "settler_ref": "APPLE-1",
+            "gateway_txn_id": f"AS-{n}",
+            "batch_ref": "APPLE-1",
+            "batch_net_minor": 5900,
+            "event_code": "PMNT/RCDT/ESCT",
+            "kind": "sale",
+            "direction": "credit",
+            "gross_minor": gross,
+            "currency": "EUR",
+            "fee_minor": fee,
+            "fee_currency": "EUR",
+            "settled_on": "2026-11-21",
+            "occurred_at": None,
+            "description": None,
+            "raw": "",
+        }
         for n, (gross, fee) in enumerate([(3000, 50), (2000, 33), (1000, 17)], 1)
-    ]  # fmt: skip
+    ]
     for version in ("001.02", "001.08"):
-        path = write_camt053(tmp_path / f"{version}.xml", rows, statement_id="S-1",
-                             account_iban="DE89370400440532013000", version=version,
-                             charges_on_entry={"APPLE-1"})  # fmt: skip
+        path = write_camt053(
+            tmp_path / f"{version}.xml",
+            rows,
+            statement_id="S-1",
+            account_iban="DE89370400440532013000",
+            version=version,
+            charges_on_entry={"APPLE-1"},
+        )
         text = path.read_text(encoding="utf-8")
         assert text.count("<Chrgs>") == 1  # once, on the entry
         got = parse_file("camt053", path).rows
         assert [(r["record_ref"], r["settler_ref"], r["fee_minor"]) for r in got] == [
-            (r["record_ref"], r["settler_ref"], r["fee_minor"]) for r in rows]  # fmt: skip
+            (r["record_ref"], r["settler_ref"], r["fee_minor"]) for r in rows
+        ]
 
 
 @given(

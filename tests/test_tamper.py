@@ -69,18 +69,31 @@ def books(engine: Engine, ledger_url: str) -> Books:
         controls.set_payouts_frozen(conn, True, "carol", "drill")
         controls.set_payouts_frozen(conn, False, "carol", "drill over")
         controls.set_reserve(conn, "USD", 1_000, "carol", "buffer")
-        conn.execute(sa.insert(gateway_events).values(
-            gateway="paypal", event_id="WH-1", event_type="PAYMENT.PAYOUTSBATCH.SUCCESS",
-            resource_id="PB-1", payload="{}", signature_valid=True,
-            received_at="2026-11-21T10:00:00.000000Z",
-        ))  # fmt: skip
+        conn.execute(
+            sa.insert(gateway_events).values(
+                gateway="paypal",
+                event_id="WH-1",
+                event_type="PAYMENT.PAYOUTSBATCH.SUCCESS",
+                resource_id="PB-1",
+                payload="{}",
+                signature_valid=True,
+                received_at="2026-11-21T10:00:00.000000Z",
+            )
+        )
         entry = conn.execute(sa.select(sa.func.max(journal_entries.c.id))).scalar_one()
         earning_id = conn.execute(sa.text("SELECT min(id) FROM earnings")).scalar_one()
         ben = conn.execute(sa.text("SELECT min(id) FROM beneficiaries")).scalar_one()
-        conn.execute(sa.insert(clawbacks).values(
-            beneficiary_id=ben, earning_id=earning_id, event_hash=s1, amount_minor=100,
-            currency="USD", entry_id=entry, created_at="2026-11-21T10:00:00.000000Z",
-        ))  # fmt: skip
+        conn.execute(
+            sa.insert(clawbacks).values(
+                beneficiary_id=ben,
+                earning_id=earning_id,
+                event_hash=s1,
+                amount_minor=100,
+                currency="USD",
+                entry_id=entry,
+                created_at="2026-11-21T10:00:00.000000Z",
+            )
+        )
     with db.read(engine) as conn:
         for table in seals.SEALED_TABLES:
             count = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
@@ -131,15 +144,27 @@ def _changed(value: Any, column: sa.Column[Any]) -> list[Any]:
 
 
 _STATUS_VALUES = {
-    "status": ["accrued", "batched", "paid", "pending_approval", "approved", "cancelled",
-               "pending", "submitted", "success", "projected", "confirmed", "reversed"],
+    "status": [
+        "accrued",
+        "batched",
+        "paid",
+        "pending_approval",
+        "approved",
+        "cancelled",
+        "pending",
+        "submitted",
+        "success",
+        "projected",
+        "confirmed",
+        "reversed",
+    ],
     "kyc_status": ["unverified", "verified", "rejected"],
     "sanctions_status": ["clear", "sanctioned", "potential_match"],
     "payout_method": ["paypal", "payoneer", "bank"],
     "tax_form_status": ["missing", "verified"],
     "kind": ["sale", "refund", "fee", "chargeback"],
     "decision": ["approve", "deny"],
-}  # fmt: skip
+}
 
 
 def _edit(conn: Connection, table: sa.Table, row: dict[str, Any], column: str) -> bool:
@@ -223,21 +248,33 @@ def test_every_edit_insert_and_delete_of_a_sealed_table_is_named(
 def _raise_sales(conn: Connection, amount: int) -> list[int]:
     """The finding of the issue: a sales posting and its clearing posting raised alike."""
     ids = [
-        conn.execute(sa.text(
-            f"SELECT min(id) FROM postings WHERE account = '{account}' AND currency = 'USD'"
-        )).scalar_one()
+        conn.execute(
+            sa.text(
+                f"SELECT min(id) FROM postings WHERE account = '{account}' AND currency = 'USD'"
+            )
+        ).scalar_one()
         for account in ("income:sales", "assets:gateway_clearing")
-    ]  # fmt: skip
-    conn.execute(sa.text("UPDATE postings SET amount_minor = amount_minor - :a WHERE id = :i"),
-                 {"a": amount, "i": ids[0]})  # fmt: skip
-    conn.execute(sa.text("UPDATE postings SET amount_minor = amount_minor + :a WHERE id = :i"),
-                 {"a": amount, "i": ids[1]})  # fmt: skip
+    ]
+    conn.execute(
+        sa.text("UPDATE postings SET amount_minor = amount_minor - :a WHERE id = :i"),
+        {"a": amount, "i": ids[0]},
+    )
+    conn.execute(
+        sa.text("UPDATE postings SET amount_minor = amount_minor + :a WHERE id = :i"),
+        {"a": amount, "i": ids[1]},
+    )
     return ids
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FINSUP, *args], capture_output=True, text=True, timeout=120,
-                          env=os.environ.copy(), check=False)  # fmt: skip
+    return subprocess.run(
+        [FINSUP, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+        check=False,
+    )
 
 
 def test_a_balanced_postings_edit_is_named_by_the_cli(
@@ -293,27 +330,44 @@ def _forge_consistently(conn: Connection) -> None:
         sa.text("UPDATE postings SET amount_minor = amount_minor - 100000 WHERE id = :i"), {"i": s1}
     )
     row = dict(conn.execute(sa.select(postings).where(postings.c.id == s1)).mappings().one())
-    seq = conn.execute(sa.text(
-        "SELECT max(seq) FROM row_seals WHERE table_name = 'postings' AND row_key = :k"
-    ), {"k": str(s1)}).scalar_one()  # fmt: skip
-    conn.execute(sa.text(
-        "UPDATE row_seals SET digest = :d WHERE table_name = 'postings' AND row_key = :k AND seq = :s"
-    ), {"d": seals.row_digest("postings", row), "k": str(s1), "s": seq})  # fmt: skip
-    lines = conn.execute(sa.text(
-        "SELECT table_name, row_key, digest FROM row_seals WHERE seq = :s"), {"s": seq}).all()  # fmt: skip
-    detail = audit_log.parse_detail(conn.execute(sa.text(
-        "SELECT detail FROM transaction_log WHERE seq = :s"), {"s": seq}).scalar_one())  # fmt: skip
+    seq = conn.execute(
+        sa.text("SELECT max(seq) FROM row_seals WHERE table_name = 'postings' AND row_key = :k"),
+        {"k": str(s1)},
+    ).scalar_one()
+    conn.execute(
+        sa.text(
+            "UPDATE row_seals SET digest = :d WHERE table_name = 'postings' AND row_key = :k AND seq = :s"
+        ),
+        {"d": seals.row_digest("postings", row), "k": str(s1), "s": seq},
+    )
+    lines = conn.execute(
+        sa.text("SELECT table_name, row_key, digest FROM row_seals WHERE seq = :s"), {"s": seq}
+    ).all()
+    detail = audit_log.parse_detail(
+        conn.execute(
+            sa.text("SELECT detail FROM transaction_log WHERE seq = :s"), {"s": seq}
+        ).scalar_one()
+    )
     detail["root"] = seals.root_of([tuple(line) for line in lines])
-    conn.execute(sa.text("UPDATE transaction_log SET detail = :d WHERE seq = :s"),
-                 {"d": audit_log.canonical_json(detail), "s": seq})  # fmt: skip
+    conn.execute(
+        sa.text("UPDATE transaction_log SET detail = :d WHERE seq = :s"),
+        {"d": audit_log.canonical_json(detail), "s": seq},
+    )
     prev = conn.execute(
         sa.text("SELECT prev_hash FROM transaction_log WHERE seq = :s"), {"s": seq}
     ).scalar_one()
-    for r in conn.execute(sa.text("SELECT * FROM transaction_log WHERE seq >= :s ORDER BY seq"),
-                          {"s": seq}).mappings().all():  # fmt: skip
+    for r in (
+        conn.execute(
+            sa.text("SELECT * FROM transaction_log WHERE seq >= :s ORDER BY seq"), {"s": seq}
+        )
+        .mappings()
+        .all()
+    ):
         digest = audit_log.row_digest(prev, r)
-        conn.execute(sa.text("UPDATE transaction_log SET prev_hash = :p, row_hash = :h WHERE seq = :s"),
-                     {"p": prev, "h": digest, "s": r["seq"]})  # fmt: skip
+        conn.execute(
+            sa.text("UPDATE transaction_log SET prev_hash = :p, row_hash = :h WHERE seq = :s"),
+            {"p": prev, "h": digest, "s": r["seq"]},
+        )
         prev = digest
     conn.execute(sa.text("UPDATE audit_chain_head SET row_hash = :h"), {"h": prev})
 
@@ -379,14 +433,20 @@ def test_the_migration_seals_existing_books(ledger_url: str) -> None:
                 "(1, 1, 'assets:gateway_clearing', 'USD', 500), (2, 1, 'income:sales', 'USD', -500)"
             )
         )
-        conn.execute(sa.text(
-            "INSERT INTO controls (name, value, set_by, set_at) "
-            "VALUES ('payouts_frozen', 'false', 'ops', '2026-11-20T10:00:00.000000Z')"))  # fmt: skip
+        conn.execute(
+            sa.text(
+                "INSERT INTO controls (name, value, set_by, set_at) "
+                "VALUES ('payouts_frozen', 'false', 'ops', '2026-11-20T10:00:00.000000Z')"
+            )
+        )
     migrate.upgrade(eng)
     with db.read(eng) as conn:
         report = seals.verify(conn)
-        logged = conn.execute(sa.text(
-            "SELECT detail FROM transaction_log WHERE action = 'rows_sealed'")).scalars().all()  # fmt: skip
+        logged = (
+            conn.execute(sa.text("SELECT detail FROM transaction_log WHERE action = 'rows_sealed'"))
+            .scalars()
+            .all()
+        )
     assert report.ok and report.rows == 4 and report.seals == 4
     assert len(logged) == 1
     assert json.loads(logged[0])["reason"] == "migration 0003_seals_and_holds"
@@ -402,6 +462,13 @@ def test_writes_to_sealed_tables_outside_a_books_transaction_are_refused(engine:
         pytest.raises(seals.UnsealedWrite, match="outside a books write transaction"),
         engine.begin() as conn,
     ):
-        conn.execute(sa.insert(gateway_events).values(
-            gateway="paypal", event_id="WH-2", event_type="x", payload="{}",
-            signature_valid=True, received_at="2026-11-21T10:00:00.000000Z"))  # fmt: skip
+        conn.execute(
+            sa.insert(gateway_events).values(
+                gateway="paypal",
+                event_id="WH-2",
+                event_type="x",
+                payload="{}",
+                signature_valid=True,
+                received_at="2026-11-21T10:00:00.000000Z",
+            )
+        )

@@ -34,11 +34,22 @@ HEADER = (
 
 def _events(n: int, status: str = "projected") -> list[tuple[int, RevenueEvent]]:
     return [
-        (i, parse_event({"source": "payoneer", "external_id": f"PO-{i}", "amount": f"{i}.00",
-                         "currency": "USD", "occurred_at": "2026-11-20T10:00:00Z", "kind": "sale",
-                         "status": status}))
+        (
+            i,
+            parse_event(
+                {
+                    "source": "payoneer",
+                    "external_id": f"PO-{i}",
+                    "amount": f"{i}.00",
+                    "currency": "USD",
+                    "occurred_at": "2026-11-20T10:00:00Z",
+                    "kind": "sale",
+                    "status": status,
+                }
+            ),
+        )
         for i in range(1, n + 1)
-    ]  # fmt: skip
+    ]
 
 
 def _count(engine: Engine, table: sa.Table) -> int:
@@ -57,10 +68,25 @@ def test_replica_copies_only_what_changed(engine: Engine, tmp_path: Path) -> Non
         assert first.copied["revenue_events"] == 50
         before = {t.name: _count(engine, t) for t in (journal_entries, postings, transaction_log)}
 
-        ingest(engine, [(1, parse_event({"source": "payoneer", "external_id": "PO-7",
-                                         "amount": "7.00", "currency": "USD",
-                                         "occurred_at": "2026-11-20T10:00:00Z", "kind": "sale",
-                                         "status": "confirmed"}))])  # fmt: skip
+        ingest(
+            engine,
+            [
+                (
+                    1,
+                    parse_event(
+                        {
+                            "source": "payoneer",
+                            "external_id": "PO-7",
+                            "amount": "7.00",
+                            "currency": "USD",
+                            "occurred_at": "2026-11-20T10:00:00Z",
+                            "kind": "sale",
+                            "status": "confirmed",
+                        }
+                    ),
+                )
+            ],
+        )
         second = replicate(engine, wh)
         assert second.copied["revenue_events"] == 1  # the one event that changed
         for table in (journal_entries, postings, transaction_log):
@@ -78,10 +104,25 @@ def test_replica_copies_only_what_changed(engine: Engine, tmp_path: Path) -> Non
 
         # Every copy numbers what it writes; a row keeps the number of the copy that
         # first brought it, however often it is copied again.
-        ingest(engine, [(1, parse_event({"source": "payoneer", "external_id": "PO-99",
-                                         "amount": "9.00", "currency": "USD",
-                                         "occurred_at": "2026-11-20T10:00:00Z", "kind": "sale",
-                                         "status": "projected"}))])  # fmt: skip
+        ingest(
+            engine,
+            [
+                (
+                    1,
+                    parse_event(
+                        {
+                            "source": "payoneer",
+                            "external_id": "PO-99",
+                            "amount": "9.00",
+                            "currency": "USD",
+                            "occurred_at": "2026-11-20T10:00:00Z",
+                            "kind": "sale",
+                            "status": "projected",
+                        }
+                    ),
+                )
+            ],
+        )
         replicate(engine, wh)
         seqs = dict(
             wh.execute(
@@ -96,8 +137,12 @@ def test_replica_copies_only_what_changed(engine: Engine, tmp_path: Path) -> Non
 
 
 def getattr_table(name: str) -> sa.Table:
-    return {"revenue_events": revenue_events, "journal_entries": journal_entries,
-            "postings": postings, "transaction_log": transaction_log}[name]  # fmt: skip
+    return {
+        "revenue_events": revenue_events,
+        "journal_entries": journal_entries,
+        "postings": postings,
+        "transaction_log": transaction_log,
+    }[name]
 
 
 def test_landing_keeps_provenance_skips_resent_bytes_and_quarantines(tmp_path: Path) -> None:
@@ -105,8 +150,10 @@ def test_landing_keeps_provenance_skips_resent_bytes_and_quarantines(tmp_path: P
     folder = home / "landing" / "settlement-csv" / DAY
     folder.mkdir(parents=True)
     good = folder / "a.csv"
-    good.write_text(HEADER + "S-1,payoneer,PO-1,sale,1.00,USD,0.10,USD,2026-11-21,,,,\n"
-                    "S-2,payoneer,PO-2,sale,2500,JPY,25,JPY,2026-11-21,,,,\n")  # fmt: skip
+    good.write_text(
+        HEADER + "S-1,payoneer,PO-1,sale,1.00,USD,0.10,USD,2026-11-21,,,,\n"
+        "S-2,payoneer,PO-2,sale,2500,JPY,25,JPY,2026-11-21,,,,\n"
+    )
     shutil.copyfile(good, folder / "b-resent.csv")
     (folder / "c-broken.csv").write_text(
         HEADER + "S-3,payoneer,PO-3,sale,abc,USD,,,2026-11-21,,,,\n"
@@ -125,8 +172,10 @@ def test_landing_keeps_provenance_skips_resent_bytes_and_quarantines(tmp_path: P
             " FROM raw.settlement_csv ORDER BY row_number"
         ).fetchall()
         # row_number is the line in the file (the header is line 1), as an editor shows it.
-        assert rows == [(f"settlement-csv/{DAY}/a.csv", 2, 100, "USD", 64),
-                        (f"settlement-csv/{DAY}/a.csv", 3, 2500, "JPY", 64)]  # fmt: skip
+        assert rows == [
+            (f"settlement-csv/{DAY}/a.csv", 2, 100, "USD", 64),
+            (f"settlement-csv/{DAY}/a.csv", 3, 2500, "JPY", 64),
+        ]
         again = raw.land_partition(wh, home, "settlement-csv", DAY)
         assert (again.landed, again.quarantined) == ([], [])
         assert wh.execute("SELECT count(*) FROM raw.settlement_csv").fetchall() == [(2,)]
@@ -152,10 +201,17 @@ def test_confirming_matches_is_forward_only_idempotent_and_balanced(
         migrate.upgrade(engine)
         events = [ev for _, ev in _events(len(fees))]
         statuses = ["confirmed" if confirmed[i] else "projected" for i in range(len(fees))]
-        ingest(engine, [(i, parse_event({**_raw(ev), "status": s}))
-                        for i, (ev, s) in enumerate(zip(events, statuses, strict=True))])  # fmt: skip
-        matches = [SettledMatch(ev.event_hash, fee, "USD", "2026-11-21")
-                   for ev, fee in zip(events, fees, strict=True)]  # fmt: skip
+        ingest(
+            engine,
+            [
+                (i, parse_event({**_raw(ev), "status": s}))
+                for i, (ev, s) in enumerate(zip(events, statuses, strict=True))
+            ],
+        )
+        matches = [
+            SettledMatch(ev.event_hash, fee, "USD", "2026-11-21")
+            for ev, fee in zip(events, fees, strict=True)
+        ]
         shuffled = [matches[i] for i in order if i < len(matches)]
         first = confirm_matches(engine, shuffled, actor="test", run_label="r1")
         with db.read(engine) as conn:
@@ -180,9 +236,14 @@ def test_confirming_matches_is_forward_only_idempotent_and_balanced(
 
 
 def _raw(ev: RevenueEvent) -> dict[str, str]:
-    return {"source": ev.source, "external_id": ev.external_id,
-            "amount": f"{ev.amount_minor // 100}.{ev.amount_minor % 100:02d}",
-            "currency": ev.currency, "occurred_at": ev.occurred_at, "kind": ev.kind}  # fmt: skip
+    return {
+        "source": ev.source,
+        "external_id": ev.external_id,
+        "amount": f"{ev.amount_minor // 100}.{ev.amount_minor % 100:02d}",
+        "currency": ev.currency,
+        "occurred_at": ev.occurred_at,
+        "kind": ev.kind,
+    }
 
 
 def _balances(conn: sa.Connection) -> dict[str, int]:

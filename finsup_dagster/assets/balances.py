@@ -48,14 +48,24 @@ def available_balance(ledger: LedgerResource) -> dg.MaterializeResult:
             "currencies": dg.MetadataValue.int(len(balances)),
             **money_by_currency("available", {b.currency: b.available_minor for b in balances}),
             "balances": dg.MetadataValue.md(
-                markdown_table(rows, ["currency", "available", "confirmed_revenue", "deductions",
-                                      "reserve", "committed", "clawbacks_owed"])
+                markdown_table(
+                    rows,
+                    [
+                        "currency",
+                        "available",
+                        "confirmed_revenue",
+                        "deductions",
+                        "reserve",
+                        "committed",
+                        "clawbacks_owed",
+                    ],
+                )
             ),
             # Recorded outside the ledger on purpose: an anchor to compare the chain against.
             "audit_chain_rows": dg.MetadataValue.int(chain.rows),
             "audit_chain_head": dg.MetadataValue.text(chain.head_hash),
         }
-    )  # fmt: skip
+    )
 
 
 @dg.asset_check(
@@ -114,12 +124,13 @@ def audit_chain_intact(
             "sealed_rows": dg.MetadataValue.int(report.seals.rows),
             "seals": dg.MetadataValue.int(report.seals.seals),
             "tampered_rows": dg.MetadataValue.md(
-                markdown_table([p.__dict__ for p in report.seals.problems[:20]],
-                               ["table", "key", "message"])
+                markdown_table(
+                    [p.__dict__ for p in report.seals.problems[:20]], ["table", "key", "message"]
+                )
             ),
             "chain_verified_from": dg.MetadataValue.int(report.incremental_from or 0),
         },
-    )  # fmt: skip
+    )
 
 
 def _recorded_head(context: dg.AssetCheckExecutionContext) -> checkpoints.Checkpoint | None:
@@ -131,5 +142,6 @@ def _recorded_head(context: dg.AssetCheckExecutionContext) -> checkpoints.Checkp
     rows, head = meta.get("audit_chain_rows"), meta.get("audit_chain_head")
     if rows is None or head is None:
         return None
-    return checkpoints.Checkpoint(int(rows.value), str(head.value), "the last materialisation",
-                                  "dagster event log")  # fmt: skip
+    return checkpoints.Checkpoint(
+        int(rows.value), str(head.value), "the last materialisation", "dagster event log"
+    )

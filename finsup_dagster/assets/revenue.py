@@ -51,12 +51,22 @@ def revenue_events(
         rejected: list[Rejected] = []
         path = ledger.landing / str(file_name)
         res = ingest_records(
-            ledger.engine, str(sha), path, _records(group, rejected), rejected,
-            actor=actor, label=str(file_name),
-        )  # fmt: skip
+            ledger.engine,
+            str(sha),
+            path,
+            _records(group, rejected),
+            rejected,
+            actor=actor,
+            label=str(file_name),
+        )
         total.merge(res.result)
-        per_file.append({"file": file_name, **res.result.summary(),
-                         "rejects_file": res.rejects_path.name if res.rejects_path else ""})  # fmt: skip
+        per_file.append(
+            {
+                "file": file_name,
+                **res.result.summary(),
+                "rejects_file": res.rejects_path.name if res.rejects_path else "",
+            }
+        )
         if res.result.rejected:
             context.log.warning(
                 f"{file_name}: {len(res.result.rejected)} rows rejected, see {res.rejects_path}"
@@ -82,14 +92,23 @@ def revenue_events(
             **money_by_currency("newly_confirmed", dict(total.confirmed_minor)),
             **money_by_currency("confirmed_net", confirmed),
             "per_file": dg.MetadataValue.md(
-                markdown_table(per_file, ["file", "inserted", "unchanged", "status_advanced",
-                                          "rejected", "rejects_file"])
+                markdown_table(
+                    per_file,
+                    [
+                        "file",
+                        "inserted",
+                        "unchanged",
+                        "status_advanced",
+                        "rejected",
+                        "rejects_file",
+                    ],
+                )
             ),
             "ledger_by_status": dg.MetadataValue.md(
                 markdown_table(counts, ["currency", "kind", "status", "events", "amount_minor"])
             ),
         }
-    )  # fmt: skip
+    )
 
 
 def _records(

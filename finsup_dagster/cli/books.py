@@ -84,9 +84,13 @@ def init() -> None:
     else:
         with db.write(eng) as conn:
             audit_log.log(
-                conn, "books_migrated", "books", "schema", actor=actor(),
+                conn,
+                "books_migrated",
+                "books",
+                "schema",
+                actor=actor(),
                 detail={"from": before, "to": after},
-            )  # fmt: skip
+            )
         out.print(
             f"books {'created' if before is None else 'migrated'} at revision {after} ({_where(eng)})"
         )
@@ -111,8 +115,10 @@ def ingest_revenue(
 
     def one(path: Path) -> dict[str, Any]:
         res = ingest_file(eng, path, actor=actor())
-        return {**res.result.summary(),
-                "rejects_file": str(res.rejects_path) if res.rejects_path else None}  # fmt: skip
+        return {
+            **res.result.summary(),
+            "rejects_file": str(res.rejects_path) if res.rejects_path else None,
+        }
 
     results, errors = each_file(paths, one)
     if as_json:
@@ -124,9 +130,13 @@ def ingest_revenue(
                 table.add_row(r["file"], "refused (see the error below)", "", "", "", "")
                 continue
             table.add_row(
-                r["file"], str(r["inserted"]), str(r["unchanged"]), str(r["status_advanced"]),
-                str(r["rejected"]), r["rejects_file"] or "",
-            )  # fmt: skip
+                r["file"],
+                str(r["inserted"]),
+                str(r["unchanged"]),
+                str(r["status_advanced"]),
+                str(r["rejected"]),
+                r["rejects_file"] or "",
+            )
         out.print(table)
     report_refusals(errors)
     if any(r.get("rejected") for r in results):
@@ -158,10 +168,18 @@ def available_balance(
         cur = r["currency"]
         table.add_row(
             cur,
-            *(format_minor(r[k], cur) for k in ("available_minor", "confirmed_revenue_minor",
-              "deductions_minor", "reserve_minor", "committed_minor",
-              "clawback_receivable_minor")),
-        )  # fmt: skip
+            *(
+                format_minor(r[k], cur)
+                for k in (
+                    "available_minor",
+                    "confirmed_revenue_minor",
+                    "deductions_minor",
+                    "reserve_minor",
+                    "committed_minor",
+                    "clawback_receivable_minor",
+                )
+            ),
+        )
     out.print(table)
 
 
@@ -215,10 +233,14 @@ def report_transaction_logs(
             else ""
         )
         table.add_row(
-            str(r["seq"]), r["occurred_at"], r["actor"], r["action"],
-            f"{r['entity_type']}:{r['entity_id']}", amount,
+            str(r["seq"]),
+            r["occurred_at"],
+            r["actor"],
+            r["action"],
+            f"{r['entity_type']}:{r['entity_id']}",
+            amount,
             json.dumps(r["detail"], sort_keys=True)[:120],
-        )  # fmt: skip
+        )
     out.print(table)
 
 

@@ -111,8 +111,14 @@ def create_payout_batches(as_json: JsonFlag = False) -> None:
         return
     table = Table("batch", "method", "currency", "total", "items", "approvals needed")
     for b in batches:
-        table.add_row(b["batch_id"], b["method"], b["currency"], format_minor(b["total_minor"], b["currency"]),
-                      str(b["item_count"]), str(b["required_approvals"]))  # fmt: skip
+        table.add_row(
+            b["batch_id"],
+            b["method"],
+            b["currency"],
+            format_minor(b["total_minor"], b["currency"]),
+            str(b["item_count"]),
+            str(b["required_approvals"]),
+        )
     out.print(
         table
         if batches
@@ -143,8 +149,9 @@ def report_pending_approval(as_json: JsonFlag = False) -> None:
             f"[bold]{b['batch_id']}[/bold] {b['method']} {format_minor(b['total_minor'], cur)} {cur}, "
             f"{b['item_count']} items, needs {b['required_approvals']} approval(s), created by {b['created_by']}"
         )
-        table = Table("beneficiary", "destination", "amount", "clawback netted",
-                      "funded by (revenue events)")  # fmt: skip
+        table = Table(
+            "beneficiary", "destination", "amount", "clawback netted", "funded by (revenue events)"
+        )
         for item in b["items"]:
             funded = "\n".join(
                 f"{f['source']}:{f['external_id']} {f['event_hash'][:12]}… {format_minor(f['amount_minor'], cur)}"
@@ -154,8 +161,13 @@ def report_pending_approval(as_json: JsonFlag = False) -> None:
             if item["clawback_outstanding_minor"]:
                 still = format_minor(item["clawback_outstanding_minor"], cur)
                 netted += f" ({still} still owed)"
-            table.add_row(item["beneficiary"] or "", item["destination"] or "",
-                          format_minor(item["amount_minor"], cur), netted, funded)  # fmt: skip
+            table.add_row(
+                item["beneficiary"] or "",
+                item["destination"] or "",
+                format_minor(item["amount_minor"], cur),
+                netted,
+                funded,
+            )
         out.print(table)
 
 
@@ -174,17 +186,27 @@ def report_held_earnings(as_json: JsonFlag = False) -> None:
         table = Table("earning", "beneficiary", "status", "amount", "batch", "why")
         for h in held:
             cur = h["currency"]
-            table.add_row(h["earning"], h["beneficiary"], h["status"],
-                          f"{format_minor(h['amount_minor'], cur)} {cur}", h["batch_id"] or "",
-                          h["reason"] or "")  # fmt: skip
+            table.add_row(
+                h["earning"],
+                h["beneficiary"],
+                h["status"],
+                f"{format_minor(h['amount_minor'], cur)} {cur}",
+                h["batch_id"] or "",
+                h["reason"] or "",
+            )
         out.print(table)
     if owed:
         table = Table("clawback", "beneficiary", "earning", "amount", "cleared", "still owed")
         for c in owed:
             cur = c["currency"]
-            table.add_row(str(c["clawback_id"]), c["beneficiary"], c["earning"],
-                          f"{format_minor(c['amount_minor'], cur)} {cur}", c["cleared_at"] or "",
-                          format_minor(c["beneficiary_outstanding_minor"], cur))  # fmt: skip
+            table.add_row(
+                str(c["clawback_id"]),
+                c["beneficiary"],
+                c["earning"],
+                f"{format_minor(c['amount_minor'], cur)} {cur}",
+                c["cleared_at"] or "",
+                format_minor(c["beneficiary_outstanding_minor"], cur),
+            )
         out.print(table)
 
 
@@ -196,8 +218,13 @@ def release_earning(
     code: Code = None,
 ) -> None:
     """Let a held earning be paid although its funding was reversed (needs a TOTP code)."""
-    result = _authorised(approver, code, "earning_release", ("earning", earning_id),
-                         lambda conn, who: holds.release(conn, who, earning_id, reason))  # fmt: skip
+    result = _authorised(
+        approver,
+        code,
+        "earning_release",
+        ("earning", earning_id),
+        lambda conn, who: holds.release(conn, who, earning_id, reason),
+    )
     out.print(f"earning {earning_id} released by {approver}; it is {result['status']}")
 
 
@@ -209,8 +236,13 @@ def cancel_earning(
     code: Code = None,
 ) -> None:
     """Cancel a held earning: it is never paid (needs a TOTP code)."""
-    _authorised(approver, code, "earning_cancellation", ("earning", earning_id),
-                lambda conn, who: holds.cancel(conn, who, earning_id, reason))  # fmt: skip
+    _authorised(
+        approver,
+        code,
+        "earning_cancellation",
+        ("earning", earning_id),
+        lambda conn, who: holds.cancel(conn, who, earning_id, reason),
+    )
     out.print(f"earning {earning_id} cancelled")
 
 
@@ -284,8 +316,13 @@ def approve_payout_batch(
     as_json: JsonFlag = False,
 ) -> None:
     """Approve a batch pending approval with your TOTP code."""
-    result = _authorised(approver, code, "batch_approval", ("payout_batch", batch_id),
-                         lambda conn, who: approvals.approve(conn, who, batch_id))  # fmt: skip
+    result = _authorised(
+        approver,
+        code,
+        "batch_approval",
+        ("payout_batch", batch_id),
+        lambda conn, who: approvals.approve(conn, who, batch_id),
+    )
     if as_json:
         emit_json(result)
     elif result["status"] == "approved":
@@ -293,8 +330,10 @@ def approve_payout_batch(
             f"batch {batch_id} approved ({result['approvals']} of {result['required_approvals']})"
         )
     else:
-        out.print(f"approval recorded: {result['approvals']} of {result['required_approvals']}; "
-                  "a second approver is needed")  # fmt: skip
+        out.print(
+            f"approval recorded: {result['approvals']} of {result['required_approvals']}; "
+            "a second approver is needed"
+        )
 
 
 @app.command("deny-payout-batch")
@@ -305,8 +344,13 @@ def deny_payout_batch(
     code: Code = None,
 ) -> None:
     """Deny a batch pending approval; its amount is released and its earnings accrue again."""
-    _authorised(approver, code, "batch_denial", ("payout_batch", batch_id),
-                lambda conn, who: approvals.deny(conn, who, batch_id, reason))  # fmt: skip
+    _authorised(
+        approver,
+        code,
+        "batch_denial",
+        ("payout_batch", batch_id),
+        lambda conn, who: approvals.deny(conn, who, batch_id, reason),
+    )
     out.print(f"batch {batch_id} denied")
 
 
@@ -324,8 +368,13 @@ def cancel_payout_batch(
         with db.write(engine()) as conn:
             approvals.cancel(conn, actor(), batch_id, reason, with_code=False)
     else:
-        _authorised(approver, code, "batch_cancellation", ("payout_batch", batch_id),
-                    lambda conn, who: approvals.cancel(conn, who.name, batch_id, reason, with_code=True))  # fmt: skip
+        _authorised(
+            approver,
+            code,
+            "batch_cancellation",
+            ("payout_batch", batch_id),
+            lambda conn, who: approvals.cancel(conn, who.name, batch_id, reason, with_code=True),
+        )
     out.print(f"batch {batch_id} cancelled; its amount is available again")
 
 
@@ -346,6 +395,11 @@ def unfreeze_payouts(
     ] = "cleared by an approver",
 ) -> None:
     """Lift the kill switch; needs an approver's TOTP code."""
-    _authorised(approver, code, "unfreeze", ("control", controls.PAYOUTS_FROZEN),
-                lambda conn, who: controls.set_payouts_frozen(conn, False, who.name, reason))  # fmt: skip
+    _authorised(
+        approver,
+        code,
+        "unfreeze",
+        ("control", controls.PAYOUTS_FROZEN),
+        lambda conn, who: controls.set_payouts_frozen(conn, False, who.name, reason),
+    )
     out.print(f"payouts unfrozen by {approver}")

@@ -49,13 +49,15 @@ def reconcile(date: DateOption, as_json: JsonFlag = False) -> None:
     step_failures = [e.message for e in result.all_events if e.is_step_failure and e.message]
     report = _report_or_none(day) if result.success else None
     if as_json:
-        emit_json({
-            "date": day,
-            "run_id": result.run_id,
-            "succeeded": result.success,
-            "failed_checks": [_check_json(e) for e in failed],
-            "report": report,
-        })  # fmt: skip
+        emit_json(
+            {
+                "date": day,
+                "run_id": result.run_id,
+                "succeeded": result.success,
+                "failed_checks": [_check_json(e) for e in failed],
+                "report": report,
+            }
+        )
     else:
         state = "succeeded" if result.success else "FAILED"
         out.print(f"nightly_reconciliation for {day}: {state} (run {result.run_id})")

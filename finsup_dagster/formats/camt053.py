@@ -497,9 +497,10 @@ def _check_summary(name: str, stmt_id: str, stmt: ET.Element, entries: list[ET.E
         said_count = _text(block, "NbOfNtries")
         if said_count is not None and said_count != str(len(members)):
             raise mismatch(
-                name, where, f"{group} NbOfNtries says {said_count} entries, statement has "
-                f"{len(members)}"
-            )  # fmt: skip
+                name,
+                where,
+                f"{group} NbOfNtries says {said_count} entries, statement has {len(members)}",
+            )
         said_sum = _text(block, "Sum")
         total = sum((a for a, _ in members), Decimal(0))
         if said_sum is not None and _decimal(said_sum) != total:
@@ -675,8 +676,9 @@ def _write_entry(
     first = group[0]
     batch = len(group) > 1
     fees = [as_int(row.get("fee_minor") or 0, "fee_minor") for row in group]
-    if charges_on_entry and fees != allocate(sum(fees), [as_int(r["gross_minor"], "gross_minor")
-                                                         for r in group]):  # fmt: skip
+    if charges_on_entry and fees != allocate(
+        sum(fees), [as_int(r["gross_minor"], "gross_minor") for r in group]
+    ):
         raise ValueError(f"batch {first['batch_ref']}: fees are not the entry charge's shares")
     ref = str(first["batch_ref"] if batch else (first.get("settler_ref") or first["record_ref"]))
     for row in group:

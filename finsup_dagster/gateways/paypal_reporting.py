@@ -282,8 +282,12 @@ class _Session:
                 delay = retry_after
             log.warning(
                 "PayPal reporting: %s on %s, retrying in %.2fs (attempt %d of %d)",
-                problem, what, delay, attempt, self.max_attempts,
-            )  # fmt: skip
+                problem,
+                what,
+                delay,
+                attempt,
+                self.max_attempts,
+            )
             time.sleep(delay)
         raise GatewayError(
             f"PayPal reporting: {problem} after {self.max_attempts} attempts on {what}"

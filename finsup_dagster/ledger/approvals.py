@@ -73,12 +73,25 @@ def add_approver(
     secret = pyotp.random_base32()
     conn.execute(
         sa.insert(approvers).values(
-            name=name, totp_secret_encrypted=box.seal(secret), limit_minor=limit_minor,
-            limit_currency=currency, active=True, failed_attempts=0, created_at=clock.now(),
+            name=name,
+            totp_secret_encrypted=box.seal(secret),
+            limit_minor=limit_minor,
+            limit_currency=currency,
+            active=True,
+            failed_attempts=0,
+            created_at=clock.now(),
         )
-    )  # fmt: skip
-    audit_log.log(conn, "approver_added", "approver", name, actor=actor, amount_minor=limit_minor,
-                  currency=currency, detail={"limit": format_minor(limit_minor, currency)})  # fmt: skip
+    )
+    audit_log.log(
+        conn,
+        "approver_added",
+        "approver",
+        name,
+        actor=actor,
+        amount_minor=limit_minor,
+        currency=currency,
+        detail={"limit": format_minor(limit_minor, currency)},
+    )
     return secret
 
 
@@ -135,10 +148,16 @@ def _consume_code(
 
 
 def authorised(
-    engine: Engine, approver_name: str, code: str, box: SecretBox, policy: ApprovalPolicy,
-    what: str, entity: tuple[str, str], action: Callable[[Connection, Any], T],
+    engine: Engine,
+    approver_name: str,
+    code: str,
+    box: SecretBox,
+    policy: ApprovalPolicy,
+    what: str,
+    entity: tuple[str, str],
+    action: Callable[[Connection, Any], T],
     now: float | None = None,
-) -> T:  # fmt: skip
+) -> T:
     """Runs ``action`` in one write transaction if the approver's code is good.
 
     A refusal is logged (and a bad code counted) in the same transaction, which
@@ -163,9 +182,15 @@ def authorised(
 
 
 def _record_refusal(
-    conn: Connection, approver: Any, name: str, exc: LedgerError, what: str,
-    entity: tuple[str, str], policy: ApprovalPolicy, now: float,
-) -> None:  # fmt: skip
+    conn: Connection,
+    approver: Any,
+    name: str,
+    exc: LedgerError,
+    what: str,
+    entity: tuple[str, str],
+    policy: ApprovalPolicy,
+    now: float,
+) -> None:
     audit_log.log(
         conn, f"{what}_refused", entity[0], entity[1], actor=name, detail={"reason": str(exc)}
     )
@@ -184,8 +209,14 @@ def _record_refusal(
             .where(approvers.c.id == approver.id)
             .values(locked_until=until, failed_attempts=0)
         )
-        audit_log.log(conn, "approver_locked_out", "approver", name, actor="system",
-                      detail={"failed_attempts": failures, "locked_until": until})  # fmt: skip
+        audit_log.log(
+            conn,
+            "approver_locked_out",
+            "approver",
+            name,
+            actor="system",
+            detail={"failed_attempts": failures, "locked_until": until},
+        )
 
 
 def _batch(conn: Connection, batch_id: str) -> Any:
@@ -232,26 +263,57 @@ def approve(conn: Connection, approver: Any, batch_id: str) -> dict[str, Any]:
     step: int | None = conn.execute(
         sa.select(approvers.c.last_totp_step).where(approvers.c.id == approver.id)
     ).scalar_one()
-    conn.execute(sa.insert(approvals).values(batch_id=batch_id, approver_id=approver.id, decision="approve",
-                                             totp_step=step, decided_at=clock.now()))  # fmt: skip
-    count = conn.execute(
-        sa.select(sa.func.count()).select_from(approvals)
-        .where(approvals.c.batch_id == batch_id, approvals.c.decision == "approve")
-    ).scalar_one()  # fmt: skip
-    audit_log.log(conn, "batch_approval_recorded", "payout_batch", batch_id, actor=approver.name,
-                  amount_minor=batch.total_minor, currency=batch.currency,
-                  detail={"approvals": count, "required": batch.required_approvals})  # fmt: skip
-    if count < batch.required_approvals:
-        return {"batch_id": batch_id, "status": batch.status, "approvals": count,
-                "required_approvals": batch.required_approvals, "approval_version": batch.approval_version}  # fmt: skip
     conn.execute(
-        sa.update(payout_batches).where(payout_batches.c.id == batch_id)
+        sa.insert(approvals).values(
+            batch_id=batch_id,
+            approver_id=approver.id,
+            decision="approve",
+            totp_step=step,
+            decided_at=clock.now(),
+        )
+    )
+    count = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(approvals)
+        .where(approvals.c.batch_id == batch_id, approvals.c.decision == "approve")
+    ).scalar_one()
+    audit_log.log(
+        conn,
+        "batch_approval_recorded",
+        "payout_batch",
+        batch_id,
+        actor=approver.name,
+        amount_minor=batch.total_minor,
+        currency=batch.currency,
+        detail={"approvals": count, "required": batch.required_approvals},
+    )
+    if count < batch.required_approvals:
+        return {
+            "batch_id": batch_id,
+            "status": batch.status,
+            "approvals": count,
+            "required_approvals": batch.required_approvals,
+            "approval_version": batch.approval_version,
+        }
+    conn.execute(
+        sa.update(payout_batches)
+        .where(payout_batches.c.id == batch_id)
         .values(approval_version=payout_batches.c.approval_version + 1)
-    )  # fmt: skip
-    state_machine.move_batch(conn, batch_id, "approved", approver.name,
-                             detail={"approval_version": batch.approval_version + 1})  # fmt: skip
-    return {"batch_id": batch_id, "status": "approved", "approvals": count,
-            "required_approvals": batch.required_approvals, "approval_version": batch.approval_version + 1}  # fmt: skip
+    )
+    state_machine.move_batch(
+        conn,
+        batch_id,
+        "approved",
+        approver.name,
+        detail={"approval_version": batch.approval_version + 1},
+    )
+    return {
+        "batch_id": batch_id,
+        "status": "approved",
+        "approvals": count,
+        "required_approvals": batch.required_approvals,
+        "approval_version": batch.approval_version + 1,
+    }
 
 
 def deny(conn: Connection, approver: Any, batch_id: str, reason: str) -> dict[str, Any]:
@@ -268,8 +330,16 @@ def deny(conn: Connection, approver: Any, batch_id: str, reason: str) -> dict[st
             approvals.c.batch_id == batch_id, approvals.c.approver_id == approver.id
         )
     )
-    conn.execute(sa.insert(approvals).values(batch_id=batch_id, approver_id=approver.id, decision="deny",
-                                             reason=reason, totp_step=step, decided_at=clock.now()))  # fmt: skip
+    conn.execute(
+        sa.insert(approvals).values(
+            batch_id=batch_id,
+            approver_id=approver.id,
+            decision="deny",
+            reason=reason,
+            totp_step=step,
+            decided_at=clock.now(),
+        )
+    )
     state_machine.move_batch(conn, batch_id, "denied", approver.name, reason=reason)
     return {"batch_id": batch_id, "status": "denied"}
 

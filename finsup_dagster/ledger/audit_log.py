@@ -25,9 +25,16 @@ from finsup_dagster.ledger.schema import audit_chain_head, transaction_log
 
 GENESIS_HASH = "0" * 64
 _HASHED_FIELDS = (
-    "seq", "occurred_at", "actor", "action", "entity_type", "entity_id",
-    "amount_minor", "currency", "detail",
-)  # fmt: skip
+    "seq",
+    "occurred_at",
+    "actor",
+    "action",
+    "entity_type",
+    "entity_id",
+    "amount_minor",
+    "currency",
+    "detail",
+)
 
 
 def canonical_json(value: Any) -> str:
@@ -139,14 +146,20 @@ def verify(
                 return ChainReport(False, count, prev, where, problem)
             if row["prev_hash"] != prev:
                 return ChainReport(
-                    False, count, prev, row["seq"],
+                    False,
+                    count,
+                    prev,
+                    row["seq"],
                     f"row {row['seq']} does not follow row {row['seq'] - 1} (prev_hash differs)",
-                )  # fmt: skip
+                )
             if row_digest(prev, row) != row["row_hash"]:
                 return ChainReport(
-                    False, count, prev, row["seq"],
+                    False,
+                    count,
+                    prev,
+                    row["seq"],
                     f"row {row['seq']} was altered (its content does not match its hash)",
-                )  # fmt: skip
+                )
             prev = row["row_hash"]
             expected_seq += 1
             count += 1
@@ -157,8 +170,11 @@ def verify(
     if head.seq != count or head.row_hash != prev:
         bad = min(head.seq, count) + 1
         return ChainReport(
-            False, count, prev, bad,
+            False,
+            count,
+            prev,
+            bad,
             f"the chain ends at row {count} but its head records row {head.seq}: "
             f"row {bad} was deleted or appended outside the books",
-        )  # fmt: skip
+        )
     return ChainReport(True, count, prev)

@@ -89,20 +89,40 @@ def build_batches(engine: Engine, policy: BatchPolicy, created_by: str) -> Build
         report.held = holds.held_earnings(conn)
         owed = clawbacks.outstanding(conn)
         e, b = earnings.c, beneficiaries.c
-        rows = conn.execute(
-            sa.select(e.id, e.amount_minor, e.currency, b.id.label("ben_id"), b.external_id,
-                      b.payout_method, b.destination, b.kyc_status, b.sanctions_status, b.blocked)
-            .join(beneficiaries, b.id == e.beneficiary_id)
-            .where(e.status == "accrued", e.payout_item_id.is_(None))
-            .order_by(e.earned_at, e.id)
-        ).mappings().all()  # fmt: skip
+        rows = (
+            conn.execute(
+                sa.select(
+                    e.id,
+                    e.amount_minor,
+                    e.currency,
+                    b.id.label("ben_id"),
+                    b.external_id,
+                    b.payout_method,
+                    b.destination,
+                    b.kyc_status,
+                    b.sanctions_status,
+                    b.blocked,
+                )
+                .join(beneficiaries, b.id == e.beneficiary_id)
+                .where(e.status == "accrued", e.payout_item_id.is_(None))
+                .order_by(e.earned_at, e.id)
+            )
+            .mappings()
+            .all()
+        )
         groups: dict[tuple[str, str], dict[int, _Item]] = defaultdict(dict)
         for row in rows:
             why = ineligibility(row)
             if why:
-                report.ineligible.append({"beneficiary": row["external_id"], "earning_id": row["id"],
-                                          "currency": row["currency"], "amount_minor": row["amount_minor"],
-                                          "reason": why})  # fmt: skip
+                report.ineligible.append(
+                    {
+                        "beneficiary": row["external_id"],
+                        "earning_id": row["id"],
+                        "currency": row["currency"],
+                        "amount_minor": row["amount_minor"],
+                        "reason": why,
+                    }
+                )
                 continue
             items = groups[(row["payout_method"], row["currency"])]
             item = items.setdefault(
@@ -138,8 +158,15 @@ def build_batches(engine: Engine, policy: BatchPolicy, created_by: str) -> Build
                 elif cash > available:
                     reason = "not covered by the available balance"
                 if reason:
-                    report.waiting.append({"beneficiary": item.beneficiary, "method": method, "currency": currency,
-                                           "amount_minor": item.amount_minor, "reason": reason})  # fmt: skip
+                    report.waiting.append(
+                        {
+                            "beneficiary": item.beneficiary,
+                            "method": method,
+                            "currency": currency,
+                            "amount_minor": item.amount_minor,
+                            "reason": reason,
+                        }
+                    )
                     continue
                 if not batches or (maximum is not None and open_total + cash > maximum):
                     batches.append([])
@@ -151,16 +178,33 @@ def build_batches(engine: Engine, policy: BatchPolicy, created_by: str) -> Build
                 total = sum(i.amount_minor - i.netted_minor for i in members)
                 approvals = policy.required_approvals(currency, total)
                 batch_id = create_batch(
-                    conn, method=method, currency=currency, created_by=created_by,
+                    conn,
+                    method=method,
+                    currency=currency,
+                    created_by=created_by,
                     required_approvals=approvals,
-                    items=[ItemRequest(i.amount_minor - i.netted_minor, i.beneficiary_id,
-                                       i.destination_masked, i.earning_ids, i.netted_minor)
-                           for i in members],
-                )  # fmt: skip
-                report.batches.append({"batch_id": batch_id, "method": method, "currency": currency,
-                                       "total_minor": total, "item_count": len(members),
-                                       "required_approvals": approvals,
-                                       "netted_minor": sum(i.netted_minor for i in members)})  # fmt: skip
+                    items=[
+                        ItemRequest(
+                            i.amount_minor - i.netted_minor,
+                            i.beneficiary_id,
+                            i.destination_masked,
+                            i.earning_ids,
+                            i.netted_minor,
+                        )
+                        for i in members
+                    ],
+                )
+                report.batches.append(
+                    {
+                        "batch_id": batch_id,
+                        "method": method,
+                        "currency": currency,
+                        "total_minor": total,
+                        "item_count": len(members),
+                        "required_approvals": approvals,
+                        "netted_minor": sum(i.netted_minor for i in members),
+                    }
+                )
     return report
 
 
@@ -179,39 +223,90 @@ def pending_batches(engine: Engine) -> list[dict[str, Any]]:
         owed = clawbacks.outstanding(conn)
         out = []
         for batch in batches:
-            items = conn.execute(
-                sa.select(payout_items.c.id, payout_items.c.amount_minor, payout_items.c.destination_masked,
-                          payout_items.c.netted_minor, payout_items.c.beneficiary_id,
-                          beneficiaries.c.external_id, beneficiaries.c.name)
-                .join(beneficiaries, beneficiaries.c.id == payout_items.c.beneficiary_id, isouter=True)
-                .where(payout_items.c.batch_id == batch["id"])
-                .order_by(payout_items.c.id)
-            ).mappings().all()  # fmt: skip
+            items = (
+                conn.execute(
+                    sa.select(
+                        payout_items.c.id,
+                        payout_items.c.amount_minor,
+                        payout_items.c.destination_masked,
+                        payout_items.c.netted_minor,
+                        payout_items.c.beneficiary_id,
+                        beneficiaries.c.external_id,
+                        beneficiaries.c.name,
+                    )
+                    .join(
+                        beneficiaries,
+                        beneficiaries.c.id == payout_items.c.beneficiary_id,
+                        isouter=True,
+                    )
+                    .where(payout_items.c.batch_id == batch["id"])
+                    .order_by(payout_items.c.id)
+                )
+                .mappings()
+                .all()
+            )
             es, ev = earning_sources.c, revenue_events.c
-            funding = conn.execute(
-                sa.select(earnings.c.payout_item_id, es.event_hash, sa.func.sum(es.amount_minor).label("amount_minor"),
-                          ev.source, ev.external_id, ev.occurred_at)
-                .join(earning_sources, es.earning_id == earnings.c.id)
-                .join(revenue_events, ev.event_hash == es.event_hash)
-                .where(earnings.c.payout_item_id.in_([i["id"] for i in items]))
-                .group_by(earnings.c.payout_item_id, es.event_hash, ev.source, ev.external_id, ev.occurred_at)
-                .order_by(ev.occurred_at, es.event_hash)
-            ).mappings().all()  # fmt: skip
+            funding = (
+                conn.execute(
+                    sa.select(
+                        earnings.c.payout_item_id,
+                        es.event_hash,
+                        sa.func.sum(es.amount_minor).label("amount_minor"),
+                        ev.source,
+                        ev.external_id,
+                        ev.occurred_at,
+                    )
+                    .join(earning_sources, es.earning_id == earnings.c.id)
+                    .join(revenue_events, ev.event_hash == es.event_hash)
+                    .where(earnings.c.payout_item_id.in_([i["id"] for i in items]))
+                    .group_by(
+                        earnings.c.payout_item_id,
+                        es.event_hash,
+                        ev.source,
+                        ev.external_id,
+                        ev.occurred_at,
+                    )
+                    .order_by(ev.occurred_at, es.event_hash)
+                )
+                .mappings()
+                .all()
+            )
             by_item: dict[int, list[dict[str, Any]]] = defaultdict(list)
             for f in funding:
                 by_item[f["payout_item_id"]].append(
-                    {"event_hash": f["event_hash"], "source": f["source"], "external_id": f["external_id"],
-                     "occurred_at": f["occurred_at"], "amount_minor": int(f["amount_minor"])}
-                )  # fmt: skip
-            out.append({
-                "batch_id": batch["id"], "method": batch["method"], "currency": batch["currency"],
-                "total_minor": batch["total_minor"], "item_count": batch["item_count"],
-                "required_approvals": batch["required_approvals"], "created_by": batch["created_by"],
-                "created_at": batch["created_at"],
-                "items": [{"item_id": i["id"], "beneficiary": i["external_id"], "name": i["name"],
-                           "destination": i["destination_masked"], "amount_minor": i["amount_minor"],
-                           "netted_minor": i["netted_minor"],
-                           "clawback_outstanding_minor": owed.get((i["beneficiary_id"], batch["currency"]), 0),
-                           "funded_by": by_item[i["id"]]} for i in items],
-            })  # fmt: skip
+                    {
+                        "event_hash": f["event_hash"],
+                        "source": f["source"],
+                        "external_id": f["external_id"],
+                        "occurred_at": f["occurred_at"],
+                        "amount_minor": int(f["amount_minor"]),
+                    }
+                )
+            out.append(
+                {
+                    "batch_id": batch["id"],
+                    "method": batch["method"],
+                    "currency": batch["currency"],
+                    "total_minor": batch["total_minor"],
+                    "item_count": batch["item_count"],
+                    "required_approvals": batch["required_approvals"],
+                    "created_by": batch["created_by"],
+                    "created_at": batch["created_at"],
+                    "items": [
+                        {
+                            "item_id": i["id"],
+                            "beneficiary": i["external_id"],
+                            "name": i["name"],
+                            "destination": i["destination_masked"],
+                            "amount_minor": i["amount_minor"],
+                            "netted_minor": i["netted_minor"],
+                            "clawback_outstanding_minor": owed.get(
+                                (i["beneficiary_id"], batch["currency"]), 0
+                            ),
+                            "funded_by": by_item[i["id"]],
+                        }
+                        for i in items
+                    ],
+                }
+            )
     return out

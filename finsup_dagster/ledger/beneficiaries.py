@@ -28,9 +28,19 @@ from finsup_dagster.ledger.schema import beneficiaries, payout_items
 from finsup_dagster.ledger.text import clean_text, optional_text
 
 COLUMNS = (
-    "external_id", "name", "email", "payout_method", "destination", "country", "kyc_status",
-    "sanctions_status", "screened_at", "blocked", "tax_id", "tax_form_status",
-)  # fmt: skip
+    "external_id",
+    "name",
+    "email",
+    "payout_method",
+    "destination",
+    "country",
+    "kyc_status",
+    "sanctions_status",
+    "screened_at",
+    "blocked",
+    "tax_id",
+    "tax_form_status",
+)
 REQUIRED = ("external_id", "name", "payout_method", "destination", "country")
 KYC = ("unverified", "pending", "verified", "rejected")
 SANCTIONS = ("not_screened", "clear", "potential_match", "sanctioned")
@@ -126,8 +136,14 @@ def upsert(conn: Connection, record: dict[str, Any], actor: str) -> str:
     now = clock.now()
     if current is None:
         conn.execute(sa.insert(beneficiaries).values(**record, created_at=now, updated_at=now))
-        audit_log.log(conn, "beneficiary_created", "beneficiary", record["external_id"], actor=actor,
-                      detail={k: v for k, v in record.items() if k != "destination"})  # fmt: skip
+        audit_log.log(
+            conn,
+            "beneficiary_created",
+            "beneficiary",
+            record["external_id"],
+            actor=actor,
+            detail={k: v for k, v in record.items() if k != "destination"},
+        )
         return "created"
     changes = {k: v for k, v in record.items() if current[k] != v}
     if not changes:
@@ -136,9 +152,17 @@ def upsert(conn: Connection, record: dict[str, Any], actor: str) -> str:
         sa.update(beneficiaries).where(t.id == current["id"]).values(**changes, updated_at=now)
     )
     audit_log.log(
-        conn, "beneficiary_updated", "beneficiary", record["external_id"], actor=actor,
-        detail={"changed": {k: {"from": _shown(k, current[k]), "to": _shown(k, v)} for k, v in changes.items()}},
-    )  # fmt: skip
+        conn,
+        "beneficiary_updated",
+        "beneficiary",
+        record["external_id"],
+        actor=actor,
+        detail={
+            "changed": {
+                k: {"from": _shown(k, current[k]), "to": _shown(k, v)} for k, v in changes.items()
+            }
+        },
+    )
     return "updated"
 
 
@@ -149,9 +173,14 @@ def _shown(column: str, value: Any) -> Any:
 
 def import_file(engine: Engine, path: Path, actor: str = "system") -> RowsResult:
     return apply_rows(
-        engine, path, REQUIRED, COLUMNS, ("created", "updated", "unchanged"),
-        lambda conn, raw: upsert(conn, parse_beneficiary(raw), actor), scrub=_without_tax_id,
-    )  # fmt: skip
+        engine,
+        path,
+        REQUIRED,
+        COLUMNS,
+        ("created", "updated", "unchanged"),
+        lambda conn, raw: upsert(conn, parse_beneficiary(raw), actor),
+        scrub=_without_tax_id,
+    )
 
 
 def _without_tax_id(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -161,8 +190,10 @@ def _without_tax_id(raw: Mapping[str, Any]) -> dict[str, Any]:
         # A line that could not be read as columns (not JSON, a key twice, more cells
         # than the header) may hold the tax id anywhere: only its id is kept. The
         # input file itself is never changed, so nothing is lost.
-        return {"external_id": out.get("external_id") if out.get(MISALIGNED) else None,
-                "raw": "(withheld: it may hold a tax id; see this row of the input file)"}  # fmt: skip
+        return {
+            "external_id": out.get("external_id") if out.get(MISALIGNED) else None,
+            "raw": "(withheld: it may hold a tax id; see this row of the input file)",
+        }
     value = out.get("tax_id")
     if value is not None and str(value).strip():  # a JSON number is a tax id too
         out["tax_id"] = mask_tax_id(str(value))

@@ -84,8 +84,9 @@ def read(path: Path, key: bytes) -> Checkpoint | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         body, mac = data["checkpoint"], data["hmac"]
-        point = Checkpoint(int(body["seq"]), str(body["row_hash"]), str(body["written_at"]),
-                           str(body["ledger"]))  # fmt: skip
+        point = Checkpoint(
+            int(body["seq"]), str(body["row_hash"]), str(body["written_at"]), str(body["ledger"])
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointInvalid(
             f"checkpoint {path} is unreadable ({exc.__class__.__name__})"

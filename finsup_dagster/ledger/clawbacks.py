@@ -52,17 +52,37 @@ def report(conn: Connection) -> list[dict[str, Any]]:
     """Every clawback with what it was for, and each beneficiary's outstanding amount."""
     c, b = clawbacks.c, beneficiaries.c
     left = outstanding(conn)
-    rows = conn.execute(
-        sa.select(c.id, c.beneficiary_id, b.external_id.label("ben"), earnings.c.external_id,
-                  c.event_hash, c.amount_minor, c.currency, c.created_at, c.cleared_at)
-        .join(beneficiaries, b.id == c.beneficiary_id)
-        .join(earnings, earnings.c.id == c.earning_id)
-        .order_by(c.id)
-    ).mappings().all()  # fmt: skip
+    rows = (
+        conn.execute(
+            sa.select(
+                c.id,
+                c.beneficiary_id,
+                b.external_id.label("ben"),
+                earnings.c.external_id,
+                c.event_hash,
+                c.amount_minor,
+                c.currency,
+                c.created_at,
+                c.cleared_at,
+            )
+            .join(beneficiaries, b.id == c.beneficiary_id)
+            .join(earnings, earnings.c.id == c.earning_id)
+            .order_by(c.id)
+        )
+        .mappings()
+        .all()
+    )
     return [
-        {"clawback_id": r["id"], "beneficiary": r["ben"], "earning": r["external_id"],
-         "event_hash": r["event_hash"], "amount_minor": int(r["amount_minor"]),
-         "currency": r["currency"], "created_at": r["created_at"], "cleared_at": r["cleared_at"],
-         "beneficiary_outstanding_minor": left.get((r["beneficiary_id"], r["currency"]), 0)}
+        {
+            "clawback_id": r["id"],
+            "beneficiary": r["ben"],
+            "earning": r["external_id"],
+            "event_hash": r["event_hash"],
+            "amount_minor": int(r["amount_minor"]),
+            "currency": r["currency"],
+            "created_at": r["created_at"],
+            "cleared_at": r["cleared_at"],
+            "beneficiary_outstanding_minor": left.get((r["beneficiary_id"], r["currency"]), 0),
+        }
         for r in rows
-    ]  # fmt: skip
+    ]

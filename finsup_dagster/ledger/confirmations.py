@@ -109,24 +109,41 @@ def confirm_matches(
 
 
 def _events(engine: Engine, hashes: Iterable[str]) -> dict[str, RevenueEvent]:
-    cols = ("event_hash", "source", "external_id", "kind", "amount_minor", "currency",
-            "occurred_at", "status")  # fmt: skip
+    cols = (
+        "event_hash",
+        "source",
+        "external_id",
+        "kind",
+        "amount_minor",
+        "currency",
+        "occurred_at",
+        "status",
+    )
     with db.read(engine) as conn:
         rows = select_where_in(conn, revenue_events, cols, "event_hash", sorted(set(hashes)))
     return {r[0]: RevenueEvent(r[1], r[2], r[3], int(r[4]), r[5], r[6], r[7], r[0]) for r in rows}
 
 
 def _with_status(ev: RevenueEvent, status: str) -> RevenueEvent:
-    return RevenueEvent(ev.source, ev.external_id, ev.kind, ev.amount_minor, ev.currency,
-                        ev.occurred_at, status, ev.event_hash)  # fmt: skip
+    return RevenueEvent(
+        ev.source,
+        ev.external_id,
+        ev.kind,
+        ev.amount_minor,
+        ev.currency,
+        ev.occurred_at,
+        status,
+        ev.event_hash,
+    )
 
 
 def _fee_event(ev: RevenueEvent, m: SettledMatch) -> RevenueEvent:
     external_id = fee_external_id(ev)
     occurred_at = f"{m.settled_on}T00:00:00.000000Z"
     digest = event_hash(ev.source, external_id, m.fee_minor, m.fee_currency, occurred_at, "fee")
-    return RevenueEvent(ev.source, external_id, "fee", m.fee_minor, m.fee_currency, occurred_at,
-                        "confirmed", digest)  # fmt: skip
+    return RevenueEvent(
+        ev.source, external_id, "fee", m.fee_minor, m.fee_currency, occurred_at, "confirmed", digest
+    )
 
 
 def _post_fee_credits(
@@ -155,8 +172,10 @@ def _post_fee_credits(
         for (m, ev), key in zip(credits, keys, strict=True):
             if key in done:
                 if done[key] != -m.fee_minor:
-                    conflicts.append(f"{key}: fee credit already posted as {done[key]}, "
-                                     f"tonight's match says {-m.fee_minor} {m.fee_currency}")  # fmt: skip
+                    conflicts.append(
+                        f"{key}: fee credit already posted as {done[key]}, "
+                        f"tonight's match says {-m.fee_minor} {m.fee_currency}"
+                    )
                 else:
                     seen += 1
                 continue
@@ -164,15 +183,22 @@ def _post_fee_credits(
                 conn,
                 "settlement_fee_credit",
                 f"gateway fee returned on {m.settled_on}",
-                debit_credit(Account.GATEWAY_CLEARING, Account.GATEWAY_FEES, m.fee_currency,
-                             -m.fee_minor),
+                debit_credit(
+                    Account.GATEWAY_CLEARING, Account.GATEWAY_FEES, m.fee_currency, -m.fee_minor
+                ),
                 reference=(FEE_CREDIT_REFERENCE, key),
-            )  # fmt: skip
-            log.append(LogRecord(
-                "settlement_fee_credit_posted", "revenue_event", ev.event_hash, actor=actor,
-                amount_minor=-m.fee_minor, currency=m.fee_currency,
-                detail={"entry_id": entry, "settled_on": m.settled_on},
-            ))  # fmt: skip
+            )
+            log.append(
+                LogRecord(
+                    "settlement_fee_credit_posted",
+                    "revenue_event",
+                    ev.event_hash,
+                    actor=actor,
+                    amount_minor=-m.fee_minor,
+                    currency=m.fee_currency,
+                    detail={"entry_id": entry, "settled_on": m.settled_on},
+                )
+            )
             done[key] = -m.fee_minor
             posted += 1
         audit_log.append(conn, log)

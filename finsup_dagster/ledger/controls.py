@@ -45,14 +45,24 @@ def set_payouts_frozen(conn: Connection, frozen: bool, actor: str, reason: str) 
     if not reason.strip():
         raise InvalidInput("a reason is required to freeze or unfreeze payouts")
     _upsert(
-        conn, controls, {"name": PAYOUTS_FROZEN},
-        {"value": "true" if frozen else "false", "set_by": actor, "set_at": clock.now(),
-         "reason": reason},
-    )  # fmt: skip
+        conn,
+        controls,
+        {"name": PAYOUTS_FROZEN},
+        {
+            "value": "true" if frozen else "false",
+            "set_by": actor,
+            "set_at": clock.now(),
+            "reason": reason,
+        },
+    )
     audit_log.log(
-        conn, "payouts_frozen" if frozen else "payouts_unfrozen", "control", PAYOUTS_FROZEN,
-        actor=actor, detail={"reason": reason},
-    )  # fmt: skip
+        conn,
+        "payouts_frozen" if frozen else "payouts_unfrozen",
+        "control",
+        PAYOUTS_FROZEN,
+        actor=actor,
+        detail={"reason": reason},
+    )
 
 
 def ensure_not_frozen(conn: Connection, attempted: str) -> None:
@@ -70,10 +80,18 @@ def set_reserve(
     if amount_minor < 0:
         raise InvalidInput("a reserve cannot be negative")
     _upsert(
-        conn, balance_reserves, {"currency": currency},
+        conn,
+        balance_reserves,
+        {"currency": currency},
         {"amount_minor": amount_minor, "set_by": actor, "set_at": clock.now(), "reason": reason},
-    )  # fmt: skip
+    )
     audit_log.log(
-        conn, "reserve_set", "reserve", currency, actor=actor,
-        amount_minor=amount_minor, currency=currency, detail={"reason": reason},
-    )  # fmt: skip
+        conn,
+        "reserve_set",
+        "reserve",
+        currency,
+        actor=actor,
+        amount_minor=amount_minor,
+        currency=currency,
+        detail={"reason": reason},
+    )

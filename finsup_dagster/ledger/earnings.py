@@ -64,10 +64,14 @@ def parse_earning(raw: Mapping[str, Any], *, from_json: bool = False) -> Earning
     hashes = _cited_hashes(raw.get("event_hashes"), from_json)
     earned = raw.get("earned_at")
     return EarningInput(
-        ext, who, amount, currency, hashes,
+        ext,
+        who,
+        amount,
+        currency,
+        hashes,
         clock.parse_instant(earned, "earned_at") if earned else clock.now(),
         optional_text(raw.get("description"), "description", max_len=500),
-    )  # fmt: skip
+    )
 
 
 def _cited_hashes(cited: Any, from_json: bool) -> tuple[str, ...]:
@@ -152,12 +156,17 @@ def add_earning(conn: Connection, earning: EarningInput, actor: str) -> str:
     earning_id = conn.execute(
         sa.insert(earnings)
         .values(
-            external_id=earning.external_id, beneficiary_id=ben, amount_minor=earning.amount_minor,
-            currency=earning.currency, status="accrued", description=earning.description,
-            earned_at=earning.earned_at, created_at=clock.now(),
+            external_id=earning.external_id,
+            beneficiary_id=ben,
+            amount_minor=earning.amount_minor,
+            currency=earning.currency,
+            status="accrued",
+            description=earning.description,
+            earned_at=earning.earned_at,
+            created_at=clock.now(),
         )
         .returning(earnings.c.id)
-    ).scalar_one()  # fmt: skip
+    ).scalar_one()
     need, sources = earning.amount_minor, []
     for h in earning.event_hashes:
         take = min(need, funding[h][1])
@@ -168,11 +177,18 @@ def add_earning(conn: Connection, earning: EarningInput, actor: str) -> str:
     # Funded by a sale a refund or chargeback already names: held from the start.
     holds.apply_holds(conn, actor, earning_ids=[earning_id])
     audit_log.log(
-        conn, "earning_accrued", "earning", earning.external_id, actor=actor,
-        amount_minor=earning.amount_minor, currency=earning.currency,
-        detail={"beneficiary": earning.beneficiary,
-                "funded_by": {s["event_hash"]: s["amount_minor"] for s in sources}},
-    )  # fmt: skip
+        conn,
+        "earning_accrued",
+        "earning",
+        earning.external_id,
+        actor=actor,
+        amount_minor=earning.amount_minor,
+        currency=earning.currency,
+        detail={
+            "beneficiary": earning.beneficiary,
+            "funded_by": {s["event_hash"]: s["amount_minor"] for s in sources},
+        },
+    )
     return "created"
 
 
@@ -180,6 +196,10 @@ def ingest_file(engine: Engine, path: Path, actor: str = "system") -> RowsResult
     """Every valid earning goes in; the rest go to the rejects file."""
     from_json = file_format(path) == "jsonl"
     return apply_rows(
-        engine, path, REQUIRED, COLUMNS, ("created", "unchanged"),
+        engine,
+        path,
+        REQUIRED,
+        COLUMNS,
+        ("created", "unchanged"),
         lambda conn, raw: add_earning(conn, parse_earning(raw, from_json=from_json), actor),
-    )  # fmt: skip
+    )

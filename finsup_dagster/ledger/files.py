@@ -104,8 +104,10 @@ def _csv_records(
             if None in record:
                 # More cells than header columns: the row is misaligned, not just long.
                 cells = {k: v for k, v in record.items() if k is not None}
-                yield row, {**cells, MISALIGNED: True,
-                            "_malformed": "more cells than header columns"}  # fmt: skip
+                yield (
+                    row,
+                    {**cells, MISALIGNED: True, "_malformed": "more cells than header columns"},
+                )
             else:
                 yield row, record
     except csv.Error as exc:
@@ -163,8 +165,10 @@ def _jsonl_records(fh: Any) -> Iterator[tuple[int, Mapping[str, Any]]]:
             continue
         if _has_surrogate(obj):
             # A lone \ud800-style escape decodes, but is no character: it cannot be stored.
-            yield row, {"_malformed": "not valid Unicode text (a lone surrogate escape)",
-                        "raw": raw}  # fmt: skip
+            yield (
+                row,
+                {"_malformed": "not valid Unicode text (a lone surrogate escape)", "raw": raw},
+            )
             continue
         yield row, obj
 
@@ -190,8 +194,11 @@ def _without_conflicts(
     records: list[tuple[int, Mapping[str, Any]]], key: str, rejected: list[Rejected]
 ) -> list[tuple[int, Mapping[str, Any]]]:
     def content(record: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v.strip() if isinstance(v, str) else v for k, v in record.items()
-                if k not in REJECT_COLUMNS}  # fmt: skip
+        return {
+            k: v.strip() if isinstance(v, str) else v
+            for k, v in record.items()
+            if k not in REJECT_COLUMNS
+        }
 
     rows_by_key: dict[str, list[int]] = {}
     for i, (_row, record) in enumerate(records):
@@ -203,8 +210,10 @@ def _without_conflicts(
         first = content(records[group[0]][1])
         if len(group) > 1 and any(content(records[i][1]) != first for i in group[1:]):
             numbers = [str(records[i][0]) for i in group]
-            reason = (f"{key} {value!r} is in rows {', '.join(numbers)} with different "
-                      "values: keep one row for it")  # fmt: skip
+            reason = (
+                f"{key} {value!r} is in rows {', '.join(numbers)} with different "
+                "values: keep one row for it"
+            )
             for i in group:
                 rejected.append(Rejected(records[i][0], reason, records[i][1]))
             refused.update(group)
@@ -223,8 +232,10 @@ def write_rejects(path: Path, rejected: Sequence[Rejected], columns: Sequence[st
     if not rejected:
         target.unlink(missing_ok=True)
         return None
-    rejected = [Rejected(r.row, r.reason, {k: v for k, v in r.record.items() if k != MISALIGNED})
-                for r in rejected]  # fmt: skip
+    rejected = [
+        Rejected(r.row, r.reason, {k: v for k, v in r.record.items() if k != MISALIGNED})
+        for r in rejected
+    ]
     if target.suffix == ".csv":
         header = [*REJECT_COLUMNS, *columns]
         extra = sorted({k for r in rejected for k in r.record} - set(header))
@@ -251,8 +262,11 @@ class RowsResult:
     rejects_path: Path | None
 
     def summary(self) -> dict[str, Any]:
-        return {**self.counts, "rejected": len(self.rejected),
-                "rejects_file": str(self.rejects_path) if self.rejects_path else None}  # fmt: skip
+        return {
+            **self.counts,
+            "rejected": len(self.rejected),
+            "rejects_file": str(self.rejects_path) if self.rejects_path else None,
+        }
 
 
 def apply_rows(

@@ -59,8 +59,11 @@ class Problem:
 
     def reason(self, currency: str) -> str:
         gone = f"{format_minor(self.exposure_minor, currency)} {currency}"
-        what = {"reversed": "was reversed", "refund": "was refunded",
-                "chargeback": "was charged back"}[self.cause]  # fmt: skip
+        what = {
+            "reversed": "was reversed",
+            "refund": "was refunded",
+            "chargeback": "was charged back",
+        }[self.cause]
         return f"funding revenue event {self.sale_hash[:12]}… {what} ({gone} gone)"
 
 
@@ -80,20 +83,36 @@ def sale_problems(
         sale.c.kind == "sale", sale.c.status == "reversed", funds
     )
     named_q = (
-        sa.select(sale.c.event_hash, cause.c.kind, cause.c.status_changed_at,
-                  cause.c.amount_minor, sale.c.amount_minor)
-        .join(cause, sa.and_(cause.c.source == sale.c.source,
-                             cause.c.external_id == sale.c.external_id))
-        .where(sale.c.kind == "sale", sale.c.status == "confirmed", funds,
-               cause.c.kind.in_(("refund", "chargeback")), cause.c.status == "confirmed")
-    )  # fmt: skip
+        sa.select(
+            sale.c.event_hash,
+            cause.c.kind,
+            cause.c.status_changed_at,
+            cause.c.amount_minor,
+            sale.c.amount_minor,
+        )
+        .join(
+            cause,
+            sa.and_(cause.c.source == sale.c.source, cause.c.external_id == sale.c.external_id),
+        )
+        .where(
+            sale.c.kind == "sale",
+            sale.c.status == "confirmed",
+            funds,
+            cause.c.kind.in_(("refund", "chargeback")),
+            cause.c.status == "confirmed",
+        )
+    )
     queries: list[tuple[Any, Any]] = []
     if external_ids is None:
         queries.append((reversed_q, named_q))
     else:
         for part in _chunks(sorted(set(external_ids))):
-            queries.append((reversed_q.where(sale.c.external_id.in_(part)),
-                            named_q.where(sale.c.external_id.in_(part))))  # fmt: skip
+            queries.append(
+                (
+                    reversed_q.where(sale.c.external_id.in_(part)),
+                    named_q.where(sale.c.external_id.in_(part)),
+                )
+            )
     out: dict[str, Problem] = {}
     for rq, nq in queries:
         found: Iterable[Any] = conn.execute(rq)
@@ -141,11 +160,20 @@ def affected_earnings(
         return []
     e, es = earnings.c, earning_sources.c
     base = (
-        sa.select(e.id, e.external_id, e.status, e.currency, e.beneficiary_id, e.payout_item_id,
-                  e.funding_released_at, es.event_hash, es.amount_minor)
+        sa.select(
+            e.id,
+            e.external_id,
+            e.status,
+            e.currency,
+            e.beneficiary_id,
+            e.payout_item_id,
+            e.funding_released_at,
+            es.event_hash,
+            es.amount_minor,
+        )
         .join(earning_sources, es.earning_id == e.id)
         .where(e.status != "cancelled")
-    )  # fmt: skip
+    )
     rows: list[Any] = []
     if earning_ids is not None:
         for part in _chunks(sorted(set(earning_ids))):
@@ -158,8 +186,18 @@ def affected_earnings(
         p = problems.get(r.event_hash)
         if p is None or (r.funding_released_at is not None and r.funding_released_at >= p.since):
             continue
-        out.append(Affected(r.id, r.external_id, r.status, r.currency, r.beneficiary_id,
-                            r.payout_item_id, int(r.amount_minor), p))  # fmt: skip
+        out.append(
+            Affected(
+                r.id,
+                r.external_id,
+                r.status,
+                r.currency,
+                r.beneficiary_id,
+                r.payout_item_id,
+                int(r.amount_minor),
+                p,
+            )
+        )
     return out
 
 
@@ -183,8 +221,11 @@ class HoldSummary:
     clawed_back_minor: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"earnings_held": self.held, "batched_earnings_flagged": self.flagged,
-                "clawed_back_minor": dict(sorted((self.clawed_back_minor or {}).items()))}  # fmt: skip
+        return {
+            "earnings_held": self.held,
+            "batched_earnings_flagged": self.flagged,
+            "clawed_back_minor": dict(sorted((self.clawed_back_minor or {}).items())),
+        }
 
 
 def apply_holds(
@@ -209,10 +250,10 @@ def apply_holds(
             continue  # one hold per earning: the first troubled sale names it
         seen.add(a.earning_id)
         current = conn.execute(
-            sa.select(earnings.c.hold_reason, earnings.c.held_event_hash,
-                      earnings.c.funding_released_by)
-            .where(earnings.c.id == a.earning_id)
-        ).one()  # fmt: skip
+            sa.select(
+                earnings.c.hold_reason, earnings.c.held_event_hash, earnings.c.funding_released_by
+            ).where(earnings.c.id == a.earning_id)
+        ).one()
         reason = a.problem.reason(a.currency)
         if a.status == "accrued" or (
             (current.hold_reason, current.held_event_hash) != (reason, a.problem.sale_hash)
@@ -220,19 +261,33 @@ def apply_holds(
         ):
             target = "on_hold" if a.status in ("accrued", "on_hold") else a.status
             conn.execute(
-                sa.update(earnings).where(earnings.c.id == a.earning_id)
-                .values(status=target, hold_reason=reason, held_event_hash=a.problem.sale_hash,
-                        funding_released_by=None, funding_released_at=None)
-            )  # fmt: skip
+                sa.update(earnings)
+                .where(earnings.c.id == a.earning_id)
+                .values(
+                    status=target,
+                    hold_reason=reason,
+                    held_event_hash=a.problem.sale_hash,
+                    funding_released_by=None,
+                    funding_released_at=None,
+                )
+            )
             if a.status == "accrued":
                 summary.held += 1
             elif a.status == "batched":
                 summary.flagged += 1
             audit_log.log(
-                conn, "earning_held", "earning", a.external_id, actor=actor,
-                detail={"reason": reason, "event_hash": a.problem.sale_hash,
-                        "status": target, "payout_item_id": a.payout_item_id},
-            )  # fmt: skip
+                conn,
+                "earning_held",
+                "earning",
+                a.external_id,
+                actor=actor,
+                detail={
+                    "reason": reason,
+                    "event_hash": a.problem.sale_hash,
+                    "status": target,
+                    "payout_item_id": a.payout_item_id,
+                },
+            )
     if paid and earning_ids is not None:
         # A sale's loss is shared over every paid earning it funds, not only those asked
         # about: look at all of them, or a second earning paid later would take it again.
@@ -240,8 +295,11 @@ def apply_holds(
         exts: Iterable[str] = conn.execute(
             sa.select(revenue_events.c.external_id).where(revenue_events.c.event_hash.in_(sales))
         ).scalars()
-        paid = [a for a in affected_earnings(conn, external_ids=sorted(set(exts)))
-                if a.status == "paid" and a.problem.sale_hash in sales]  # fmt: skip
+        paid = [
+            a
+            for a in affected_earnings(conn, external_ids=sorted(set(exts)))
+            if a.status == "paid" and a.problem.sale_hash in sales
+        ]
     for a, amount in _clawbacks_due(conn, paid):
         _post_clawback(conn, a, amount, actor)
         assert summary.clawed_back_minor is not None
@@ -263,9 +321,10 @@ def _clawbacks_due(conn: Connection, paid: list[Affected]) -> list[tuple[Affecte
     owed: dict[tuple[int, str], int] = defaultdict(int)
     for part in _chunks(sorted({a.earning_id for a in paid})):
         rows: Iterable[Any] = conn.execute(
-            sa.select(clawbacks.c.earning_id, clawbacks.c.event_hash, clawbacks.c.amount_minor)
-            .where(clawbacks.c.earning_id.in_(part), clawbacks.c.cleared_entry_id.is_(None))
-        )  # fmt: skip
+            sa.select(
+                clawbacks.c.earning_id, clawbacks.c.event_hash, clawbacks.c.amount_minor
+            ).where(clawbacks.c.earning_id.in_(part), clawbacks.c.cleared_entry_id.is_(None))
+        )
         for earning_id, h, amount in rows:
             owed[(earning_id, h)] += int(amount)
     left: dict[str, int] = {}
@@ -283,23 +342,33 @@ def _clawbacks_due(conn: Connection, paid: list[Affected]) -> list[tuple[Affecte
 
 def _post_clawback(conn: Connection, a: Affected, amount: int, actor: str) -> None:
     entry = post_entry(
-        conn, "clawback_recorded",
+        conn,
+        "clawback_recorded",
         f"clawback of earning {a.external_id}: {a.problem.reason(a.currency)}",
         debit_credit(Account.CLAWBACK_RECEIVABLE, Account.BENEFICIARY_PAYOUTS, a.currency, amount),
         reference=("earning", a.external_id),
-    )  # fmt: skip
+    )
     conn.execute(
         sa.insert(clawbacks).values(
-            beneficiary_id=a.beneficiary_id, earning_id=a.earning_id,
-            event_hash=a.problem.sale_hash, amount_minor=amount, currency=a.currency,
-            entry_id=entry, created_at=clock.now(),
+            beneficiary_id=a.beneficiary_id,
+            earning_id=a.earning_id,
+            event_hash=a.problem.sale_hash,
+            amount_minor=amount,
+            currency=a.currency,
+            entry_id=entry,
+            created_at=clock.now(),
         )
-    )  # fmt: skip
+    )
     audit_log.log(
-        conn, "clawback_recorded", "earning", a.external_id, actor=actor,
-        amount_minor=amount, currency=a.currency,
+        conn,
+        "clawback_recorded",
+        "earning",
+        a.external_id,
+        actor=actor,
+        amount_minor=amount,
+        currency=a.currency,
         detail={"event_hash": a.problem.sale_hash, "cause": a.problem.cause, "entry_id": entry},
-    )  # fmt: skip
+    )
 
 
 def clear_clawbacks(conn: Connection, earning_ids: Iterable[int], actor: str, why: str) -> None:
@@ -308,26 +377,38 @@ def clear_clawbacks(conn: Connection, earning_ids: Iterable[int], actor: str, wh
     if not ids:
         return
     rows: Sequence[Any] = conn.execute(
-        sa.select(clawbacks.c.id, clawbacks.c.amount_minor, clawbacks.c.currency,
-                  earnings.c.external_id)
+        sa.select(
+            clawbacks.c.id, clawbacks.c.amount_minor, clawbacks.c.currency, earnings.c.external_id
+        )
         .join(earnings, earnings.c.id == clawbacks.c.earning_id)
         .where(clawbacks.c.earning_id.in_(ids), clawbacks.c.cleared_entry_id.is_(None))
         .order_by(clawbacks.c.id)
-    ).all()  # fmt: skip
+    ).all()
     for claw_id, amount, currency, ext in rows:
         entry = post_entry(
-            conn, "clawback_cleared", f"clawback {claw_id} of earning {ext} cleared: {why}",
-            debit_credit(Account.BENEFICIARY_PAYOUTS, Account.CLAWBACK_RECEIVABLE, currency,
-                         int(amount)),
+            conn,
+            "clawback_cleared",
+            f"clawback {claw_id} of earning {ext} cleared: {why}",
+            debit_credit(
+                Account.BENEFICIARY_PAYOUTS, Account.CLAWBACK_RECEIVABLE, currency, int(amount)
+            ),
             reference=("earning", ext),
-        )  # fmt: skip
+        )
         conn.execute(
-            sa.update(clawbacks).where(clawbacks.c.id == claw_id)
+            sa.update(clawbacks)
+            .where(clawbacks.c.id == claw_id)
             .values(cleared_entry_id=entry, cleared_at=clock.now())
-        )  # fmt: skip
-        audit_log.log(conn, "clawback_cleared", "earning", ext, actor=actor,
-                      amount_minor=int(amount), currency=currency,
-                      detail={"clawback_id": claw_id, "reason": why, "entry_id": entry})  # fmt: skip
+        )
+        audit_log.log(
+            conn,
+            "clawback_cleared",
+            "earning",
+            ext,
+            actor=actor,
+            amount_minor=int(amount),
+            currency=currency,
+            detail={"clawback_id": claw_id, "reason": why, "entry_id": entry},
+        )
 
 
 def return_to_pool(conn: Connection, item_id: int, actor: str) -> None:
@@ -338,9 +419,10 @@ def return_to_pool(conn: Connection, item_id: int, actor: str) -> None:
     if not ids:
         return
     conn.execute(
-        sa.update(earnings).where(earnings.c.id.in_(ids))
+        sa.update(earnings)
+        .where(earnings.c.id.in_(ids))
         .values(status="accrued", payout_item_id=None)
-    )  # fmt: skip
+    )
     apply_holds(conn, actor, earning_ids=ids)
 
 
@@ -389,15 +471,20 @@ def release(conn: Connection, approver: Any, external_id: str, reason: str) -> d
         )
     status = "accrued" if row.status == "on_hold" else row.status
     conn.execute(
-        sa.update(earnings).where(earnings.c.id == row.id)
-        .values(status=status, funding_released_by=approver.name,
-                funding_released_at=clock.now())
-    )  # fmt: skip
+        sa.update(earnings)
+        .where(earnings.c.id == row.id)
+        .values(status=status, funding_released_by=approver.name, funding_released_at=clock.now())
+    )
     audit_log.log(
-        conn, "earning_released", "earning", external_id, actor=approver.name,
-        amount_minor=row.amount_minor, currency=row.currency,
+        conn,
+        "earning_released",
+        "earning",
+        external_id,
+        actor=approver.name,
+        amount_minor=row.amount_minor,
+        currency=row.currency,
         detail={"reason": reason, "hold_reason": row.hold_reason, "status": status},
-    )  # fmt: skip
+    )
     return {"earning": external_id, "status": status, "released_by": approver.name}
 
 
@@ -413,31 +500,64 @@ def cancel(conn: Connection, approver: Any, external_id: str, reason: str) -> di
         )
     conn.execute(sa.update(earnings).where(earnings.c.id == row.id).values(status="cancelled"))
     audit_log.log(
-        conn, "earning_cancelled", "earning", external_id, actor=approver.name,
-        amount_minor=row.amount_minor, currency=row.currency,
+        conn,
+        "earning_cancelled",
+        "earning",
+        external_id,
+        actor=approver.name,
+        amount_minor=row.amount_minor,
+        currency=row.currency,
         detail={"reason": reason, "hold_reason": row.hold_reason},
-    )  # fmt: skip
+    )
     return {"earning": external_id, "status": "cancelled"}
 
 
 def held_earnings(conn: Connection) -> list[dict[str, Any]]:
     """Earnings on hold, and those flagged inside a batch not yet released, oldest first."""
     e, b = earnings.c, beneficiaries.c
-    rows = conn.execute(
-        sa.select(e.id, e.external_id, e.status, e.amount_minor, e.currency, e.hold_reason,
-                  e.held_event_hash, e.payout_item_id, e.earned_at, b.external_id.label("ben"),
-                  payout_items.c.batch_id)
-        .join(beneficiaries, b.id == e.beneficiary_id)
-        .join(payout_items, payout_items.c.id == e.payout_item_id, isouter=True)
-        .where(sa.or_(e.status == "on_hold",
-                      sa.and_(e.status == "batched", e.hold_reason.is_not(None),
-                              e.funding_released_by.is_(None))))
-        .order_by(e.earned_at, e.id)
-    ).mappings().all()  # fmt: skip
+    rows = (
+        conn.execute(
+            sa.select(
+                e.id,
+                e.external_id,
+                e.status,
+                e.amount_minor,
+                e.currency,
+                e.hold_reason,
+                e.held_event_hash,
+                e.payout_item_id,
+                e.earned_at,
+                b.external_id.label("ben"),
+                payout_items.c.batch_id,
+            )
+            .join(beneficiaries, b.id == e.beneficiary_id)
+            .join(payout_items, payout_items.c.id == e.payout_item_id, isouter=True)
+            .where(
+                sa.or_(
+                    e.status == "on_hold",
+                    sa.and_(
+                        e.status == "batched",
+                        e.hold_reason.is_not(None),
+                        e.funding_released_by.is_(None),
+                    ),
+                )
+            )
+            .order_by(e.earned_at, e.id)
+        )
+        .mappings()
+        .all()
+    )
     return [
-        {"earning": r["external_id"], "beneficiary": r["ben"], "status": r["status"],
-         "amount_minor": int(r["amount_minor"]), "currency": r["currency"],
-         "reason": r["hold_reason"], "event_hash": r["held_event_hash"],
-         "batch_id": r["batch_id"], "earned_at": r["earned_at"]}
+        {
+            "earning": r["external_id"],
+            "beneficiary": r["ben"],
+            "status": r["status"],
+            "amount_minor": int(r["amount_minor"]),
+            "currency": r["currency"],
+            "reason": r["hold_reason"],
+            "event_hash": r["held_event_hash"],
+            "batch_id": r["batch_id"],
+            "earned_at": r["earned_at"],
+        }
         for r in rows
-    ]  # fmt: skip
+    ]

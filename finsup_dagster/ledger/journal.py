@@ -86,11 +86,15 @@ def post_entry(
     conn.execute(
         sa.insert(postings),
         [
-            {"entry_id": entry_id, "account": p.account, "currency": p.currency,
-             "amount_minor": p.amount_minor}
+            {
+                "entry_id": entry_id,
+                "account": p.account,
+                "currency": p.currency,
+                "amount_minor": p.amount_minor,
+            }
             for p in checked
         ],
-    )  # fmt: skip
+    )
     return int(entry_id)
 
 

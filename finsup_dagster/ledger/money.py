@@ -15,14 +15,35 @@ from finsup_dagster.ledger.errors import InvalidInput
 # Exponents that differ from the usual 2 (ISO 4217, current list).
 _EXPONENT_OVERRIDES: dict[str, int] = {
     # 0 decimals
-    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0,
-    "PYG": 0, "RWF": 0, "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0,
+    "BIF": 0,
+    "CLP": 0,
+    "DJF": 0,
+    "GNF": 0,
+    "ISK": 0,
+    "JPY": 0,
+    "KMF": 0,
+    "KRW": 0,
+    "PYG": 0,
+    "RWF": 0,
+    "UGX": 0,
+    "UYI": 0,
+    "VND": 0,
+    "VUV": 0,
+    "XAF": 0,
+    "XOF": 0,
     "XPF": 0,
     # 3 decimals
-    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+    "BHD": 3,
+    "IQD": 3,
+    "JOD": 3,
+    "KWD": 3,
+    "LYD": 3,
+    "OMR": 3,
+    "TND": 3,
     # 4 decimals
-    "CLF": 4, "UYW": 4,
-}  # fmt: skip
+    "CLF": 4,
+    "UYW": 4,
+}
 
 # Active ISO 4217 codes with 2 decimals (funds and precious metals left out:
 # nobody is paid in XAU).

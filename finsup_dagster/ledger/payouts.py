@@ -64,8 +64,13 @@ def create_batch(
     exponent(currency)
     if not items:
         raise InvalidInput("a payout batch needs at least one item")
-    if any(isinstance(i.amount_minor, bool) or not isinstance(i.amount_minor, int)
-           or i.amount_minor <= 0 or i.netted_minor < 0 for i in items):  # fmt: skip
+    if any(
+        isinstance(i.amount_minor, bool)
+        or not isinstance(i.amount_minor, int)
+        or i.amount_minor <= 0
+        or i.netted_minor < 0
+        for i in items
+    ):
         raise InvalidInput("every payout item needs a positive integer amount in minor units")
     total = sum(i.amount_minor for i in items)
     available = available_minor(conn, currency)
@@ -77,45 +82,72 @@ def create_batch(
     batch_id = batch_id or new_batch_id()
     now = clock.now()
     entry_id = post_entry(
-        conn, "payout_reserved", f"payout batch {batch_id} reserved",
+        conn,
+        "payout_reserved",
+        f"payout batch {batch_id} reserved",
         debit_credit(Account.BENEFICIARY_PAYOUTS, Account.PAYOUTS_PAYABLE, currency, total),
         reference=("payout_batch", batch_id),
-    )  # fmt: skip
+    )
     conn.execute(
         sa.insert(payout_batches).values(
-            id=batch_id, method=method, currency=currency, total_minor=total,
-            item_count=len(items), status="pending_approval",
-            required_approvals=required_approvals, approval_version=0,
-            created_by=created_by, created_at=now, updated_at=now,
+            id=batch_id,
+            method=method,
+            currency=currency,
+            total_minor=total,
+            item_count=len(items),
+            status="pending_approval",
+            required_approvals=required_approvals,
+            approval_version=0,
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
             reservation_entry_id=entry_id,
         )
-    )  # fmt: skip
+    )
     for item in items:
         item_id: int = conn.execute(
             sa.insert(payout_items)
             .values(
-                batch_id=batch_id, beneficiary_id=item.beneficiary_id,
-                destination_masked=item.destination_masked, amount_minor=item.amount_minor,
-                currency=currency, status="pending", updated_at=now,
+                batch_id=batch_id,
+                beneficiary_id=item.beneficiary_id,
+                destination_masked=item.destination_masked,
+                amount_minor=item.amount_minor,
+                currency=currency,
+                status="pending",
+                updated_at=now,
                 netted_minor=item.netted_minor,
             )
             .returning(payout_items.c.id)
-        ).scalar_one()  # fmt: skip
+        ).scalar_one()
         _claim_earnings(conn, item_id, item.earning_ids, currency)
     netted = sum(i.netted_minor for i in items)
     if netted:
         post_entry(
-            conn, "clawback_netted", f"payout batch {batch_id} nets clawbacks",
-            debit_credit(Account.BENEFICIARY_PAYOUTS, Account.CLAWBACK_RECEIVABLE, currency, netted),
+            conn,
+            "clawback_netted",
+            f"payout batch {batch_id} nets clawbacks",
+            debit_credit(
+                Account.BENEFICIARY_PAYOUTS, Account.CLAWBACK_RECEIVABLE, currency, netted
+            ),
             reference=("payout_batch", batch_id),
-        )  # fmt: skip
+        )
     audit_log.log(
-        conn, "batch_created", "payout_batch", batch_id, actor=created_by,
-        amount_minor=total, currency=currency,
-        detail={"method": method, "items": len(items), "available_before": available,
-                "reservation_entry_id": entry_id, "required_approvals": required_approvals,
-                "netted_minor": netted},
-    )  # fmt: skip
+        conn,
+        "batch_created",
+        "payout_batch",
+        batch_id,
+        actor=created_by,
+        amount_minor=total,
+        currency=currency,
+        detail={
+            "method": method,
+            "items": len(items),
+            "available_before": available,
+            "reservation_entry_id": entry_id,
+            "required_approvals": required_approvals,
+            "netted_minor": netted,
+        },
+    )
     return batch_id
 
 

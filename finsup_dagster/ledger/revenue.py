@@ -103,8 +103,9 @@ def parse_event(raw: Mapping[str, Any]) -> RevenueEvent:
     if status not in STATUS_RANK:
         raise InvalidInput(f"status {status!r} is not one of {', '.join(STATUSES)}")
     digest = event_hash(source, external_id, amount_minor, currency, occurred_at, kind)
-    return RevenueEvent(source, external_id, kind, amount_minor, currency, occurred_at, status,
-                        digest)  # fmt: skip
+    return RevenueEvent(
+        source, external_id, kind, amount_minor, currency, occurred_at, status, digest
+    )
 
 
 @dataclass
@@ -208,9 +209,19 @@ def _lookup(
 
 
 _INSERT_COLUMNS = (
-    "event_hash", "source", "external_id", "kind", "amount_minor", "currency", "occurred_at", "status",
-    "ingested_at", "status_changed_at", "source_file", "confirmed_entry_id",
-)  # fmt: skip
+    "event_hash",
+    "source",
+    "external_id",
+    "kind",
+    "amount_minor",
+    "currency",
+    "occurred_at",
+    "status",
+    "ingested_at",
+    "status_changed_at",
+    "source_file",
+    "confirmed_entry_id",
+)
 
 
 def _ingest_chunk(
@@ -235,10 +246,13 @@ def _ingest_chunk(
             continue
         if prior_hash != ev.event_hash:
             result.rejected.append(
-                Rejected(row, f"conflicts with event {prior_hash[:12]}… (same source, "
-                         "external_id and kind but a different amount, currency or time)",
-                         _record(ev)),
-            )  # fmt: skip
+                Rejected(
+                    row,
+                    f"conflicts with event {prior_hash[:12]}… (same source, "
+                    "external_id and kind but a different amount, currency or time)",
+                    _record(ev),
+                ),
+            )
             continue
         if STATUS_RANK[ev.status] > STATUS_RANK[prior_status]:
             if key in new:
@@ -249,12 +263,22 @@ def _ingest_chunk(
                 advances[ev.event_hash] = (ev, start)
         elif STATUS_RANK[ev.status] < STATUS_RANK[prior_status]:
             result.ignored_backward += 1
-            log.append(LogRecord(
-                "revenue_status_backward_ignored", "revenue_event", ev.event_hash, actor=actor,
-                amount_minor=ev.amount_minor, currency=ev.currency,
-                detail={"current": prior_status, "offered": ev.status, "row": row,
-                        "file": source_file},
-            ))  # fmt: skip
+            log.append(
+                LogRecord(
+                    "revenue_status_backward_ignored",
+                    "revenue_event",
+                    ev.event_hash,
+                    actor=actor,
+                    amount_minor=ev.amount_minor,
+                    currency=ev.currency,
+                    detail={
+                        "current": prior_status,
+                        "offered": ev.status,
+                        "row": row,
+                        "file": source_file,
+                    },
+                )
+            )
         else:
             result.unchanged += 1
 
@@ -273,24 +297,50 @@ def _ingest_chunk(
     now = clock.now()
     if new:
         insert_rows(
-            conn, revenue_events, _INSERT_COLUMNS,
-            [(ev.event_hash, ev.source, ev.external_id, ev.kind, ev.amount_minor, ev.currency,
-              ev.occurred_at, ev.status, now, now, source_file,
-              confirm_entry if ev.status == "confirmed" else None)
-             for ev in new.values()],
-        )  # fmt: skip
+            conn,
+            revenue_events,
+            _INSERT_COLUMNS,
+            [
+                (
+                    ev.event_hash,
+                    ev.source,
+                    ev.external_id,
+                    ev.kind,
+                    ev.amount_minor,
+                    ev.currency,
+                    ev.occurred_at,
+                    ev.status,
+                    now,
+                    now,
+                    source_file,
+                    confirm_entry if ev.status == "confirmed" else None,
+                )
+                for ev in new.values()
+            ],
+        )
         result.inserted = len(new)
         digest = hashlib.sha256("".join(sorted(ev.event_hash for ev in new.values())).encode())
-        log.append(LogRecord(
-            "revenue_events_ingested", "revenue_file", source_file or "-", actor=actor,
-            detail={"inserted": len(new), "hashes_sha256": digest.hexdigest(),
+        log.append(
+            LogRecord(
+                "revenue_events_ingested",
+                "revenue_file",
+                source_file or "-",
+                actor=actor,
+                detail={
+                    "inserted": len(new),
+                    "hashes_sha256": digest.hexdigest(),
                     "by_status": _count_by(new.values(), "status"),
-                    "confirm_entry_id": confirm_entry},
-        ))  # fmt: skip
+                    "confirm_entry_id": confirm_entry,
+                },
+            )
+        )
 
     for ev, start in advances.values():
-        entry = reverse_entry if start == "confirmed" else (
-            confirm_entry if ev.status == "confirmed" else None)  # fmt: skip
+        entry = (
+            reverse_entry
+            if start == "confirmed"
+            else (confirm_entry if ev.status == "confirmed" else None)
+        )
         values: dict[str, Any] = {"status": ev.status, "status_changed_at": now}
         if start == "confirmed":
             values["reversed_entry_id"] = entry
@@ -302,11 +352,17 @@ def _ingest_chunk(
             .where(revenue_events.c.status == start)
             .values(**values)
         )
-        log.append(LogRecord(
-            "revenue_status_advanced", "revenue_event", ev.event_hash, actor=actor,
-            amount_minor=ev.amount_minor, currency=ev.currency,
-            detail={"from": start, "to": ev.status, "entry_id": entry, "file": source_file},
-        ))  # fmt: skip
+        log.append(
+            LogRecord(
+                "revenue_status_advanced",
+                "revenue_event",
+                ev.event_hash,
+                actor=actor,
+                amount_minor=ev.amount_minor,
+                currency=ev.currency,
+                detail={"from": start, "to": ev.status, "entry_id": entry, "file": source_file},
+            )
+        )
     result.advanced = len(advances)
     audit_log.append(conn, log)
     # A sale reversed, or a refund or chargeback confirmed that names one, takes the
@@ -340,15 +396,24 @@ def _post(conn: Connection, events: list[RevenueEvent], reverse: bool) -> int | 
         lines += debit_credit(debit, credit, currency, amount)
     verb = "reversed" if reverse else "confirmed"
     return post_entry(
-        conn, f"revenue_{verb}", f"{len(events)} revenue events {verb}", lines,
+        conn,
+        f"revenue_{verb}",
+        f"{len(events)} revenue events {verb}",
+        lines,
         reference=("revenue_events", events[0].event_hash),
-    )  # fmt: skip
+    )
 
 
 def _record(ev: RevenueEvent) -> dict[str, Any]:
-    return {"source": ev.source, "external_id": ev.external_id, "kind": ev.kind,
-            "amount_minor": ev.amount_minor, "currency": ev.currency,
-            "occurred_at": ev.occurred_at, "status": ev.status}  # fmt: skip
+    return {
+        "source": ev.source,
+        "external_id": ev.external_id,
+        "kind": ev.kind,
+        "amount_minor": ev.amount_minor,
+        "currency": ev.currency,
+        "occurred_at": ev.occurred_at,
+        "status": ev.status,
+    }
 
 
 def _count_by(events: Iterable[RevenueEvent], attr: str) -> dict[str, int]:

@@ -94,13 +94,21 @@ def ingest_records(
 
     source_file = label or str(path)
     result = ingest(
-        engine, events(), source_file=source_file, actor=actor, chunk_size=chunk_size,
+        engine,
+        events(),
+        source_file=source_file,
+        actor=actor,
+        chunk_size=chunk_size,
         originals=originals,
-    )  # fmt: skip
+    )
     result.rejected = sorted([*rejected, *result.rejected], key=lambda r: r.row)
     if not result.rejected:
-        _remember(engine, fingerprint, source_file, result.inserted + result.unchanged
-                  + result.advanced + result.ignored_backward)  # fmt: skip
+        _remember(
+            engine,
+            fingerprint,
+            source_file,
+            result.inserted + result.unchanged + result.advanced + result.ignored_backward,
+        )
     return FileResult(path, result, write_rejects(path, result.rejected, FIELDS))
 
 
@@ -130,7 +138,10 @@ def _remember(engine: Engine, fingerprint: str, path: str, rows: int) -> None:
         if _fingerprint_rows(conn, fingerprint) is None:
             conn.execute(
                 sa.insert(ingested_files).values(
-                    content_sha256=fingerprint, kind=KIND, path=path, rows=rows,
+                    content_sha256=fingerprint,
+                    kind=KIND,
+                    path=path,
+                    rows=rows,
                     ingested_at=clock.now(),
                 )
-            )  # fmt: skip
+            )

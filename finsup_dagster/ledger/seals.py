@@ -64,10 +64,21 @@ from finsup_dagster.ledger.schema import (
 
 SEAL_VERSION = "finsup-row-v1"
 SEALED_TABLES: tuple[sa.Table, ...] = (
-    beneficiaries, revenue_events, journal_entries, postings, earnings, earning_sources,
-    payout_batches, payout_items, approvers, approvals, gateway_events, controls,
-    balance_reserves, clawbacks,
-)  # fmt: skip
+    beneficiaries,
+    revenue_events,
+    journal_entries,
+    postings,
+    earnings,
+    earning_sources,
+    payout_batches,
+    payout_items,
+    approvers,
+    approvals,
+    gateway_events,
+    controls,
+    balance_reserves,
+    clawbacks,
+)
 BY_NAME: dict[str, sa.Table] = {t.name: t for t in SEALED_TABLES}
 _SORTED_COLUMNS: dict[str, list[str]] = {t.name: sorted(t.c.keys()) for t in SEALED_TABLES}
 _PREFIXES: dict[str, str] = {
@@ -315,10 +326,9 @@ def latest_seals(conn: Connection, table_name: str, keys: Sequence[str]) -> dict
         )
         found: Iterable[Any] = conn.execute(
             sa.select(s.row_key, s.digest)
-            .join(newest_seq, sa.and_(s.row_key == newest_seq.c.row_key,
-                                      s.seq == newest_seq.c.seq))
+            .join(newest_seq, sa.and_(s.row_key == newest_seq.c.row_key, s.seq == newest_seq.c.seq))
             .where(s.table_name == table_name, s.row_key.in_(list(part)))
-        )  # fmt: skip
+        )
         out.update({k: d for k, d in found})
     return out
 
@@ -383,8 +393,9 @@ def _append(
     }
     if reason:
         detail["reason"] = reason
-    seq = audit_log.append(conn, [LogRecord("rows_sealed", "ledger", "row_seals", actor=actor,
-                                            detail=detail)])  # fmt: skip
+    seq = audit_log.append(
+        conn, [LogRecord("rows_sealed", "ledger", "row_seals", actor=actor, detail=detail)]
+    )
     if _is_pg(conn):
         # COPY: an executemany of a million seals costs more than the rows they seal.
         driver = conn.connection.driver_connection
@@ -498,16 +509,25 @@ def verify(conn: Connection, batch_size: int = 20_000) -> SealReport:
     report.seals = sum(counts.values())
     for seq in sorted(set(claimed) | set(roots)):
         if seq not in claimed:
-            report.add("row_seals", str(seq),
+            report.add(
+                "row_seals",
+                str(seq),
                 f"row_seals holds {counts[seq]} seals under log row {seq}, which sealed nothing: "
-                "added outside the books")  # fmt: skip
+                "added outside the books",
+            )
         elif seq not in roots:
-            report.add("row_seals", str(seq),
-                f"the seals of log row {seq} are missing: removed outside the books")  # fmt: skip
+            report.add(
+                "row_seals",
+                str(seq),
+                f"the seals of log row {seq} are missing: removed outside the books",
+            )
         elif claimed[seq] != (roots[seq].hexdigest(), counts[seq]):
-            report.add("row_seals", str(seq),
+            report.add(
+                "row_seals",
+                str(seq),
                 f"the seals under log row {seq} do not match the root that row commits to: "
-                "a seal was changed, added or removed outside the books")  # fmt: skip
+                "a seal was changed, added or removed outside the books",
+            )
     return report
 
 

@@ -61,10 +61,17 @@ ITEM_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 ITEM_MONEY_CLASS: dict[str, str] = {
-    "pending": "committed", "submitted": "committed", "unclaimed": "committed",
-    "held": "committed", "success": "paid", "failed": "released", "returned": "released",
-    "blocked": "released", "refunded": "released", "cancelled": "released",
-}  # fmt: skip
+    "pending": "committed",
+    "submitted": "committed",
+    "unclaimed": "committed",
+    "held": "committed",
+    "success": "paid",
+    "failed": "released",
+    "returned": "released",
+    "blocked": "released",
+    "refunded": "released",
+    "cancelled": "released",
+}
 
 _CLASS_POSTINGS: dict[tuple[str, str], tuple[str, str]] = {
     ("committed", "paid"): (Account.PAYOUTS_PAYABLE, Account.GATEWAY_CLEARING),
@@ -89,9 +96,13 @@ def check(transitions: dict[str, frozenset[str]], what: str, current: str, targe
 
 
 def move_batch(
-    conn: Connection, batch_id: str, target: str, actor: str, reason: str | None = None,
+    conn: Connection,
+    batch_id: str,
+    target: str,
+    actor: str,
+    reason: str | None = None,
     detail: dict[str, Any] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     batch = conn.execute(sa.select(payout_batches).where(payout_batches.c.id == batch_id)).first()
     if batch is None:
         raise NotFound(f"no payout batch {batch_id!r}")
@@ -104,10 +115,15 @@ def move_batch(
     if changed != 1:  # pragma: no cover - the write lock makes this unreachable
         raise IllegalTransition(f"batch {batch_id} changed underneath us")
     audit_log.log(
-        conn, f"batch_{target}", "payout_batch", batch_id, actor=actor,
-        amount_minor=batch.total_minor, currency=batch.currency,
+        conn,
+        f"batch_{target}",
+        "payout_batch",
+        batch_id,
+        actor=actor,
+        amount_minor=batch.total_minor,
+        currency=batch.currency,
         detail={"from": batch.status, "to": target, "reason": reason, **(detail or {})},
-    )  # fmt: skip
+    )
     cascade = _BATCH_ITEM_CASCADE.get(target)
     if cascade:
         open_items: Sequence[int] = (
@@ -144,9 +160,12 @@ def move_item(
         debit, credit = _CLASS_POSTINGS[(before, after)]
         lines: list[Posting] = debit_credit(debit, credit, item.currency, item.amount_minor)
         entry_id = post_entry(
-            conn, f"payout_item_{after}", f"payout item {item_id} {item.status} → {target}",
-            lines, reference=("payout_item", str(item_id)),
-        )  # fmt: skip
+            conn,
+            f"payout_item_{after}",
+            f"payout item {item_id} {item.status} → {target}",
+            lines,
+            reference=("payout_item", str(item_id)),
+        )
         if after == "paid":
             conn.execute(
                 sa.update(earnings)
@@ -159,11 +178,17 @@ def move_item(
             if item.netted_minor:
                 # The clawback this item recovered by netting is owed again.
                 post_entry(
-                    conn, "clawback_netting_released", f"payout item {item_id} netting released",
-                    debit_credit(Account.CLAWBACK_RECEIVABLE, Account.BENEFICIARY_PAYOUTS,
-                                 item.currency, item.netted_minor),
+                    conn,
+                    "clawback_netting_released",
+                    f"payout item {item_id} netting released",
+                    debit_credit(
+                        Account.CLAWBACK_RECEIVABLE,
+                        Account.BENEFICIARY_PAYOUTS,
+                        item.currency,
+                        item.netted_minor,
+                    ),
                     reference=("payout_item", str(item_id)),
-                )  # fmt: skip
+                )
             if before == "paid":
                 holds.clear_clawbacks(
                     conn, _earning_ids(conn, item_id), actor, f"payout item {item_id} {target}"
@@ -171,11 +196,21 @@ def move_item(
             # Released money returns the earnings to accrued (or on hold) for a later batch.
             holds.return_to_pool(conn, item_id, actor)
     audit_log.log(
-        conn, f"item_{target}", "payout_item", str(item_id), actor=actor,
-        amount_minor=item.amount_minor, currency=item.currency,
-        detail={"batch_id": item.batch_id, "from": item.status, "to": target,
-                "reason": reason, "entry_id": entry_id},
-    )  # fmt: skip
+        conn,
+        f"item_{target}",
+        "payout_item",
+        str(item_id),
+        actor=actor,
+        amount_minor=item.amount_minor,
+        currency=item.currency,
+        detail={
+            "batch_id": item.batch_id,
+            "from": item.status,
+            "to": target,
+            "reason": reason,
+            "entry_id": entry_id,
+        },
+    )
 
 
 def _earning_ids(conn: Connection, item_id: int) -> list[int]:

@@ -101,8 +101,9 @@ def verify_and_checkpoint(
         report.checkpoint_problems.insert(0, invalid)
     ahead = point is None or report.chain.rows >= point.seq
     if report.ok and ahead and path is not None and key is not None:
-        checkpoints.write(path, key, report.chain.rows, report.chain.head_hash,
-                          ledger_label(engine))  # fmt: skip
+        checkpoints.write(
+            path, key, report.chain.rows, report.chain.head_hash, ledger_label(engine)
+        )
     return report
 
 

@@ -199,8 +199,14 @@ def _revenue_row(row: int, record: Mapping[str, Any]) -> dict[str, object]:
     if problem is None:
         # The raw table is text: a JSON number would come back as a string the
         # ledger accepts, so it is refused here with the ledger's own words.
-        problem = next((_not_text(k, record[k]) for k in FIELDS
-                        if record.get(k) is not None and not isinstance(record[k], str)), None)  # fmt: skip
+        problem = next(
+            (
+                _not_text(k, record[k])
+                for k in FIELDS
+                if record.get(k) is not None and not isinstance(record[k], str)
+            ),
+            None,
+        )
     clean = {k: v for k, v in record.items() if k != "_malformed"}
     return {
         "row_number": row,
@@ -231,9 +237,13 @@ def to_frame(
     frame.insert(0, "partition_date", day)
     if fmt in landing.SETTLEMENT_FORMATS:
         frame = frame.astype(
-            {"row_number": "int64", "gross_minor": "int64", "fee_minor": "int64",
-             "batch_net_minor": "Int64"}
-        )  # fmt: skip
+            {
+                "row_number": "int64",
+                "gross_minor": "int64",
+                "fee_minor": "int64",
+                "batch_net_minor": "Int64",
+            }
+        )
         return schemas.validate(schemas.SettlementLines, frame, f"settlement lines of {name}")
     frame = frame.astype({"row_number": "int64"})
     return schemas.validate(schemas.RawRevenueRows, frame, f"revenue rows of {name}")

@@ -113,8 +113,11 @@ def _frame(table: sa.Table, rows: list[sa.Row[tuple[object, ...]]]) -> pd.DataFr
 
 
 def _copy_revenue_events(engine: Engine, conn: duckdb.DuckDBPyConnection) -> int:
-    row = one(conn, "SELECT watermark FROM ledger.replica_watermarks WHERE table_name = ?",
-              ["revenue_events"])  # fmt: skip
+    row = one(
+        conn,
+        "SELECT watermark FROM ledger.replica_watermarks WHERE table_name = ?",
+        ["revenue_events"],
+    )
     started = clock.now()  # before reading: a change stamped after this is read next time
     query = sa.select(revenue_events)
     if row is not None:
@@ -154,8 +157,11 @@ def _copy_revenue_events(engine: Engine, conn: duckdb.DuckDBPyConnection) -> int
                 run(conn, "DROP TABLE replica_first")
             finally:
                 conn.unregister("changed_events")
-        run(conn, "INSERT OR REPLACE INTO ledger.replica_watermarks VALUES (?, ?)",
-            ["revenue_events", _earlier(started, OVERLAP)])  # fmt: skip
+        run(
+            conn,
+            "INSERT OR REPLACE INTO ledger.replica_watermarks VALUES (?, ?)",
+            ["revenue_events", _earlier(started, OVERLAP)],
+        )
     return len(rows)
 
 

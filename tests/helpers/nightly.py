@@ -16,9 +16,15 @@ from finsup_dagster.assets.revenue import revenue_events
 CLIENT = ("test-client", "test-secret")
 # What the nightly_reconciliation job selects (groups ingestion, reconciliation, balances).
 NIGHTLY_ASSETS = [
-    *raw_assets, revenue_events, ledger_replica, reconciliation_models, revenue_confirmations,
-    available_balance, journal_balanced, audit_chain_intact,
-]  # fmt: skip
+    *raw_assets,
+    revenue_events,
+    ledger_replica,
+    reconciliation_models,
+    revenue_confirmations,
+    available_balance,
+    journal_balanced,
+    audit_chain_intact,
+]
 
 
 def nightly(resources: dict[str, Any], day: str) -> dg.ExecuteInProcessResult:
@@ -31,15 +37,18 @@ def nightly(resources: dict[str, Any], day: str) -> dg.ExecuteInProcessResult:
 
 
 def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict[str, Any]:
-    events = [e for e in result.get_asset_materialization_events()
-              if e.asset_key.to_user_string() == key]  # fmt: skip
+    events = [
+        e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == key
+    ]
     assert events, f"{key} was not materialised"
     return {k: v.value for k, v in events[-1].materialization.metadata.items()}
 
 
 def checks(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
-    return {(e.asset_key.to_user_string(), e.check_name): e
-            for e in result.get_asset_check_evaluations()}  # fmt: skip
+    return {
+        (e.asset_key.to_user_string(), e.check_name): e
+        for e in result.get_asset_check_evaluations()
+    }
 
 
 def warehouse(resources: dict[str, Any]) -> duckdb.DuckDBPyConnection:
