@@ -185,6 +185,30 @@ def test_reversed_sale_holds_its_accrued_earning_until_an_approver_decides(
         )
 
 
+def test_a_hold_whose_refund_was_reversed_since_can_still_be_released(
+    books: tuple[Engine, fx.Approver],
+) -> None:
+    # Found by the workflow state machine: the refund that held the earning is itself
+    # reversed, so nothing troubles its funding any more; it must not stay held for good.
+    engine, carol = books
+    s = fx.sale(engine, "S-1", "100.00")
+    fx.earning(engine, "e-ana", "ana", "60.00", s)
+    assert ingest(engine, event("S-1", "30.00", kind="refund"))["earnings_held"] == 1
+    assert status(engine, "e-ana")[0] == "on_hold"
+    ingest(engine, event("S-1", "30.00", kind="refund", status="reversed"))
+    assert status(engine, "e-ana")[0] == "on_hold"  # a person decides, as for any hold
+    assert decide(
+        engine,
+        carol,
+        "earning_release",
+        "e-ana",
+        lambda conn, a: holds.release(conn, a, "e-ana", "the refund was reversed"),
+    )
+    assert status(engine, "e-ana")[0] == "accrued"
+    assert [b["total_minor"] for b in build(engine).batches] == [6000]
+    assert balanced(engine)
+
+
 def test_refund_naming_a_batched_sale_stops_approval_and_cancelling_holds_it(
     books: tuple[Engine, fx.Approver],
 ) -> None:

@@ -518,11 +518,10 @@ class PayoutWorkflow(BooksMachine):
         ext = held[pick % len(held)]
         e, limit = self.earnings[ext], self.approvers[who].limit_minor
         if release:
-            # An earning still on hold whose sale's refund or chargeback was itself reversed
-            # since is funded again: holds.release finds nothing to release (it stays on hold
-            # until cancelled). Found by this machine; how the books should lift such a hold
-            # is an open question, the model follows the books as they are.
-            refused = InvalidInput if e.amount_minor > limit or not self.unfunded(ext) else None
+            # Held earnings are the ones held() lists: on hold (whatever its funding is
+            # now: a refund reversed since the hold leaves it releasable, not stuck), or
+            # batched while unfunded.
+            refused = InvalidInput if e.amount_minor > limit else None
             if not self.unfunded(ext):
                 event("earning_release: on hold, funded again")
 

@@ -458,8 +458,13 @@ def release(conn: Connection, approver: Any, external_id: str, reason: str) -> d
     if not reason.strip():
         raise InvalidInput("a reason is required to release an earning")
     row = _earning(conn, external_id)
-    troubled = affected_earnings(conn, earning_ids=[row.id])
-    if row.status not in ("on_hold", "batched") or not troubled:
+    # An earning on hold is released whatever its funding is now: a refund reversed
+    # since the hold leaves nothing troubled, and refusing then would leave the earning
+    # held for good. A batched one is "held" only while its funding is troubled.
+    held = row.status == "on_hold" or (
+        row.status == "batched" and affected_earnings(conn, earning_ids=[row.id])
+    )
+    if not held:
         raise InvalidInput(
             f"earning {external_id} is {row.status} and not held: nothing to release"
         )
