@@ -20,7 +20,7 @@ from finsup_dagster.ledger.errors import (
 )
 from finsup_dagster.ledger.payouts import start_submission
 from finsup_dagster.ledger.schema import approvers, beneficiaries, earnings, payout_batches
-from tests.payout_fixtures import BOX, approve, approver, beneficiary, earning, sale
+from tests.helpers.payouts import BOX, approve, approver, beneficiary, earning, sale
 
 POLICY = BatchPolicy(
     min_item={"*": "1.00"},

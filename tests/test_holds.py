@@ -30,7 +30,7 @@ from finsup_dagster.ledger import (
 from finsup_dagster.ledger.errors import FundingReversed, InvalidInput
 from finsup_dagster.ledger.journal import Account
 from finsup_dagster.ledger.schema import earnings, payout_items, transaction_log
-from tests import payout_fixtures as fx
+from tests.helpers import payouts as fx
 
 POLICY = batching.BatchPolicy(min_item={"*": "1.00"})
 

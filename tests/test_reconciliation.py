@@ -32,7 +32,7 @@ from finsup_dagster.resources.dbt import DBT_PROJECT_DIR
 from finsup_dagster.schedules import nightly_reconciliation_schedule
 from finsup_dagster.warehouse import reports
 from tests.helpers.nightly import CLIENT, NIGHTLY_ASSETS, checks, metadata, nightly, warehouse
-from tests.reconciliation_scenario import (
+from tests.helpers.reconciliation_scenario import (
     DAY1,
     DAY2,
     EXPECTED_AVAILABLE,

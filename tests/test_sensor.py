@@ -14,7 +14,7 @@ from finsup_dagster.ledger.batching import BatchPolicy, build_batches
 from finsup_dagster.ledger.schema import payout_batches
 from finsup_dagster.resources import LedgerResource
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
-from tests.payout_fixtures import approve, approver, beneficiary, earning, sale
+from tests.helpers.payouts import approve, approver, beneficiary, earning, sale
 
 POLICY = BatchPolicy(dual_approval_over={"*": "1000000"})
 

@@ -41,7 +41,7 @@ from finsup_dagster.ledger import (
     verification,
 )
 from finsup_dagster.ledger.schema import clawbacks, gateway_events, journal_entries, postings
-from tests import payout_fixtures as fx
+from tests.helpers import payouts as fx
 from tests.helpers.cli import FINSUP
 
 KEY = checkpoints.derive_key("test-audit-key")
