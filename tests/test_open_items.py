@@ -260,7 +260,7 @@ class Warehouse:
             check=False,
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        compiled = target / "compiled" / "finsup" / "models" / "marts"
+        compiled = target / "compiled" / "finsup" / "models" / "state"
         sql = (compiled / "reconciliation_match_keys.sql").read_text(encoding="utf-8")
         return "previous night" if "landing_seq >" in sql else "full"
 

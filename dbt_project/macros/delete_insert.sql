@@ -1,6 +1,8 @@
-{#- dbt-duckdb's delete+insert, for the marts (unique_key run_date): the night's
-    old rows are deleted by the night itself, `run_date = <night>`, instead of
-    `run_date in (select run_date from <new rows>)`. Two reasons: a night run
+{#- Corrects dbt-duckdb's delete+insert (dbt-duckdb 1.11,
+    include/duckdb/macros/materializations/incremental_strategy/delete_insert.sql:
+    `delete from <target> where (run_date) in (select (run_date) from <new rows>)`)
+    for the state and mart tables (unique_key run_date): the night's old rows
+    are deleted by the night itself, `run_date = <night>`. Two reasons: a night run
     again that now has no rows (no matches, say) still loses its old ones —
     with the IN form nothing is deleted and the stale rows stay; and a constant
     lets DuckDB skip every row group of other nights by its min/max, so the

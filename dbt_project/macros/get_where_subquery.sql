@@ -1,4 +1,5 @@
-{#- dbt's hook for a test's `where` config, overridden so a yml test can say
+{#- dbt's hook for a test's `where` config (dbt-adapters 1.24,
+    default__get_where_subquery, pastes the `where` verbatim), overridden so a yml test can say
     `__run_date__` for the night being built and `__run_end__` for the day after
     it, both as 'YYYY-MM-DD' text (yml configs cannot call macros).
     Staging tests check the rows the night brings, not a year of history again:

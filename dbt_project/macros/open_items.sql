@@ -159,3 +159,53 @@
     delete from {{ this }}
     where run_date < strftime({{ run_date() }} - {{ var('open_items_nights_kept') }}, '%Y-%m-%d')
 {%- endmacro %}
+
+{#- A night's open-item slice, `item` 'lines' or 'events': the body of
+    reconciliation_open_lines and reconciliation_open_events, which differ only
+    in the key, the table, the columns kept and what can be open at all.
+    From the previous night (if any): its open items and what arrived since,
+    less tonight's matches. Else every item against every match up to run_date,
+    by key, then the open ones' columns (DuckDB reads those only for the items
+    the keys let through). -#}
+{% macro open_items_slice(item) -%}
+  {%- if item == 'lines' -%}
+    {%- set key, items, columns, can_be_open, recent = 'line_key', ref('settlement_lines'),
+        open_line_columns(item), open_line(), recent_open_lines -%}
+  {%- else -%}
+    {%- set key, items, columns, can_be_open, recent = 'event_key', ref('stg_ledger__revenue_events'),
+        open_event_columns(item), open_event(), recent_open_events -%}
+  {%- endif -%}
+  {%- set night = previous_night() if is_incremental() else none %}
+with
+
+{% if night -%}
+candidates as (
+    {{ recent(night) }}
+),
+
+matched as (
+    select {{ key }} from {{ ref('reconciliation_match_keys') }}
+    where run_date = {{ run_date_text() }}
+)
+
+select {{ run_date_text() }} as run_date, candidates.*
+from candidates
+anti join matched on matched.{{ key }} = candidates.{{ key }}
+{%- else -%}
+matched as (
+    select {{ key }} from {{ ref('reconciliation_match_keys') }}
+    where run_date <= {{ run_date_text() }}
+),
+
+open_keys as (
+    select {{ item }}.{{ key }}
+    from {{ items }} as {{ item }}
+    anti join matched on matched.{{ key }} = {{ item }}.{{ key }}
+    where {{ can_be_open }}
+)
+
+select {{ run_date_text() }} as run_date, {{ columns }}
+from {{ items }} as {{ item }}
+semi join open_keys on open_keys.{{ key }} = {{ item }}.{{ key }}
+{%- endif %}
+{%- endmacro %}
