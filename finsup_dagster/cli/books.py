@@ -20,9 +20,8 @@ from finsup_dagster.cli.common import (
     each_file,
     emit_json,
     engine,
-    files_table,
     out,
-    report_refusals,
+    report_files,
 )
 from finsup_dagster.ledger import audit_log, balance, controls, db, seals
 from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
@@ -121,26 +120,7 @@ def ingest_revenue(
         }
 
     results, errors = each_file(paths, one)
-    if as_json:
-        emit_json(results)
-    else:
-        table = files_table("inserted", "unchanged", "status advanced", "rejected", "rejects file")
-        for r in results:
-            if r["error"]:
-                table.add_row(r["file"], "refused (see the error below)", "", "", "", "")
-                continue
-            table.add_row(
-                r["file"],
-                str(r["inserted"]),
-                str(r["unchanged"]),
-                str(r["status_advanced"]),
-                str(r["rejected"]),
-                r["rejects_file"] or "",
-            )
-        out.print(table)
-    report_refusals(errors)
-    if any(r.get("rejected") for r in results):
-        raise typer.Exit(1)
+    report_files(results, errors, ("inserted", "unchanged", "status_advanced", "rejected"), as_json)
 
 
 @app.command("available-balance")

@@ -77,6 +77,26 @@ def files_table(*columns: str) -> Any:
     return table
 
 
+def report_files(
+    results: list[dict[str, Any]], errors: list[str], counts: tuple[str, ...], as_json: bool
+) -> None:
+    """Each file's outcome (``counts`` are its summary's keys), then the refused files;
+    exits 1 if any row was rejected, 2 if a file was refused whole."""
+    if as_json:
+        emit_json(results)
+    else:
+        table = files_table(*(c.replace("_", " ") for c in counts), "rejects file")
+        for r in results:
+            if r["error"]:
+                table.add_row(r["file"], "refused (see the error below)", *[""] * len(counts))
+                continue
+            table.add_row(r["file"], *(str(r[c]) for c in counts), r["rejects_file"] or "")
+        out.print(table)
+    report_refusals(errors)
+    if any(r.get("rejected") for r in results):
+        raise typer.Exit(1)
+
+
 def report_refusals(errors: list[str]) -> None:
     """After the summary: one ``error:`` line per refused file, and exit 2."""
     for message in errors:

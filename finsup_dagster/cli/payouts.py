@@ -19,9 +19,8 @@ from finsup_dagster.cli.common import (
     emit_json,
     engine,
     fail,
-    files_table,
     out,
-    report_refusals,
+    report_files,
 )
 from finsup_dagster.ledger import approvals, beneficiaries, clawbacks, controls, db, earnings, holds
 from finsup_dagster.ledger.batching import pending_batches
@@ -72,25 +71,7 @@ def ingest_earnings(
     results, errors = each_file(
         paths, lambda p: earnings.ingest_file(eng, p, actor=actor()).summary()
     )
-    if as_json:
-        emit_json(results)
-    else:
-        table = files_table("created", "unchanged", "rejected", "rejects file")
-        for r in results:
-            if r["error"]:
-                table.add_row(r["file"], "refused (see the error below)", "", "", "")
-                continue
-            table.add_row(
-                r["file"],
-                str(r["created"]),
-                str(r["unchanged"]),
-                str(r["rejected"]),
-                r["rejects_file"] or "",
-            )
-        out.print(table)
-    report_refusals(errors)
-    if any(r.get("rejected") for r in results):
-        raise typer.Exit(1)
+    report_files(results, errors, ("created", "unchanged", "rejected"), as_json)
 
 
 @app.command("create-payout-batches")
