@@ -30,7 +30,7 @@ import duckdb
 from finsup_dagster import landing
 from finsup_dagster.ledger import clock
 from finsup_dagster.ledger.errors import LedgerError
-from finsup_dagster.warehouse.connection import WarehouseUnavailable, one
+from finsup_dagster.warehouse.connection import one, open_file
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -89,15 +89,7 @@ def _held(path: Path) -> Iterator[None]:
     if not path.exists():
         yield
         return
-    try:
-        conn = duckdb.connect(str(path))
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise WarehouseUnavailable(
-                f"the warehouse at {path} is busy (a Dagster run is writing it): "
-                "rebuild it when the run has finished"
-            ) from None
-        raise
+    conn = open_file(path, then="rebuild it when the run has finished")
     try:
         yield
     finally:

@@ -29,20 +29,26 @@ def connect(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.Duc
         )
     if not read_only:
         target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        conn = duckdb.connect(str(target), read_only=read_only)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise WarehouseUnavailable(
-                f"the warehouse at {target} is busy (a Dagster run is writing it): "
-                "try again when the run has finished"
-            ) from None
-        raise
+    conn = open_file(target, read_only=read_only)
     try:
         version.check(conn, target)
         yield conn
     finally:
         conn.close()
+
+
+def open_file(
+    target: Path, *, read_only: bool = False, then: str = "try again when the run has finished"
+) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect``, with another process's write lock said in one line."""
+    try:
+        return duckdb.connect(str(target), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise WarehouseUnavailable(
+                f"the warehouse at {target} is busy (a Dagster run is writing it): {then}"
+            ) from None
+        raise
 
 
 @contextmanager
