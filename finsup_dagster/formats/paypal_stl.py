@@ -94,18 +94,8 @@ COLUMNS: tuple[str, ...] = (
     "Credit Promotional Fee",
     "Credit Term",
 )
-REQUIRED = (
-    "Transaction ID",
-    "Transaction Event Code",
-    "Transaction Initiation Date",
-    "Transaction Completion Date",
-    "Transaction Debit or Credit",
-    "Gross Transaction Amount",
-    "Gross Transaction Currency",
-    "Fee Debit or Credit",
-    "Fee Amount",
-    "Fee Currency",
-)
+# The columns a row cannot do without: the id, then the event code to the fee currency.
+REQUIRED = (COLUMNS[0], *COLUMNS[4:13])
 TOTAL_NAMES = ("gross credit total", "gross debit total", "fee credit total", "fee debit total")
 FOOTERS = ("SF", "SC", "RF", "RC", "FF")
 
