@@ -29,7 +29,7 @@ from finsup_dagster.ledger import audit_log, db
 from finsup_dagster.ledger.audit_log import LogRecord
 from finsup_dagster.ledger.bulk import select_where_in
 from finsup_dagster.ledger.journal import Account, debit_credit, post_entry
-from finsup_dagster.ledger.revenue import RevenueEvent, event_hash, ingest
+from finsup_dagster.ledger.revenue import EVENT_COLUMNS, RevenueEvent, event_hash, ingest
 from finsup_dagster.ledger.schema import journal_entries, postings, revenue_events
 
 FEE_CREDIT_REFERENCE = "settlement_fee_credit"
@@ -109,18 +109,10 @@ def confirm_matches(
 
 
 def _events(engine: Engine, hashes: Iterable[str]) -> dict[str, RevenueEvent]:
-    cols = (
-        "event_hash",
-        "source",
-        "external_id",
-        "kind",
-        "amount_minor",
-        "currency",
-        "occurred_at",
-        "status",
-    )
     with db.read(engine) as conn:
-        rows = select_where_in(conn, revenue_events, cols, "event_hash", sorted(set(hashes)))
+        rows = select_where_in(
+            conn, revenue_events, EVENT_COLUMNS, "event_hash", sorted(set(hashes))
+        )
     return {r[0]: RevenueEvent(r[1], r[2], r[3], int(r[4]), r[5], r[6], r[7], r[0]) for r in rows}
 
 

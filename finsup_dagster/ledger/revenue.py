@@ -208,7 +208,8 @@ def _lookup(
     return {(ext, src, kind): (digest, status) for ext, src, kind, digest, status in rows}
 
 
-_INSERT_COLUMNS = (
+# An event's own columns, in RevenueEvent's field order after the hash.
+EVENT_COLUMNS = (
     "event_hash",
     "source",
     "external_id",
@@ -217,6 +218,9 @@ _INSERT_COLUMNS = (
     "currency",
     "occurred_at",
     "status",
+)
+_INSERT_COLUMNS = (
+    *EVENT_COLUMNS,
     "ingested_at",
     "status_changed_at",
     "source_file",
