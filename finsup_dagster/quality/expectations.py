@@ -144,9 +144,9 @@ def landed_inputs(conn: duckdb.DuckDBPyConnection, home: Path, fmt: str, day: st
     files = conn.execute(
         f"SELECT f.file_name, f.content_sha256, f.skipped + coalesce(l.landed, 0)"
         f" FROM raw.landed_files AS f LEFT JOIN (SELECT content_sha256, {landed} AS landed"
-        f" FROM {table} GROUP BY ALL) AS l USING (content_sha256)"
+        f" FROM {table} WHERE partition_date = ? GROUP BY ALL) AS l USING (content_sha256)"
         " WHERE f.format = ? AND f.partition_date = ? ORDER BY f.file_name",
-        [fmt, day],
+        [day, fmt, day],
     ).fetchall()
     declared = [_declared(fmt, home / "landing" / str(name), str(sha)) for name, sha, _ in files]
     files_frame = pd.DataFrame(
