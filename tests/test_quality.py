@@ -446,6 +446,10 @@ def csv_file(*lines: str) -> bytes:
     return (CSV_HEADER + "".join(f"{line}\n" for line in lines)).encode()
 
 
+def land_csv(conn: duckdb.DuckDBPyConnection, home: Path, day: str, name: str, *lines: str) -> None:
+    land(conn, home, "settlement-csv", day, name, csv_file(*lines))
+
+
 def sale(ref: str, amount: str, currency: str, day: str) -> str:
     return f"{ref},paypal,T-{ref},sale,{amount},{currency},0,{currency},{day},,,,"
 
@@ -533,22 +537,8 @@ def test_a_statement_without_a_summary_declares_no_count(tmp_path: Path) -> None
 
 
 def test_a_missing_day_shows_in_coverage(warehouse: duckdb.DuckDBPyConnection, home: Path) -> None:
-    land(
-        warehouse,
-        home,
-        "settlement-csv",
-        "2026-11-20",
-        "a.csv",
-        csv_file(sale("A1", "10.00", "USD", "2026-11-20")),
-    )
-    land(
-        warehouse,
-        home,
-        "settlement-csv",
-        "2026-11-22",
-        "c.csv",
-        csv_file(sale("C1", "12.00", "USD", "2026-11-22")),
-    )
+    land_csv(warehouse, home, "2026-11-20", "a.csv", sale("A1", "10.00", "USD", "2026-11-20"))
+    land_csv(warehouse, home, "2026-11-22", "c.csv", sale("C1", "12.00", "USD", "2026-11-22"))
     report = report_for(warehouse, home, "settlement-csv", "2026-11-22")
     assert not report.success
     assert not report.serious  # a warning: a settler may simply not have sent a file yet
@@ -562,14 +552,7 @@ def test_a_missing_day_shows_in_coverage(warehouse: duckdb.DuckDBPyConnection, h
 def test_coverage_looks_back_a_week(warehouse: duckdb.DuckDBPyConnection, home: Path) -> None:
     from finsup_dagster.quality import expectations
 
-    land(
-        warehouse,
-        home,
-        "settlement-csv",
-        "2026-11-01",
-        "a.csv",
-        csv_file(sale("A1", "10.00", "USD", "2026-11-01")),
-    )
+    land_csv(warehouse, home, "2026-11-01", "a.csv", sale("A1", "10.00", "USD", "2026-11-01"))
     inputs = expectations.landed_inputs(warehouse, home, "settlement-csv", "2026-11-20")
     assert list(inputs.days["partition_date"]) == [f"2026-11-{d}" for d in range(14, 21)]
     assert len(inputs.days) == expectations.COVERAGE_DAYS
@@ -578,27 +561,22 @@ def test_coverage_looks_back_a_week(warehouse: duckdb.DuckDBPyConnection, home: 
 def test_a_new_currency_and_an_outsized_amount_are_reported(
     warehouse: duckdb.DuckDBPyConnection, home: Path
 ) -> None:
-    land(
+    land_csv(
         warehouse,
         home,
-        "settlement-csv",
         "2026-11-20",
         "a.csv",
-        csv_file(
-            sale("A1", "120.00", "USD", "2026-11-20"), sale("A2", "80.00", "EUR", "2026-11-20")
-        ),
+        sale("A1", "120.00", "USD", "2026-11-20"),
+        sale("A2", "80.00", "EUR", "2026-11-20"),
     )
-    land(
+    land_csv(
         warehouse,
         home,
-        "settlement-csv",
         "2026-11-21",
         "b.csv",
-        csv_file(
-            sale("B1", "1199.99", "USD", "2026-11-21"),  # under 10x the largest USD line: usual
-            sale("B2", "1200.01", "USD", "2026-11-21"),  # over 10x: outsized
-            sale("B3", "15.00", "CHF", "2026-11-21"),  # never settled in this format before
-        ),
+        sale("B1", "1199.99", "USD", "2026-11-21"),  # under 10x the largest USD line: usual
+        sale("B2", "1200.01", "USD", "2026-11-21"),  # over 10x: outsized
+        sale("B3", "15.00", "CHF", "2026-11-21"),  # never settled in this format before
     )
     report = report_for(warehouse, home, "settlement-csv", "2026-11-21")
     assert report.evaluated == 4
