@@ -1,91 +1,45 @@
 """Benchmark: the reconciliation dbt models against DuckDB's plain hash join.
 
-How the models are timed: as SQL work, not dbt start-up. ``dbt compile`` runs
-in a scratch warehouse before the mart tables exist (``--target-path`` and
-``--log-path`` in a temp dir, ``run_date`` set to a placeholder date): the
-first-build SQL, ``is_incremental()`` false. The nightly SQL is compiled by dbt
-against each warehouse it runs on, as it stands, for the night being run:
-whether a night finds its open items from the previous night or from the whole
-history is decided while compiling (``macros/open_items.sql``), so each side
-runs the SQL dbt would run there. The compiled SELECTs of ``manifest.json`` are
-then executed directly in DuckDB, the way the dbt-duckdb materialisations do:
+What is measured, and the results, are in docs/performance.md ("Reconciliation").
+In short: ``dbt compile`` runs in a scratch warehouse before the mart tables exist
+(``run_date`` a placeholder) for the first-build SQL of the incremental marts (read
+from the manifest, in the order dbt builds them); the nightly SQL is compiled by dbt
+against each warehouse as it stands, since whether a night starts from the previous
+night's open items is decided while compiling (``macros/open_items.sql``). That SQL
+runs directly in DuckDB the way the dbt-duckdb materialisations do (views untimed;
+``CREATE TABLE AS`` for a first build; delete+insert on ``run_date``, one transaction
+per model, for a night), best of ``--repeats`` after a ``CHECKPOINT``.
 
-- views (staging, ``settlement_lines``): ``CREATE VIEW ... AS <select>``, untimed;
-- first build of an incremental model: ``CREATE TABLE ... AS <select>``;
-- nightly build (delete+insert on ``run_date``), one transaction per model:
-  ``CREATE TEMP TABLE tmp AS <select>``, ``DELETE FROM t WHERE run_date =
-  '<night>'`` (``macros/delete_insert.sql``), ``INSERT INTO t BY NAME SELECT *
-  FROM tmp``.
+Synthetic data is made by DuckDB's own SQL (``range()``, ``hash()``, ``sha256()``)
+with a fixed seed straight into ``ledger.revenue_events`` and the raw settlement
+tables (``warehouse.raw``'s schema, one file a day per format): sources stripe,
+paddle (generic settlement CSV), paypal (STL) and invoice (bank, camt.053); USD, EUR,
+GBP and zero-decimal JPY; sales, refunds, chargebacks and fees (fees are never
+settled); settlement 0-2 days after the event. Exceptions: ~1% of events never
+settled, ~0.5% extra lines naming no event, ~0.3% amount mismatches, ~0.2% currency
+mismatches, ~0.3% duplicate lines a day later, ~10% of lines without a gateway
+transaction id (matched by amount and date window), ~5% of stripe/paddle sales paid
+out through camt.053 batch credits (2% of batches credited a few minor units off), a
+few bank-charge lines (kind ``other``). The match window and the nights of open items kept are the project's
+dbt vars (``dbt_project.yml``); the warehouse reaches dbt as the ``warehouse_path``
+var, as the reconciliation asset passes it.
 
-Every timing is the best of ``--repeats`` (3) runs, after a ``CHECKPOINT``
-(untimed), with DuckDB's default threads. Machines are noisy: read the ratios.
+1. **First build vs. baseline**: N events (``--events``) over ``--days`` days; the
+   marts built from nothing for the last day, against a plain hash join on
+   ``gateway_txn_id = external_id`` writing the ids (target ≤ 3 ×) and, for
+   information, that join writing the matches view's columns (checked against the
+   view's). Scaling: the same on N/4 events (target ≤ 4.5).
+2. **Nightly run vs. history**: ``--history-days`` days of ``--per-day`` events
+   loaded as already reconciled, then the next day: ``dbt build`` (every model and
+   test, start-up included) with that history against the same day on an empty
+   history (target ≤ 1.2 ×), and the nightly SQL alone (informational).
 
-Synthetic data is made by DuckDB's own SQL (``range()``, ``hash()``,
-``sha256()``) straight into ``ledger.revenue_events`` and ``raw.paypal_stl`` /
-``raw.camt053`` / ``raw.settlement_csv``, with a fixed seed: sources stripe,
-paddle (generic settlement CSV), paypal (STL) and invoice (bank, camt.053);
-USD, EUR, GBP and zero-decimal JPY; sales, refunds, chargebacks and fees
-(fees are never settled); settlement 0-2 days after the event. Exceptions:
-~1% of events never settled, ~0.5% extra lines naming no event, ~0.3% amount
-mismatches, ~0.2% currency mismatches, ~0.3% duplicate lines a day later,
-~10% of lines without a gateway transaction id (matched by amount and date
-window), ~5% of stripe/paddle sales paid out through camt.053 batch credits
-(one camt line per item, ``batch_ref`` and ``batch_net_minor``; 2% of batches
-credited a few minor units off), a few bank-charge lines (kind ``other``).
-
-1. **Reconciliation vs. baseline.** N events (``--events``, default 1,000,000)
-   over 30 days with their settlement lines; reconciliation time is the first
-   build of the six incremental marts (``MODELS``: the matches, the open-item
-   slices, the exceptions, the summary and the nights table) for the last day.
-   The view ``reconciliation_matches`` (the matches with their ids) costs
-   nothing to build and is not timed. Two baselines, same warehouse, same run,
-   each a plain hash join on ``gateway_txn_id = external_id``:
-
-   - **ids** (the target's): ``CREATE TABLE ... AS SELECT event_hash,
-     content_sha256, row_number FROM ledger.revenue_events JOIN <the three raw
-     settlement tables, UNION ALL>``;
-   - **same output** (informational): the join over the models' own inputs (the
-     staging views) writing, for every pair, the columns the matches view
-     shows, taken straight from the event and the line (no kind, currency or
-     gateway condition, no rule 2: it writes somewhat fewer rows than the
-     model); its columns are checked against the ``reconciliation_matches``
-     view's. Its ratio to the ids baseline is what writing that output costs on
-     its own; the matches table stores integer keys and the rule instead.
-
-   Target: ≤ 3 × the ids baseline. Scaling: the same on N/4 events,
-   target t(N) / t(N/4) ≤ 4.5.
-2. **Nightly run vs. history.** 365 days of history (``--per-day`` events a
-   day, default 3,000) loaded as already reconciled: the first-build matches
-   SQL run once for day 365, each match re-dated to
-   the day its line settled; the other marts built for day 365 and that
-   snapshot copied to earlier days (exceptions and summary to every day, open
-   items only from the day they appeared; the open-item slices and the nights
-   table to the nights the models keep), day 365's watermarks set to what had
-   landed and been copied by then. So day 366 starts from day 365's open items,
-   as a night after a nightly run does. It is timed against the same day on an
-   empty history: a warehouse holding only day 366's settlement lines and the
-   events still open in the match window (occurred on days 363-366, not
-   matched by the history), with empty mart tables (so it takes the full way,
-   over almost nothing).
-   Two measurements of that night:
-
-   - **dbt build** (the target, ≤ 1.2 ×): what the nightly job runs, ``dbt
-     build`` of every model and every dbt test with ``run_date`` the new day,
-     on a fresh copy of each warehouse file for every run (``dbt parse`` once
-     beforehand, untimed, so each build partial-parses the same project; dbt
-     start-up is included, on both sides);
-   - **SQL only** (informational, no target): the nightly SQL of the marts as
-     above. The exceptions model writes a snapshot of every item still open,
-     history included, so it grows with the open items of the history by
-     design.
-
-A build still running after ``--timeout`` seconds (100) is interrupted and
-reported as a lower bound; one taking over 20 s is measured once.
-Targets are reported; the exit status is 1 only with ``--check`` and a target
-missed. Run it with ``make bench`` or e.g.::
+A build still running after ``--timeout`` seconds is interrupted and reported as a
+lower bound; one over 20 s is measured once. The exit status is 1 only with
+``--check`` and a target missed::
 
     .venv/bin/python benchmarks/reconcile.py --quick
-    .venv/bin/python benchmarks/reconcile.py --events 400000 --check
+    .venv/bin/python benchmarks/reconcile.py --check
 """
 
 from __future__ import annotations
@@ -103,29 +57,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
+from dbt.clients.yaml_helper import load_yaml_text
 
+from finsup_dagster import landing
+from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_executable
 from finsup_dagster.warehouse import raw, replica
+from finsup_dagster.warehouse.connection import one, run, transaction
 
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT = ROOT / "dbt_project"
-DBT = Path(sys.executable).with_name("dbt")
+ROOT = DBT_PROJECT_DIR.parent
 WAREHOUSE_FILE = "warehouse.duckdb"  # the same name everywhere: compiled SQL names its catalog
 PLACEHOLDER = "2099-12-31"  # run_date at compile time, replaced by the day being run
-# The incremental marts in build order (dependencies first).
-MODELS = (
-    "reconciliation_match_keys",
-    "reconciliation_open_lines",
-    "reconciliation_open_events",
-    "reconciliation_exceptions",
-    "reconciliation_summary",
-    "reconciliation_nights",
-)
 MATCHES = "reconciliation_match_keys"  # the matches table (reconciliation_matches: its view)
 START = date(2025, 1, 1)
-MATCH_WINDOW_DAYS = 3  # dbt_project.yml match_window_days
-OPEN_ITEMS_NIGHTS_KEPT = 7  # dbt_project.yml open_items_nights_kept
 
 LONG_RUN = 20.0  # seconds: a build that takes longer is measured once
 
@@ -133,7 +79,28 @@ BASELINE_TARGET = 3.0
 SCALING_TARGET = 4.5
 HISTORY_TARGET = 1.2
 
-SETTLEMENT_TABLES = ("paypal_stl", "camt053", "settlement_csv")
+# The raw settlement tables, the landing format of each, and the project's own settings:
+# the match window and the nights of open items kept are dbt vars (dbt_project.yml).
+SETTLEMENT_TABLES = raw.SETTLEMENT_TABLES
+FORMAT_OF = {table: fmt for fmt, table in raw.TABLES.items()}
+
+
+def dbt_var(name: str) -> Any:
+    """A var's default in ``dbt_project.yml`` (read as dbt reads it): a night's value."""
+    project = load_yaml_text((DBT_PROJECT_DIR / "dbt_project.yml").read_text(encoding="utf-8"))
+    assert project is not None
+    return project["vars"][name]
+
+
+def scalar(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = one(conn, sql)
+    return int(row[0] or 0) if row else 0
+
+
+def in_transaction(conn: duckdb.DuckDBPyConnection, statements: list[str]) -> None:
+    with transaction(conn):
+        for sql in statements:
+            run(conn, sql)
 
 
 # -- compiled SQL ----------------------------------------------------------------------------
@@ -144,6 +111,7 @@ class Compiled:
     """The compiled SELECT of every model (first build), and where each one lives."""
 
     relation: dict[str, str]
+    marts: tuple[str, ...]  # the incremental models, in build order (dependencies first)
     views: dict[str, str]  # name -> SELECT, in dependency order; none reads a mart
     mart_views: dict[str, str]  # views over the marts (reconciliation_matches)
     first_build: dict[str, str]
@@ -170,24 +138,21 @@ def dbt(
     timeout: float | None = None,
 ) -> float:
     """Runs dbt on ``warehouse``; its output is shown only when it fails."""
-    env = {
-        **os.environ,
-        "FINSUP_WAREHOUSE_PATH": str(warehouse),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     cmd = [
-        str(DBT),
+        dbt_executable(),
         *args,
         "--project-dir",
-        str(PROJECT),
+        str(DBT_PROJECT_DIR),
         "--profiles-dir",
-        str(PROJECT),
+        str(DBT_PROJECT_DIR),
         "--target-path",
         str(target),
         "--log-path",
         str(target / "logs"),
         "--vars",
-        json.dumps({"run_date": run_date}),
+        # The profile takes the warehouse from this var, as the reconciliation asset passes it.
+        json.dumps({"run_date": run_date, "warehouse_path": str(warehouse)}),
         "--quiet",
     ]
     start = time.perf_counter()
@@ -208,15 +173,26 @@ def read_manifest(target: Path) -> dict[str, dict[str, object]]:
     return models
 
 
-def view_order(models: dict[str, dict[str, object]]) -> list[str]:
-    views = [n for n, node in models.items() if _materialized(node) == "view"]
+def build_order(models: dict[str, dict[str, object]], materialized: str) -> list[str]:
+    """The models materialised as ``materialized``, each after those of them it reads."""
+    chosen = [n for n, node in models.items() if _materialized(node) == materialized]
     order: list[str] = []
-    while len(order) < len(views):
-        for name in sorted(views):
+    while len(order) < len(chosen):
+        for name in sorted(chosen):
             deps = _depends_on(models[name])
-            if name not in order and all(d not in views or d in order for d in deps):
+            if name not in order and all(d not in chosen or d in order for d in deps):
                 order.append(name)
     return order
+
+
+def dbt_order(target: Path, names: list[str]) -> list[str]:
+    """``names`` in the order dbt itself ran them (``run_results.json``), as the nightly
+    job builds them; ``names`` as they are when dbt left no results."""
+    path = target / "run_results.json"
+    if not path.exists():
+        return names
+    ran = [str(r["unique_id"]).rsplit(".", 1)[-1] for r in json.loads(path.read_text())["results"]]
+    return sorted(names, key=lambda n: ran.index(n) if n in ran else len(ran))
 
 
 def _materialized(node: dict[str, object]) -> str:
@@ -242,26 +218,29 @@ def compile_models(workdir: Path) -> Compiled:
     took = dbt(["compile"], warehouse, target)
     models = read_manifest(target)
     relation = {name: str(node["relation_name"]) for name, node in models.items()}
-    first = {name: str(models[name]["compiled_code"]) for name in MODELS}
+    marts = tuple(dbt_order(target, build_order(models, "incremental")))
+    first = {name: str(models[name]["compiled_code"]) for name in marts}
     views: dict[str, str] = {}
     mart_views: dict[str, str] = {}
-    for name in view_order(models):
-        over_marts = any(d in MODELS or d in mart_views for d in _depends_on(models[name]))
+    for name in build_order(models, "view"):
+        over_marts = any(d in marts or d in mart_views for d in _depends_on(models[name]))
         (mart_views if over_marts else views)[name] = str(models[name]["compiled_code"])
-    for name in MODELS:
+    for name in marts:
         if PLACEHOLDER not in first[name]:
             raise RuntimeError(f"{name}: run_date placeholder not found in the compiled SQL")
-    print(f"dbt compile: {took:.1f} s (not part of any timing)", flush=True)
-    return Compiled(relation, views, mart_views, first)
+    if not marts or marts[0] != MATCHES:
+        raise RuntimeError(f"the marts {marts} do not start with {MATCHES}")
+    print(f"dbt compile: {took:.1f} s (not part of any timing); marts: {', '.join(marts)}")
+    return Compiled(relation, marts, views, mart_views, first)
 
 
 def compile_nightly(warehouse: Path, target: Path, compiled: Compiled, day: str) -> Nightly:
     """The marts' SQL for night ``day``, compiled by dbt against ``warehouse`` as it stands
     (closed): whether open items come from the previous night is decided while compiling,
     from the warehouse's own state, so each warehouse gets the SQL dbt would run on it."""
-    dbt(["compile", "--select", *MODELS], warehouse, target, run_date=day)
+    dbt(["compile", "--select", *compiled.marts], warehouse, target, run_date=day)
     models = read_manifest(target)
-    sql = {name: str(models[name]["compiled_code"]) for name in MODELS}
+    sql = {name: str(models[name]["compiled_code"]) for name in compiled.marts}
     if sql[MATCHES] == compiled.sql(MATCHES, day):
         raise RuntimeError("the nightly compile did not see the tables: is_incremental() false")
     way = "previous night" if "landing_seq >" in sql[MATCHES] else "full"
@@ -274,30 +253,6 @@ def create_views(
     """The staging views, or (``over_marts``, once the mart tables exist) the views over them."""
     for name, body in (compiled.mart_views if over_marts else compiled.views).items():
         run(conn, f"CREATE OR REPLACE VIEW {compiled.relation[name]} AS {body}")
-
-
-# -- DuckDB helpers --------------------------------------------------------------------------
-
-
-def run(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Executes and drains (DuckDB 2.0 refuses the next statement while a result is unread)."""
-    conn.execute(sql).fetchall()
-
-
-def scalar(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
-    row = conn.execute(sql).fetchall()[0]
-    return int(row[0] or 0)
-
-
-def in_transaction(conn: duckdb.DuckDBPyConnection, statements: list[str]) -> None:
-    run(conn, "BEGIN TRANSACTION")
-    try:
-        for sql in statements:
-            run(conn, sql)
-    except BaseException:
-        run(conn, "ROLLBACK")
-        raise
-    run(conn, "COMMIT")
 
 
 Breakdown = dict[str, float]  # seconds per model
@@ -437,12 +392,11 @@ def generate(conn: duckdb.DuckDBPyConnection, events: int, days: int, seed: int)
     FROM base
     """
     revenue = """
-    INSERT INTO ledger.revenue_events (event_hash, source, external_id, kind, amount_minor,
-        currency, occurred_at, status, ingested_at, status_changed_at, source_file,
-        confirmed_entry_id, reversed_entry_id, replicated_seq, first_replicated_seq)
+    INSERT INTO ledger.revenue_events BY NAME
     SELECT event_hash, source, external_id, kind, amount_minor, currency, occurred_at, status,
-        occurred_at, occurred_at, 'revenue/' || CAST(day AS VARCHAR) || '.csv', NULL, NULL,
-        day + 1, day + 1
+        occurred_at AS ingested_at, occurred_at AS status_changed_at,
+        'revenue/' || CAST(day AS VARCHAR) || '.csv' AS source_file,
+        day + 1 AS replicated_seq, day + 1 AS first_replicated_seq
     FROM gen_events ORDER BY i
     """
     # One line per settled event (two for a duplicate), extra lines that name no event, and
@@ -521,36 +475,43 @@ def generate(conn: duckdb.DuckDBPyConnection, events: int, days: int, seed: int)
     FROM shaped
     """
     statements = [ev, revenue, lines]
+    # Per format, as its parser fills a line: who settled it, the event code, the time,
+    # and what ``raw`` keeps.
+    gateway = {"paypal_stl": "'paypal'", "camt053": "NULL", "settlement_csv": "source"}
+    code = {
+        "paypal_stl": "CASE kind WHEN 'sale' THEN 'T0006' WHEN 'refund' THEN 'T1107'"
+        " ELSE 'T1106' END",
+        "camt053": "'PMNT/RCDT/ESCT'",
+        "settlement_csv": "NULL",
+    }
+    as_read = {
+        "settlement_csv": """'{"gateway": "' || source || '", "transaction_id": "'
+            || coalesce(gateway_txn_id, '') || '", "gross": "' || CAST(gross_minor AS VARCHAR)
+            || '", "currency": "' || currency || '"}'""",
+    }
     for n, table in enumerate(SETTLEMENT_TABLES):
-        ext = {"paypal_stl": "csv", "camt053": "xml", "settlement_csv": "csv"}[table]
+        fmt = FORMAT_OF[table]
+        suffix = landing.SUFFIXES[fmt][0]
         statements.append(
             f"""
-            INSERT INTO raw.{table} (partition_date, file_name, content_sha256, row_number,
-                record_ref, gateway, gateway_txn_id, batch_ref, batch_net_minor, event_code,
-                kind, direction, gross_minor, currency, fee_minor, fee_currency, settled_on,
-                occurred_at, description, raw, landing_seq)
+            INSERT INTO raw.{table} BY NAME
             SELECT
-                settled_on, '{table}/' || settled_on || '/settlement.{ext}',
-                sha256('{table}:' || settled_on || ':{seed}'), row_number,
-                '{table[:3].upper()}-' || settled_on || '-' || CAST(row_number AS VARCHAR),
-                CASE '{table}' WHEN 'paypal_stl' THEN 'paypal'
-                               WHEN 'settlement_csv' THEN source END,
+                settled_on AS partition_date,
+                '{fmt}/' || settled_on || '/settlement{suffix}' AS file_name,
+                sha256('{table}:' || settled_on || ':{seed}') AS content_sha256,
+                row_number,
+                '{table[:3].upper()}-' || settled_on || '-' || CAST(row_number AS VARCHAR)
+                    AS record_ref,
+                {gateway[table]} AS gateway,
                 gateway_txn_id, batch_ref, batch_net_minor,
-                CASE '{table}' WHEN 'paypal_stl' THEN
-                         CASE kind WHEN 'sale' THEN 'T0006' WHEN 'refund' THEN 'T1107'
-                                   ELSE 'T1106' END
-                     WHEN 'camt053' THEN 'PMNT/RCDT/ESCT' END,
-                kind, direction, gross_minor, currency, fee_minor, currency, settled_on,
-                CASE WHEN '{table}' = 'camt053' THEN NULL ELSE occurred_at END,
-                CASE WHEN kind = 'other' THEN 'bank charges' END,
-                CASE WHEN '{table}' = 'settlement_csv'
-                     THEN '{{"gateway": "' || source || '", "transaction_id": "'
-                          || coalesce(gateway_txn_id, '') || '", "gross": "'
-                          || CAST(gross_minor AS VARCHAR) || '", "currency": "' || currency
-                          || '"}}'
-                     ELSE CAST(i AS VARCHAR) END,
+                {code[table]} AS event_code,
+                kind, direction, gross_minor, currency, fee_minor, currency AS fee_currency,
+                settled_on,
+                {"NULL" if table == "camt053" else "occurred_at"} AS occurred_at,
+                CASE WHEN kind = 'other' THEN 'bank charges' END AS description,
+                {as_read.get(table, "CAST(i AS VARCHAR)")} AS raw,
                 -- one file a day per table, landed in day order
-                settled_day * {len(SETTLEMENT_TABLES)} + {n + 1}
+                settled_day * {len(SETTLEMENT_TABLES)} + {n + 1} AS landing_seq
             FROM gen_lines WHERE landing = '{table}'
             ORDER BY settled_day, row_number
             """
@@ -582,12 +543,12 @@ def first_build(
     conn: duckdb.DuckDBPyConnection,
     compiled: Compiled,
     day: str,
-    models: tuple[str, ...] = MODELS,
+    models: tuple[str, ...] | None = None,
 ) -> Breakdown:
     """The marts built from nothing for ``day`` (what dbt does when they do not exist)."""
     return _per_model(
         conn,
-        models,
+        compiled.marts if models is None else models,
         lambda name: [
             f"DROP TABLE IF EXISTS {compiled.relation[name]}",
             f"CREATE TABLE {compiled.relation[name]} AS {compiled.sql(name, day)}",
@@ -602,7 +563,7 @@ def nightly_build(
     dbt_project/macros/delete_insert.sql does it."""
     return _per_model(
         conn,
-        MODELS,
+        compiled.marts,
         lambda name: [
             f"CREATE TEMP TABLE bench_tmp AS {nightly.sql[name]}",
             f"DELETE FROM {compiled.relation[name]} WHERE run_date = '{nightly.day}'",
@@ -830,7 +791,7 @@ def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, days: int)
     all there).
     """
     day_before = day_text(days - 1)
-    first_build(conn, compiled, day_before, MODELS[:1])
+    first_build(conn, compiled, day_before, compiled.marts[:1])
     rel = compiled.relation
     matches = rel[MATCHES]
     in_transaction(
@@ -844,7 +805,7 @@ def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, days: int)
             "DROP TABLE hist",
         ],
     )
-    first_build(conn, compiled, day_before, MODELS[1:])
+    first_build(conn, compiled, day_before, compiled.marts[1:])
     lines = " UNION ALL ".join(
         f"SELECT landing_seq FROM raw.{t} WHERE partition_date <= '{day_before}'"
         for t in SETTLEMENT_TABLES
@@ -895,7 +856,7 @@ def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, days: int)
             "DROP TABLE hist",
         ]
 
-    kept = OPEN_ITEMS_NIGHTS_KEPT
+    kept = int(dbt_var("open_items_nights_kept"))
     in_transaction(
         conn,
         [
@@ -915,7 +876,8 @@ def copy_new_day(
     conn: duckdb.DuckDBPyConnection, compiled: Compiled, other: Path, day: str
 ) -> None:
     """Day ``day``'s lines and the events still open in its match window, nothing else."""
-    window_start = (date.fromisoformat(day) - timedelta(days=MATCH_WINDOW_DAYS)).isoformat()
+    window = int(dbt_var("match_window_days"))
+    window_start = (date.fromisoformat(day) - timedelta(days=window)).isoformat()
     with duckdb.connect(str(other)) as fresh:
         raw.ensure_schema(fresh)
         replica.ensure_schema(fresh)
@@ -929,7 +891,7 @@ def copy_new_day(
         f"INSERT INTO fresh.raw.{t} BY NAME SELECT * FROM raw.{t} WHERE settled_on = '{day}'"
         for t in SETTLEMENT_TABLES
     ]
-    for name in MODELS:
+    for name in compiled.marts:
         table = compiled.relation[name].rsplit(".", 1)[-1]
         statements.append(
             f"CREATE TABLE fresh.main.{table} AS SELECT * FROM {compiled.relation[name]} LIMIT 0"

@@ -1,19 +1,21 @@
-"""Data-quality schemas (pandera) and the settlement expectation suite (Great Expectations)."""
+"""Data-quality schemas (pandera) and the landed-inputs report (Great Expectations)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
 import pandera.pandas as pa
 import pytest
 
 from finsup_dagster.ledger.errors import InvalidInput
-from finsup_dagster.quality import (
+from finsup_dagster.quality.schemas import (
     LedgerRevenueEvents,
     RawRevenueRows,
     ReconciliationMatches,
@@ -76,12 +78,19 @@ def raw_revenue_rows() -> pd.DataFrame:
     )
 
 
+def event_ids() -> dict[str, list[str]]:
+    """The two events' identity: what the books' events and the matches both carry first."""
+    return {
+        "event_hash": [SHA, OTHER_SHA],
+        "source": ["stripe", "paypal"],
+        "external_id": ["ch_1", "PAY-2"],
+    }
+
+
 def ledger_events() -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "event_hash": [SHA, OTHER_SHA],
-            "source": ["stripe", "paypal"],
-            "external_id": ["ch_1", "PAY-2"],
+            **event_ids(),
             "kind": ["sale", "fee"],
             "amount_minor": [1_250, 0],
             "currency": ["USD", "EUR"],
@@ -94,9 +103,7 @@ def ledger_events() -> pd.DataFrame:
 def matches() -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "event_hash": [SHA, OTHER_SHA],
-            "source": ["stripe", "paypal"],
-            "external_id": ["ch_1", "PAY-2"],
+            **event_ids(),
             "kind": ["sale", "sale"],
             "revenue_amount_minor": [1_250, 900],
             "revenue_currency": ["USD", "EUR"],
@@ -348,7 +355,48 @@ def test_dagster_type_refuses_bad_settlement_lines() -> None:
     assert not check_dagster_type(dagster_type, bad).success
 
 
-# Great Expectations ---------------------------------------------------------------------
+# What the Great Expectations suite used to repeat: pandera's, and only pandera's now ---------
+
+
+@pytest.mark.parametrize(
+    ("spoil", "expected"),
+    [
+        (lambda df: df.assign(gross_minor=[10_000, 0, 1]), "column 'gross_minor' failed greater"),
+        (lambda df: df.assign(currency=["usd", "EUR", "JPY"]), "column 'currency' is not an ISO"),
+        (lambda df: df.assign(row_number=[1, 1, 2]), "columns (content_sha256, row_number)"),
+        (lambda df: df.assign(kind=["sale", "payout", "other"]), "column 'kind' failed isin("),
+        (lambda df: df.assign(direction=["credit", "debit", "sideways"]), "column 'direction'"),
+        (lambda df: df.assign(settled_on=["2026-01-30", "30/01/2026", "2026-01-31"]), "settled_on"),
+        (
+            lambda df: df.assign(fee_minor=pd.array([1, None, 2], dtype="Int64")),
+            "column 'fee_minor' has missing values",
+        ),
+        (lambda df: df.drop(columns=["raw"]), "missing column 'raw'"),
+    ],
+)
+def test_the_column_rules_of_a_settlement_line_are_pandera_s(
+    spoil: Callable[[pd.DataFrame], pd.DataFrame], expected: str
+) -> None:
+    assert expected in refusal(SettlementLines, spoil(settlement_lines()))
+
+
+def test_settlement_lines_may_carry_extra_columns() -> None:
+    validate(SettlementLines, settlement_lines().assign(extra=1), WHAT)
+
+
+# Great Expectations: the report on landed inputs -----------------------------------------
+
+FIXTURES = Path(__file__).parent / "data" / "formats"
+FILES = {
+    "paypal-stl": "STL-20261120.01.009.CSV",
+    "camt053": "camt053-statement.xml",
+    "settlement-csv": "settlement.csv",
+}
+DAY = "2026-11-20"
+CSV_HEADER = (
+    "settlement_id,gateway,gateway_txn_id,kind,amount,currency,fee,fee_currency,settled_on,"
+    "occurred_at,batch_ref,batch_net_amount,description\n"
+)
 
 
 def test_importing_expectations_does_not_import_great_expectations() -> None:
@@ -366,58 +414,187 @@ def test_importing_expectations_does_not_import_great_expectations() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.fixture(scope="module")
-def check() -> Callable[[pd.DataFrame], Any]:
-    from finsup_dagster.quality.expectations import check_settlement_lines
-
-    return check_settlement_lines
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
 
 
-def test_gx_suite_passes_good_lines(check: Callable[[pd.DataFrame], Any]) -> None:
-    report = check(settlement_lines())
-    assert report.success, report.failed
-    assert report.failed == []
-    assert report.evaluated >= 9
-    assert report.summary() == f"all {report.evaluated} expectations met"
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        yield conn
 
 
-def test_gx_suite_passes_an_empty_frame(check: Callable[[pd.DataFrame], Any]) -> None:
-    report = check(empty_frame(SettlementLines))
-    assert report.success, report.failed
-
-
-def test_gx_suite_names_the_failing_expectations(check: Callable[[pd.DataFrame], Any]) -> None:
-    df = settlement_lines().assign(gross_minor=[10_000, 0, 1], currency=["usd", "EUR", "JPY"])
-    report = check(df)
-    assert not report.success
-    assert "expect_column_values_to_be_between gross_minor: 1 unexpected" in report.failed
-    assert "expect_column_values_to_match_regex currency: 1 unexpected" in report.failed
-    assert len(report.failed) == 2, report.failed
-    assert all("\n" not in line for line in report.failed)
-    assert report.summary().startswith(f"2 of {report.evaluated} expectations failed: ")
-
-
-def test_gx_suite_flags_duplicates_nulls_sets_dates_and_columns(
-    check: Callable[[pd.DataFrame], Any],
+def land(
+    conn: duckdb.DuckDBPyConnection, home: Path, fmt: str, day: str, name: str, body: bytes
 ) -> None:
-    df = settlement_lines().assign(
-        row_number=[1, 1, 2],
-        kind=["sale", "payout", "other"],
-        direction=["credit", "debit", "sideways"],
-        settled_on=["2026-01-30", "30/01/2026", "2026-01-31"],
-        fee_minor=pd.array([1, None, 2], dtype="Int64"),
+    """Drops one file into the landing zone and lands it; it must land, not be refused."""
+    from finsup_dagster.warehouse import raw
+
+    folder = home / "landing" / fmt / day
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(body)
+    report = raw.land_partition(conn, home, fmt, day)
+    assert not report.quarantined, [q.describe() for q in report.quarantined]
+
+
+def land_fixture(conn: duckdb.DuckDBPyConnection, home: Path, fmt: str) -> None:
+    land(conn, home, fmt, DAY, FILES[fmt], (FIXTURES / FILES[fmt]).read_bytes())
+
+
+def csv_file(*lines: str) -> bytes:
+    return (CSV_HEADER + "".join(f"{line}\n" for line in lines)).encode()
+
+
+def land_csv(conn: duckdb.DuckDBPyConnection, home: Path, day: str, name: str, *lines: str) -> None:
+    land(conn, home, "settlement-csv", day, name, csv_file(*lines))
+
+
+def sale(ref: str, amount: str, currency: str, day: str) -> str:
+    return f"{ref},paypal,T-{ref},sale,{amount},{currency},0,{currency},{day},,,,"
+
+
+def report_for(conn: duckdb.DuckDBPyConnection, home: Path, fmt: str, day: str) -> Any:
+    from finsup_dagster.quality import expectations
+
+    return expectations.check_landed_inputs(expectations.landed_inputs(conn, home, fmt, day))
+
+
+@pytest.mark.parametrize("fmt", list(FILES))
+def test_landed_files_meet_every_expectation(
+    fmt: str, warehouse: duckdb.DuckDBPyConnection, home: Path
+) -> None:
+    from finsup_dagster.quality import expectations
+
+    land_fixture(warehouse, home, fmt)
+    inputs = expectations.landed_inputs(warehouse, home, fmt, DAY)
+    # STL: 5 rows landed and 2 skipped, FF says 7; camt.053: 2 booked entries (one a batch
+    # of two items) and 1 pending, NbOfNtries says 3; a settlement CSV has no footer.
+    declared = {"paypal-stl": 7, "camt053": 3, "settlement-csv": None}[fmt]
+    landed = {"paypal-stl": 7, "camt053": 3, "settlement-csv": 5}[fmt]
+    assert [None if pd.isna(v) else v for v in inputs.files["declared_records"]] == [declared]
+    assert list(inputs.files["landed_records"]) == [landed]
+    assert inputs.days.to_dict("records") == [{"partition_date": DAY, "files": 1}]
+    assert inputs.usual_currencies == []  # the format's first day: no history yet
+    report = expectations.check_landed_inputs(inputs)
+    assert report.success, report.failed
+    assert report.evaluated == 2  # footer counts and coverage; distributions need history
+    assert report.summary() == "all 2 expectations met"
+
+
+@pytest.mark.parametrize("fmt", ["paypal-stl", "camt053"])
+def test_a_file_whose_landed_rows_disagree_with_its_footer_fails(
+    fmt: str, warehouse: duckdb.DuckDBPyConnection, home: Path
+) -> None:
+    from finsup_dagster.warehouse.raw import TABLES
+
+    land_fixture(warehouse, home, fmt)
+    table = f"raw.{TABLES[fmt]}"
+    # A row lost after landing (a partial reload, a hand edit): the footer still says 7 / 3.
+    warehouse.execute(
+        f"DELETE FROM {table} WHERE row_number = (SELECT min(row_number) FROM {table}"
+        " WHERE batch_ref IS NULL)"
     )
-    failed = check(df.drop(columns=["raw"])).failed
-    expected = [
-        "expect_table_columns_to_match_set: missing raw",
-        "expect_compound_columns_to_be_unique content_sha256,row_number: 2 unexpected",
-        "expect_column_values_to_be_in_set kind: 1 unexpected",
-        "expect_column_values_to_be_in_set direction: 1 unexpected",
-        "expect_column_values_to_match_regex settled_on: 1 unexpected",
-        "expect_column_values_to_not_be_null fee_minor: 1 unexpected",
+    report = report_for(warehouse, home, fmt, DAY)
+    assert not report.success
+    assert report.serious
+    declared = {"paypal-stl": 7, "camt053": 3}[fmt]
+    assert report.failed == [
+        "footer counts: 1 file(s) whose landed records disagree with the footer: "
+        f"{fmt}/{DAY}/{FILES[fmt]} (footer {declared}, landed {declared - 1})"
     ]
-    assert sorted(failed) == sorted(expected)
 
 
-def test_gx_suite_allows_extra_columns(check: Callable[[pd.DataFrame], Any]) -> None:
-    assert check(settlement_lines().assign(extra=1)).success
+def test_a_file_changed_in_the_landing_zone_is_not_compared(
+    warehouse: duckdb.DuckDBPyConnection, home: Path
+) -> None:
+    from finsup_dagster.quality import expectations
+
+    land_fixture(warehouse, home, "paypal-stl")
+    path = home / "landing" / "paypal-stl" / DAY / FILES["paypal-stl"]
+    path.write_bytes(path.read_bytes().replace(b'"FF",7', b'"FF",9'))  # not the landed bytes
+    inputs = expectations.landed_inputs(warehouse, home, "paypal-stl", DAY)
+    assert inputs.files["declared_records"].isna().all()
+    assert expectations.check_landed_inputs(inputs).success
+
+
+def test_footer_counts_read_from_the_files() -> None:
+    from finsup_dagster.quality.expectations import control_count
+
+    assert control_count("paypal-stl", FIXTURES / FILES["paypal-stl"]) == 7
+    assert control_count("camt053", FIXTURES / FILES["camt053"]) == 3
+    assert control_count("settlement-csv", FIXTURES / FILES["settlement-csv"]) is None
+
+
+def test_a_statement_without_a_summary_declares_no_count(tmp_path: Path) -> None:
+    from finsup_dagster.quality.expectations import control_count
+
+    text = (FIXTURES / FILES["camt053"]).read_text(encoding="utf-8")
+    start, end = text.index("<TxsSummry>"), text.index("</TxsSummry>") + len("</TxsSummry>")
+    path = tmp_path / "no-summary.xml"
+    path.write_text(text[:start] + text[end:], encoding="utf-8")
+    assert control_count("camt053", path) is None
+
+
+def test_a_missing_day_shows_in_coverage(warehouse: duckdb.DuckDBPyConnection, home: Path) -> None:
+    land_csv(warehouse, home, "2026-11-20", "a.csv", sale("A1", "10.00", "USD", "2026-11-20"))
+    land_csv(warehouse, home, "2026-11-22", "c.csv", sale("C1", "12.00", "USD", "2026-11-22"))
+    report = report_for(warehouse, home, "settlement-csv", "2026-11-22")
+    assert not report.success
+    assert not report.serious  # a warning: a settler may simply not have sent a file yet
+    assert report.failed == ["day coverage: 1 day(s) without a landed file: 2026-11-21"]
+    # A day with no file of its own is missing too, but not the days before the first file.
+    assert report_for(warehouse, home, "settlement-csv", "2026-11-23").failed == [
+        "day coverage: 2 day(s) without a landed file: 2026-11-21, 2026-11-23"
+    ]
+
+
+def test_coverage_looks_back_a_week(warehouse: duckdb.DuckDBPyConnection, home: Path) -> None:
+    from finsup_dagster.quality import expectations
+
+    land_csv(warehouse, home, "2026-11-01", "a.csv", sale("A1", "10.00", "USD", "2026-11-01"))
+    inputs = expectations.landed_inputs(warehouse, home, "settlement-csv", "2026-11-20")
+    assert list(inputs.days["partition_date"]) == [f"2026-11-{d}" for d in range(14, 21)]
+    assert len(inputs.days) == expectations.COVERAGE_DAYS
+
+
+def test_a_new_currency_and_an_outsized_amount_are_reported(
+    warehouse: duckdb.DuckDBPyConnection, home: Path
+) -> None:
+    land_csv(
+        warehouse,
+        home,
+        "2026-11-20",
+        "a.csv",
+        sale("A1", "120.00", "USD", "2026-11-20"),
+        sale("A2", "80.00", "EUR", "2026-11-20"),
+    )
+    land_csv(
+        warehouse,
+        home,
+        "2026-11-21",
+        "b.csv",
+        sale("B1", "1199.99", "USD", "2026-11-21"),  # under 10x the largest USD line: usual
+        sale("B2", "1200.01", "USD", "2026-11-21"),  # over 10x: outsized
+        sale("B3", "15.00", "CHF", "2026-11-21"),  # never settled in this format before
+    )
+    report = report_for(warehouse, home, "settlement-csv", "2026-11-21")
+    assert report.evaluated == 4
+    assert not report.serious
+    assert report.failed == [
+        "currency mix: 1 line(s) in a currency not settled before: B3 (CHF)",
+        "amount range: 1 line(s) over 10x the largest of their currency before: B2",
+    ]
+    assert report.summary().startswith("2 of 4 expectations failed: currency mix: ")
+
+
+def test_nothing_landed_is_nothing_to_report(
+    warehouse: duckdb.DuckDBPyConnection, home: Path
+) -> None:
+    from finsup_dagster.quality import expectations
+    from finsup_dagster.warehouse import raw
+
+    raw.ensure_schema(warehouse)
+    inputs = expectations.landed_inputs(warehouse, home, "camt053", DAY)
+    assert inputs.nothing_landed
+    assert inputs.lines.empty and inputs.files.empty

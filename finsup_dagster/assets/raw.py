@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import duckdb as duck
-import pandas as pd
 from dagster_duckdb import DuckDBResource
 from dagster_pandera import pandera_schema_to_dagster_type
 
@@ -16,7 +15,7 @@ from finsup_dagster import landing
 from finsup_dagster.assets.metadata import markdown_table, money_by_currency
 from finsup_dagster.assets.partitions import daily
 from finsup_dagster.gateways.paypal_reporting import GatewayError, fetch_transaction_pages
-from finsup_dagster.quality import schemas
+from finsup_dagster.quality import expectations, schemas
 from finsup_dagster.resources import LedgerResource, PayPalReportingResource
 from finsup_dagster.warehouse import raw
 from finsup_dagster.warehouse.raw import LandingReport
@@ -62,7 +61,8 @@ def _check_specs(fmt: str) -> list[dg.AssetCheckSpec]:
     if fmt in landing.SETTLEMENT_FORMATS:
         specs.append(dg.AssetCheckSpec(
             "settlement_expectations", asset=key,
-            description="Great Expectations suite on the day's settlement lines.",
+            description="Great Expectations report on the day's landed settlement inputs: "
+            "footer counts, day coverage, currency mix, amount range.",
         ))  # fmt: skip
     if fmt == "paypal-transactions":
         specs.append(dg.AssetCheckSpec(
@@ -115,14 +115,18 @@ def build_raw_asset(fmt: str) -> dg.AssetsDefinition:
                 context.log.error(fetch_error)
         with duckdb.get_connection() as conn:
             report = raw.land_partition(conn, home, fmt, day)
-            lines = _day_lines(conn, fmt, day)
+            inputs = (
+                expectations.landed_inputs(conn, home, fmt, day)
+                if fmt in landing.SETTLEMENT_FORMATS
+                else None
+            )
             totals = _day_totals(conn, fmt, day)
         for q in report.quarantined:
             context.log.error(f"quarantined, kept in {q.path.parent}: {q.describe()}")
         yield dg.MaterializeResult(
             asset_key=raw_key(fmt), metadata=_metadata(report, totals, fetched)
         )
-        yield from _checks(fmt, home, day, lines, fetch_error, paypal.enabled)
+        yield from _checks(fmt, home, day, inputs, fetch_error, paypal.enabled)
 
     return _asset
 
@@ -143,12 +147,6 @@ def _fetch_paypal(paypal: PayPalReportingResource, home: Path, day: str) -> int:
         part.replace(folder / f"{label}_fetched-{stamp}.json")  # never a half-written input
         saved += 1
     return saved
-
-
-def _day_lines(conn: duck.DuckDBPyConnection, fmt: str, day: str) -> pd.DataFrame | None:
-    if fmt not in landing.SETTLEMENT_FORMATS:
-        return None
-    return conn.execute(f"SELECT * FROM raw.{raw.TABLES[fmt]} WHERE partition_date = ?", [day]).df()
 
 
 def _day_totals(conn: duck.DuckDBPyConnection, fmt: str, day: str) -> dict[str, int]:
@@ -221,7 +219,7 @@ def _checks(
     fmt: str,
     home: Path,
     day: str,
-    lines: pd.DataFrame | None,
+    inputs: expectations.LandedInputs | None,
     fetch_error: str | None,
     api_enabled: bool,
 ) -> list[dg.AssetCheckResult]:
@@ -253,8 +251,8 @@ def _checks(
             description="footers agree" if not bad else _named(bad),
             metadata={"files_refused": dg.MetadataValue.int(len(bad))},
         ))  # fmt: skip
-    if fmt in landing.SETTLEMENT_FORMATS:
-        results.append(_expectations(key, lines))
+    if inputs is not None:
+        results.append(_expectations(key, inputs))
     if fmt == "paypal-transactions":
         results.append(dg.AssetCheckResult(
             asset_key=key, check_name="paypal_api_fetched", passed=fetch_error is None,
@@ -265,21 +263,22 @@ def _checks(
     return results
 
 
-def _expectations(key: dg.AssetKey, lines: pd.DataFrame | None) -> dg.AssetCheckResult:
+def _expectations(key: dg.AssetKey, inputs: expectations.LandedInputs) -> dg.AssetCheckResult:
     # Great Expectations takes seconds to import: only runs that land settlements pay for it.
-    from finsup_dagster.quality.expectations import check_settlement_lines
-
-    if lines is None or lines.empty:
+    if inputs.nothing_landed:
         return dg.AssetCheckResult(
-            asset_key=key, check_name="settlement_expectations", passed=True,
-            description="no settlement lines landed for the day",
-        )  # fmt: skip
-    report = check_settlement_lines(lines)
+            asset_key=key,
+            check_name="settlement_expectations",
+            passed=True,
+            description="no settlement file of this format has landed yet",
+        )
+    report = expectations.check_landed_inputs(inputs)
     return dg.AssetCheckResult(
         asset_key=key,
         check_name="settlement_expectations",
         passed=report.success,
-        severity=dg.AssetCheckSeverity.ERROR,
+        # A footer count that disagrees is an error; coverage and distributions are warnings.
+        severity=dg.AssetCheckSeverity.ERROR if report.serious else dg.AssetCheckSeverity.WARN,
         description="all expectations met" if report.success else report.failed[0],
         metadata={
             "expectations_evaluated": dg.MetadataValue.int(report.evaluated),

@@ -1,24 +1,9 @@
-"""Data quality for the pipeline's frames: pandera schemas and a Great Expectations suite.
+"""Data quality: pandera contracts for frames, and a Great Expectations report on inputs.
 
-``schemas`` holds the pandera models and ``validate`` (one-line ``InvalidInput``);
-``expectations`` runs the Great Expectations suite on settlement lines and imports
-Great Expectations only when called. Nothing here imports Dagster.
+``schemas`` holds the pandera models and ``validate`` (one-line ``InvalidInput``): the
+contracts a frame must meet where it crosses a Python boundary, landing first.
+``expectations`` reports on a day's landed settlement inputs as a whole (footer counts,
+day coverage, currency mix, amount range) and imports Great Expectations only when
+called. The dbt tests hold the models; each rule has one home (docs/reconciliation.md,
+"One home per rule"). Nothing here imports Dagster.
 """
-
-from finsup_dagster.quality.schemas import (
-    LedgerRevenueEvents,
-    RawRevenueRows,
-    ReconciliationMatches,
-    SettlementLines,
-    empty_frame,
-    validate,
-)
-
-__all__ = [
-    "LedgerRevenueEvents",
-    "RawRevenueRows",
-    "ReconciliationMatches",
-    "SettlementLines",
-    "empty_frame",
-    "validate",
-]

@@ -23,7 +23,10 @@ import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 from pandera.typing.pandas import Series
 
+from finsup_dagster.formats.common import DIRECTIONS, SETTLEMENT_KINDS
 from finsup_dagster.ledger.errors import InvalidInput
+from finsup_dagster.ledger.revenue import KINDS as REVENUE_KINDS
+from finsup_dagster.ledger.revenue import STATUSES as REVENUE_STATUSES
 
 # ``\Z`` rather than ``$``: pandera matches with ``re.match``, and ``$`` also matches
 # before a trailing newline ("USD\n" would pass).
@@ -32,20 +35,17 @@ SHA256_RE = r"^[0-9a-f]{64}\Z"
 DATE_RE = r"^\d{4}-\d{2}-\d{2}\Z"
 INSTANT_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z"
 
-SETTLEMENT_KINDS = ("sale", "refund", "chargeback", "other")
-DIRECTIONS = ("credit", "debit")
-REVENUE_KINDS = ("sale", "refund", "fee", "chargeback")
-REVENUE_STATUSES = ("projected", "confirmed", "reversed")
+# Kinds, directions and statuses are the parsers' and the books' own (one home each).
 SETTLEMENT_SOURCES = ("paypal-stl", "camt053", "settlement-csv")
 MATCH_RULES = ("gateway_txn_id", "amount_date_window", "batch_reference")
 
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_DATE = re.compile(DATE_RE)
+_INSTANT = re.compile(INSTANT_RE)
 
 
 def _is_date_text(value: object) -> bool:
-    if not isinstance(value, str) or not _DATE.fullmatch(value):
+    if not isinstance(value, str) or not _DATE.match(value):
         return False
     try:
         date.fromisoformat(value)  # 2026-02-30 has the shape, not the date
@@ -55,7 +55,7 @@ def _is_date_text(value: object) -> bool:
 
 
 def _is_instant_text(value: object) -> bool:
-    if not isinstance(value, str) or not _INSTANT.fullmatch(value):
+    if not isinstance(value, str) or not _INSTANT.match(value):
         return False
     try:
         datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")  # month 13 has the shape only
@@ -74,7 +74,16 @@ def is_instant(series: pd.Series) -> pd.Series:
     return series.map(_is_instant_text).astype(bool)
 
 
-class _FileRows(pa.DataFrameModel):
+class _Frame(pa.DataFrameModel):
+    """What every model here is: a statement of what a frame already is, never a coercion;
+    columns beyond the model's are allowed."""
+
+    class Config:
+        strict = False
+        coerce = False
+
+
+class _FileRows(_Frame):
     """Columns every frame read from a landed file carries: where each row came from."""
 
     partition_date: Series[str] = pa.Field(description="Partition the file landed in, YYYY-MM-DD.")
@@ -88,10 +97,6 @@ class _FileRows(pa.DataFrameModel):
     @pa.check("partition_date", name="is_date")
     def _partition_date_is_a_date(cls, series: pd.Series) -> pd.Series:
         return is_date(series)
-
-    class Config:
-        strict = False
-        coerce = False
 
 
 class SettlementLines(_FileRows):
@@ -130,8 +135,6 @@ class SettlementLines(_FileRows):
 
     class Config:
         description = "Settlement report lines; (content_sha256, row_number) is unique."
-        strict = False
-        coerce = False
         unique: ClassVar[list[str]] = ["content_sha256", "row_number"]
 
 
@@ -154,16 +157,19 @@ class RawRevenueRows(_FileRows):
 
     class Config:
         description = "Revenue file rows as text, before ledger validation."
-        strict = False
-        coerce = False
 
 
-class LedgerRevenueEvents(pa.DataFrameModel):
-    """Revenue events as the books hold them."""
+class _Event(_Frame):
+    """A revenue event's identity: its hash (unique in the frame) and natural key."""
 
     event_hash: Series[str] = pa.Field(str_matches=SHA256_RE, unique=True)
     source: Series[str]
     external_id: Series[str]
+
+
+class LedgerRevenueEvents(_Event):
+    """Revenue events as the books hold them."""
+
     kind: Series[str] = pa.Field(isin=REVENUE_KINDS)
     amount_minor: Series[np.int64] = pa.Field(ge=0, description="Amount, minor units.")
     currency: Series[str] = pa.Field(str_matches=CURRENCY_RE)
@@ -176,16 +182,11 @@ class LedgerRevenueEvents(pa.DataFrameModel):
 
     class Config:
         description = "Revenue events in the books; event_hash is unique."
-        strict = False
-        coerce = False
 
 
-class ReconciliationMatches(pa.DataFrameModel):
+class ReconciliationMatches(_Event):
     """Revenue events matched to settlement lines: each side matched at most once."""
 
-    event_hash: Series[str] = pa.Field(str_matches=SHA256_RE, unique=True)
-    source: Series[str]
-    external_id: Series[str]
     kind: Series[str]
     revenue_amount_minor: Series[np.int64]
     revenue_currency: Series[str] = pa.Field(str_matches=CURRENCY_RE)
@@ -202,8 +203,6 @@ class ReconciliationMatches(pa.DataFrameModel):
 
     class Config:
         description = "Reconciliation matches; event_hash and settlement_line_id are unique."
-        strict = False
-        coerce = False
 
 
 def empty_frame(model: type[pa.DataFrameModel]) -> pd.DataFrame:
