@@ -815,9 +815,10 @@ def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, days: int)
     # watermarks, and its open items without what came after (the first build saw
     # everything up to the new day).
     nights, open_lines, open_events = (
-        rel["reconciliation_nights"], rel["reconciliation_open_lines"],
+        rel["reconciliation_nights"],
+        rel["reconciliation_open_lines"],
         rel["reconciliation_open_events"],
-    )  # fmt: skip
+    )
     in_transaction(
         conn,
         [
@@ -862,14 +863,17 @@ def load_history(conn: duckdb.DuckDBPyConnection, compiled: Compiled, days: int)
         [
             # Every night's snapshot holds the items open that night: those of the last
             # night that had appeared by then.
-            *copy_back("reconciliation_exceptions", days,
-                       "coalesce(hist.settled_on, left(hist.occurred_at, 10))"),
+            *copy_back(
+                "reconciliation_exceptions",
+                days,
+                "coalesce(hist.settled_on, left(hist.occurred_at, 10))",
+            ),
             *copy_back("reconciliation_summary", days, None),
             *copy_back("reconciliation_open_lines", kept, None),
             *copy_back("reconciliation_open_events", kept, None),
             *copy_back("reconciliation_nights", kept, None),
         ],
-    )  # fmt: skip
+    )
 
 
 def copy_new_day(
@@ -1027,25 +1031,53 @@ def summary_block(
     )
     empty = f"empty history ({hist.new_day_events:,} open events, {hist.new_day_lines:,} lines)"
     rows = [
-        (f"baseline, ids: hash join on gateway id writing the ids, {big.events:,} events",
-         big.baseline, None, None),
-        (f"baseline, same output: that join writing the matches view's columns, "
-         f"{big.events:,} events", big.same_output, (r_write, "× ids baseline"), None),
-        (f"first build, {small.events:,} events ({small.lines:,} lines)", small.reconcile,
-         None, None),
-        (f"first build, {big.events:,} events ({big.lines:,} lines)", big.reconcile,
-         (r_base, "× ids baseline"), BASELINE_TARGET),
-        (f"first build, {big.events:,} events, against the same-output baseline", None,
-         (r_same, "× same-output baseline"), None),
-        (f"scaling: t({big.events:,}) / t({small.events:,})", None, (r_scale, ""),
-         SCALING_TARGET),
+        (
+            f"baseline, ids: hash join on gateway id writing the ids, {big.events:,} events",
+            big.baseline,
+            None,
+            None,
+        ),
+        (
+            f"baseline, same output: that join writing the matches view's columns, "
+            f"{big.events:,} events",
+            big.same_output,
+            (r_write, "× ids baseline"),
+            None,
+        ),
+        (
+            f"first build, {small.events:,} events ({small.lines:,} lines)",
+            small.reconcile,
+            None,
+            None,
+        ),
+        (
+            f"first build, {big.events:,} events ({big.lines:,} lines)",
+            big.reconcile,
+            (r_base, "× ids baseline"),
+            BASELINE_TARGET,
+        ),
+        (
+            f"first build, {big.events:,} events, against the same-output baseline",
+            None,
+            (r_same, "× same-output baseline"),
+            None,
+        ),
+        (f"scaling: t({big.events:,}) / t({small.events:,})", None, (r_scale, ""), SCALING_TARGET),
         (f"nightly `dbt build` {night}, {empty}", hist.dbt_empty, None, None),
-        (f"nightly `dbt build` {night}, {history}", hist.dbt_history,
-         (r_dbt, "× empty history"), HISTORY_TARGET),
+        (
+            f"nightly `dbt build` {night}, {history}",
+            hist.dbt_history,
+            (r_dbt, "× empty history"),
+            HISTORY_TARGET,
+        ),
         (f"SQL only: nightly marts {night}, {empty}", hist.empty_history, None, None),
-        (f"SQL only: nightly marts {night}, {history}", hist.with_history,
-         (r_hist, "× empty history"), None),
-    ]  # fmt: skip
+        (
+            f"SQL only: nightly marts {night}, {history}",
+            hist.with_history,
+            (r_hist, "× empty history"),
+            None,
+        ),
+    ]
     out = [
         f"Reconciliation models (`benchmarks/reconcile.py`, {date.today().isoformat()}):",
         "part 1 and the SQL-only lines: compiled dbt SQL executed directly in DuckDB "
@@ -1130,8 +1162,10 @@ def main(argv: list[str] | None = None) -> int:
             limit,
         )
     block, missed = summary_block(args, small, big, hist)
-    print(f"\n== summary (total {time.perf_counter() - started:.0f} s; paste into "
-          "docs/performance.md) ==")  # fmt: skip
+    print(
+        f"\n== summary (total {time.perf_counter() - started:.0f} s; paste into "
+        "docs/performance.md) =="
+    )
     print("\n".join(block))
     if missed:
         print(f"\ntargets missed: {'; '.join(missed)}")

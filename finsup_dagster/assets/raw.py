@@ -49,26 +49,36 @@ def _check_specs(fmt: str) -> list[dg.AssetCheckSpec]:
     key = raw_key(fmt)
     specs = [
         dg.AssetCheckSpec(
-            "files_parsed", asset=key,
+            "files_parsed",
+            asset=key,
             description="Every file of the day was read; refused files wait in quarantine.",
         ),
-    ]  # fmt: skip
+    ]
     if fmt == "paypal-stl":
-        specs.append(dg.AssetCheckSpec(
-            "settlement_footer_totals", asset=key,
-            description="Every STL file's footer counts and totals agree with its body rows.",
-        ))  # fmt: skip
+        specs.append(
+            dg.AssetCheckSpec(
+                "settlement_footer_totals",
+                asset=key,
+                description="Every STL file's footer counts and totals agree with its body rows.",
+            )
+        )
     if fmt in landing.SETTLEMENT_FORMATS:
-        specs.append(dg.AssetCheckSpec(
-            "settlement_expectations", asset=key,
-            description="Great Expectations report on the day's landed settlement inputs: "
-            "footer counts, day coverage, currency mix, amount range.",
-        ))  # fmt: skip
+        specs.append(
+            dg.AssetCheckSpec(
+                "settlement_expectations",
+                asset=key,
+                description="Great Expectations report on the day's landed settlement inputs: "
+                "footer counts, day coverage, currency mix, amount range.",
+            )
+        )
     if fmt == "paypal-transactions":
-        specs.append(dg.AssetCheckSpec(
-            "paypal_api_fetched", asset=key,
-            description="The day's transactions were read from the PayPal reporting API.",
-        ))  # fmt: skip
+        specs.append(
+            dg.AssetCheckSpec(
+                "paypal_api_fetched",
+                asset=key,
+                description="The day's transactions were read from the PayPal reporting API.",
+            )
+        )
     return specs
 
 
@@ -171,17 +181,38 @@ _NOTES_SHOWN = 50
 def _metadata(
     report: LandingReport, totals: dict[str, int], fetched: int
 ) -> dict[str, dg.MetadataValue]:
-    files = [
-        {"file": f.file_name, "outcome": "landed", "rows": f.rows, "skipped": f.skipped,
-         "note": "; ".join(f.notes)[:120]}
-        for f in report.landed
-    ] + [
-        {"file": name, "outcome": "already landed", "rows": 0, "skipped": 0, "note": f"as {first}"}
-        for name, first in report.already_landed
-    ] + [
-        {"file": q.path.name, "outcome": "quarantined", "rows": 0, "skipped": 0, "note": q.reason}
-        for q in report.quarantined
-    ]  # fmt: skip
+    files = (
+        [
+            {
+                "file": f.file_name,
+                "outcome": "landed",
+                "rows": f.rows,
+                "skipped": f.skipped,
+                "note": "; ".join(f.notes)[:120],
+            }
+            for f in report.landed
+        ]
+        + [
+            {
+                "file": name,
+                "outcome": "already landed",
+                "rows": 0,
+                "skipped": 0,
+                "note": f"as {first}",
+            }
+            for name, first in report.already_landed
+        ]
+        + [
+            {
+                "file": q.path.name,
+                "outcome": "quarantined",
+                "rows": 0,
+                "skipped": 0,
+                "note": q.reason,
+            }
+            for q in report.quarantined
+        ]
+    )
     settlement = report.fmt in landing.SETTLEMENT_FORMATS
     # Every note in full (a repeated id or reference, charges shared over a batch,
     # records skipped): each names its file and row, so a person can find it.
@@ -233,33 +264,46 @@ def _checks(
             passed=not held,
             severity=dg.AssetCheckSeverity.ERROR,
             description=(
-                "every file read" if not held
+                "every file read"
+                if not held
                 else f"{len(held)} file(s) in quarantine: {_named(held)}"
             ),
             metadata={
                 "quarantined": dg.MetadataValue.int(len(held)),
-                "quarantine_folder": dg.MetadataValue.path(str(landing.quarantine_dir(home, fmt, day))),
-                "files": dg.MetadataValue.md(markdown_table(held_rows, ["file", "error", "reason"])),
+                "quarantine_folder": dg.MetadataValue.path(
+                    str(landing.quarantine_dir(home, fmt, day))
+                ),
+                "files": dg.MetadataValue.md(
+                    markdown_table(held_rows, ["file", "error", "reason"])
+                ),
             },
         )
-    ]  # fmt: skip
+    ]
     if fmt == "paypal-stl":
         bad = [q for q in held if q.is_footer_mismatch]
-        results.append(dg.AssetCheckResult(
-            asset_key=key, check_name="settlement_footer_totals", passed=not bad,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description="footers agree" if not bad else _named(bad),
-            metadata={"files_refused": dg.MetadataValue.int(len(bad))},
-        ))  # fmt: skip
+        results.append(
+            dg.AssetCheckResult(
+                asset_key=key,
+                check_name="settlement_footer_totals",
+                passed=not bad,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="footers agree" if not bad else _named(bad),
+                metadata={"files_refused": dg.MetadataValue.int(len(bad))},
+            )
+        )
     if inputs is not None:
         results.append(_expectations(key, inputs))
     if fmt == "paypal-transactions":
-        results.append(dg.AssetCheckResult(
-            asset_key=key, check_name="paypal_api_fetched", passed=fetch_error is None,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=fetch_error or ("fetched" if api_enabled else
-                                        "FINSUP_PAYPAL_BASE_URL is empty: API not read"),
-        ))  # fmt: skip
+        results.append(
+            dg.AssetCheckResult(
+                asset_key=key,
+                check_name="paypal_api_fetched",
+                passed=fetch_error is None,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=fetch_error
+                or ("fetched" if api_enabled else "FINSUP_PAYPAL_BASE_URL is empty: API not read"),
+            )
+        )
     return results
 
 

@@ -130,11 +130,15 @@ def revenue_confirmations(
     preview = exceptions[:25]
     stale = [e for e in exceptions if e["exception_kind"] == "stale_projected"]
     result = confirm_matches(
-        ledger.engine, matches, actor=f"dagster:{context.run.run_id[:8]}",
+        ledger.engine,
+        matches,
+        actor=f"dagster:{context.run.run_id[:8]}",
         run_label=f"reconciliation:{day}",
-    )  # fmt: skip
-    counts = [{"category": k, "items": rep[k]} for k in ("matched", *reports.EXCEPTION_KINDS,
-                                                          "awaiting_settlement")]  # fmt: skip
+    )
+    counts = [
+        {"category": k, "items": rep[k]}
+        for k in ("matched", *reports.EXCEPTION_KINDS, "awaiting_settlement")
+    ]
     yield dg.MaterializeResult(
         metadata={
             "matched": dg.MetadataValue.int(rep["matched"]),
@@ -155,11 +159,15 @@ def revenue_confirmations(
         check_name="fees_agree",
         passed=not result.fee_conflicts,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="fees agree" if not result.fee_conflicts else
-        f"{len(result.fee_conflicts)} fee(s) differ from the books: {result.fee_conflicts[0]}",
-        metadata={"conflicts": dg.MetadataValue.md(
-            "\n".join(f"- {c}" for c in result.fee_conflicts) or "none")},
-    )  # fmt: skip
+        description="fees agree"
+        if not result.fee_conflicts
+        else f"{len(result.fee_conflicts)} fee(s) differ from the books: {result.fee_conflicts[0]}",
+        metadata={
+            "conflicts": dg.MetadataValue.md(
+                "\n".join(f"- {c}" for c in result.fee_conflicts) or "none"
+            )
+        },
+    )
     threshold = reconciliation_policy.threshold
     yield dg.AssetCheckResult(
         check_name="unmatched_rate",
@@ -191,15 +199,23 @@ def _exceptions_md(rows: list[dict[str, Any]]) -> str:
     shown = []
     for r in rows:
         currency = r.get("currency") or r.get("revenue_currency")
-        minor = r.get("gross_minor") if r.get("gross_minor") is not None else r.get(
-            "revenue_amount_minor")  # fmt: skip
-        amount = "" if minor is None or currency is None else (
-            f"{format_minor(int(minor), str(currency))} {currency}")  # fmt: skip
-        shown.append({
-            "kind": r["exception_kind"],
-            "reference": r.get("external_id") or r.get("gateway_txn_id") or r.get("record_ref"),
-            "amount": amount,
-            "file": r.get("file_name") or "",
-            "detail": r["detail"],
-        })  # fmt: skip
+        minor = (
+            r.get("gross_minor")
+            if r.get("gross_minor") is not None
+            else r.get("revenue_amount_minor")
+        )
+        amount = (
+            ""
+            if minor is None or currency is None
+            else (f"{format_minor(int(minor), str(currency))} {currency}")
+        )
+        shown.append(
+            {
+                "kind": r["exception_kind"],
+                "reference": r.get("external_id") or r.get("gateway_txn_id") or r.get("record_ref"),
+                "amount": amount,
+                "file": r.get("file_name") or "",
+                "detail": r["detail"],
+            }
+        )
     return markdown_table(shown, ["kind", "reference", "amount", "file", "detail"])
