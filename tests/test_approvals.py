@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pyotp
 import pytest
@@ -20,7 +21,7 @@ from finsup_dagster.ledger.errors import (
 )
 from finsup_dagster.ledger.payouts import start_submission
 from finsup_dagster.ledger.schema import approvers, beneficiaries, earnings, payout_batches
-from tests.helpers.payouts import BOX, approve, approver, beneficiary, earning, sale
+from tests.helpers.payouts import BOX, Approver, approve, approver, beneficiary, earning, sale
 
 POLICY = BatchPolicy(
     min_item={"*": "1.00"},
@@ -345,10 +346,8 @@ def test_not_pending_unknown_and_no_longer_fitting_batches_are_refused(
         approve(engine, carol, batch)
 
 
-def test_deny_releases_and_earnings_accrue_again(funded: tuple[Engine, str]) -> None:
-    engine, _ = funded
-    batch = one_batch(engine)
-    carol = approver(engine, "carol")
+def by_carol(engine: Engine, carol: Approver, action: str, batch: str, apply: Any) -> None:
+    """Carry out `apply` on `batch` under carol's next one-time code."""
     code, now = carol.next_code()
     approvals.authorised(
         engine,
@@ -356,10 +355,23 @@ def test_deny_releases_and_earnings_accrue_again(funded: tuple[Engine, str]) -> 
         code,
         BOX,
         approvals.ApprovalPolicy(),
-        "batch_denial",
+        action,
         ("payout_batch", batch),
-        lambda conn, a: approvals.deny(conn, a, batch, "wrong payee"),
+        apply,
         now=now,
+    )
+
+
+def test_deny_releases_and_earnings_accrue_again(funded: tuple[Engine, str]) -> None:
+    engine, _ = funded
+    batch = one_batch(engine)
+    carol = approver(engine, "carol")
+    by_carol(
+        engine,
+        carol,
+        "batch_denial",
+        batch,
+        lambda conn, a: approvals.deny(conn, a, batch, "wrong payee"),
     )
     assert usd(engine).committed_minor == 0
     with db.read(engine) as conn:
@@ -380,17 +392,12 @@ def test_cancelling_an_approved_batch_needs_a_code(funded: tuple[Engine, str]) -
         db.write(engine) as conn,
     ):
         approvals.cancel(conn, "ops", batch, "changed my mind", with_code=False)
-    code, now = carol.next_code()
-    approvals.authorised(
+    by_carol(
         engine,
-        "carol",
-        code,
-        BOX,
-        approvals.ApprovalPolicy(),
+        carol,
         "batch_cancellation",
-        ("payout_batch", batch),
+        batch,
         lambda conn, a: approvals.cancel(conn, a.name, batch, "changed my mind", with_code=True),
-        now=now,
     )
     assert usd(engine).committed_minor == 0
 

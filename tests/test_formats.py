@@ -47,6 +47,35 @@ def _settlement(**fields: object) -> dict[str, object]:
     return base
 
 
+# gateway_txn_id -> (kind, direction, gross_minor, currency, fee_minor): what every settlement
+# fixture says alike about the same PayPal transaction.
+_PAYPAL_TXNS = {
+    "5TY05013RG002845M": ("sale", "credit", 12000, "USD", 378),
+    "8MC585209K746392H": ("sale", "credit", 4550, "USD", 162),
+    "2BX64321AB123456C": ("refund", "debit", 12000, "USD", -330),
+    "4JP11122EF333444G": ("sale", "credit", 1500, "JPY", 54),
+    "7EU55566GH777888J": ("chargeback", "debit", 2999, "EUR", 1500),
+}
+_TXN_FIELDS = ("kind", "direction", "gross_minor", "currency", "fee_minor")
+
+
+def _paypal(
+    txn: str,
+    row: int,
+    ref: str,
+    settled_on: str,
+    at: str | None,
+    description: str | None = None,
+    **fields: object,
+) -> dict[str, object]:
+    """The settlement row for PayPal fixture transaction `txn`; `at` is a time on 2026-11-20."""
+    known = dict(zip(_TXN_FIELDS, _PAYPAL_TXNS[txn], strict=True))
+    place = {"row_number": row, "record_ref": ref, "settled_on": settled_on}
+    occurred_at = None if at is None else f"2026-11-20T{at}.000000Z"
+    said = {"gateway_txn_id": txn, "occurred_at": occurred_at, "description": description}
+    return _settlement(gateway="paypal", **known, **place, **said, **fields)
+
+
 def _strip(rows: list[dict[str, object]], *drop: str) -> list[dict[str, object]]:
     return [{k: v for k, v in row.items() if k not in ("raw", *drop)} for row in rows]
 
@@ -65,82 +94,17 @@ def test_stl_fixture_rows_skips_and_notes() -> None:
     assert parsed.skipped == 2
     assert parsed.notes == ["skipped 2 non-settlement rows by event code: 1 T0400, 1 T2101"]
     assert all(tuple(row) == SETTLEMENT_COLUMNS for row in parsed.rows)
+
+    def stl(row: int, txn: str, code: str, at: str, description: str | None = None) -> dict:
+        return _paypal(txn, row, txn, "2026-11-20", at, description, event_code=code)
+
     assert _strip(parsed.rows) == [
-        _settlement(
-            gateway="paypal",
-            row_number=5,
-            record_ref="5TY05013RG002845M",
-            gateway_txn_id="5TY05013RG002845M",
-            event_code="T0006",
-            kind="sale",
-            direction="credit",
-            gross_minor=12000,
-            currency="USD",
-            fee_minor=378,
-            settled_on="2026-11-20",
-            occurred_at="2026-11-20T09:15:00.000000Z",
-            description="order 1001",
-        ),
-        _settlement(
-            gateway="paypal",
-            row_number=6,
-            record_ref="8MC585209K746392H",
-            gateway_txn_id="8MC585209K746392H",
-            event_code="T0006",
-            kind="sale",
-            direction="credit",
-            gross_minor=4550,
-            currency="USD",
-            fee_minor=162,
-            settled_on="2026-11-20",
-            occurred_at="2026-11-20T15:40:10.000000Z",
-        ),
-        _settlement(
-            gateway="paypal",
-            row_number=7,
-            record_ref="2BX64321AB123456C",
-            gateway_txn_id="2BX64321AB123456C",
-            event_code="T1107",
-            kind="refund",
-            direction="debit",
-            gross_minor=12000,
-            currency="USD",
-            fee_minor=-330,
-            settled_on="2026-11-20",
-            occurred_at="2026-11-20T18:02:00.000000Z",
-            description="refund order 1001",
-        ),
+        stl(5, "5TY05013RG002845M", "T0006", "09:15:00", "order 1001"),
+        stl(6, "8MC585209K746392H", "T0006", "15:40:10"),
+        stl(7, "2BX64321AB123456C", "T1107", "18:02:00", "refund order 1001"),
         # STL amounts carry two implied decimals even for JPY: 150000 is 1500 yen.
-        _settlement(
-            gateway="paypal",
-            row_number=13,
-            record_ref="4JP11122EF333444G",
-            gateway_txn_id="4JP11122EF333444G",
-            event_code="T0006",
-            kind="sale",
-            direction="credit",
-            gross_minor=1500,
-            currency="JPY",
-            fee_minor=54,
-            settled_on="2026-11-20",
-            occurred_at="2026-11-20T11:00:00.000000Z",
-            description="order 1003",
-        ),
-        _settlement(
-            gateway="paypal",
-            row_number=14,
-            record_ref="7EU55566GH777888J",
-            gateway_txn_id="7EU55566GH777888J",
-            event_code="T1201",
-            kind="chargeback",
-            direction="debit",
-            gross_minor=2999,
-            currency="EUR",
-            fee_minor=1500,
-            settled_on="2026-11-20",
-            occurred_at="2026-11-20T20:30:00.000000Z",
-            description="chargeback order 998",
-        ),
+        stl(13, "4JP11122EF333444G", "T0006", "11:00:00", "order 1003"),
+        stl(14, "7EU55566GH777888J", "T1201", "20:30:00", "chargeback order 998"),
     ]
     raw = json.loads(str(parsed.rows[2]["raw"]))
     assert raw["PayPal Reference ID"] == "5TY05013RG002845M"  # the refunded sale, for auditors
@@ -201,51 +165,13 @@ def test_camt053_fixture_batch_credit_single_entry_and_pending() -> None:
 def test_settlement_csv_fixture_rows() -> None:
     parsed = parse_file("settlement-csv", CSV)
     assert (parsed.skipped, parsed.notes) == (0, [])
+    batch = {"batch_ref": "PAYOUT-77", "batch_net_minor": 16010}
     assert _strip(parsed.rows) == [
-        _settlement(
-            gateway="paypal",
-            row_number=2,
-            record_ref="STL-0001",
-            gateway_txn_id="5TY05013RG002845M",
-            batch_ref="PAYOUT-77",
-            batch_net_minor=16010,
-            kind="sale",
-            direction="credit",
-            gross_minor=12000,
-            currency="USD",
-            fee_minor=378,
-            settled_on="2026-11-20",
-            occurred_at="2026-11-20T09:15:00.000000Z",
-            description="order 1001",
+        _paypal(
+            "5TY05013RG002845M", 2, "STL-0001", "2026-11-20", "09:15:00", "order 1001", **batch
         ),
-        _settlement(
-            gateway="paypal",
-            row_number=3,
-            record_ref="STL-0002",
-            gateway_txn_id="8MC585209K746392H",
-            batch_ref="PAYOUT-77",
-            batch_net_minor=16010,
-            kind="sale",
-            direction="credit",
-            gross_minor=4550,
-            currency="USD",
-            fee_minor=162,
-            settled_on="2026-11-20",
-        ),
-        _settlement(
-            gateway="paypal",
-            row_number=4,
-            record_ref="STL-0003",
-            gateway_txn_id="2BX64321AB123456C",
-            kind="refund",
-            direction="debit",
-            gross_minor=12000,
-            currency="USD",
-            fee_minor=-330,
-            settled_on="2026-11-21",
-            occurred_at="2026-11-20T18:02:00.000000Z",
-            description="refund, order 1001",
-        ),
+        _paypal("8MC585209K746392H", 3, "STL-0002", "2026-11-20", None, **batch),
+        _paypal("2BX64321AB123456C", 4, "STL-0003", "2026-11-21", "18:02:00", "refund, order 1001"),
         _settlement(
             gateway="stripe",
             row_number=5,
@@ -257,19 +183,7 @@ def test_settlement_csv_fixture_rows() -> None:
             settled_on="2026-11-21",
             description="monthly account fee",
         ),
-        _settlement(
-            gateway="paypal",
-            row_number=6,
-            record_ref="STL-0005",
-            gateway_txn_id="4JP11122EF333444G",
-            kind="sale",
-            direction="credit",
-            gross_minor=1500,
-            currency="JPY",
-            fee_minor=54,
-            settled_on="2026-11-21",
-            occurred_at="2026-11-20T11:00:00.000000Z",
-        ),
+        _paypal("4JP11122EF333444G", 6, "STL-0005", "2026-11-21", "11:00:00"),
     ]
     assert json.loads(str(parsed.rows[3]["raw"]))["gateway"] == "stripe"
 
@@ -288,52 +202,19 @@ def test_transactions_page_fixture_rows() -> None:
             "external_id": tid,
             "amount": amount,
             "currency": ccy,
-            "occurred_at": at,
+            "occurred_at": f"2026-11-20T{at}.000000Z",
             "kind": kind,
             "status": status,
         }
 
-    assert _strip(parsed.rows) == [
-        rev(
-            1,
-            "5TY05013RG002845M",
-            "120.00",
-            "USD",
-            "2026-11-20T09:15:00.000000Z",
-            "sale",
-            "confirmed",
-        ),
-        rev(
-            2,
-            "8MC585209K746392H",
-            "45.50",
-            "USD",
-            "2026-11-20T15:40:10.000000Z",
-            "sale",
-            "projected",
-        ),
-        rev(
-            3,
-            "2BX64321AB123456C",
-            "120.00",
-            "USD",
-            "2026-11-20T18:02:00.000000Z",
-            "refund",
-            "confirmed",
-        ),
-        rev(
-            4, "4JP11122EF333444G", "1500", "JPY", "2026-11-20T02:00:00.000000Z", "sale", "reversed"
-        ),
-        rev(
-            5,
-            "7EU55566GH777888J",
-            "29.99",
-            "EUR",
-            "2026-11-20T20:30:00.000000Z",
-            "chargeback",
-            "confirmed",
-        ),
+    expected = [
+        ("5TY05013RG002845M", "120.00", "USD", "09:15:00", "sale", "confirmed"),
+        ("8MC585209K746392H", "45.50", "USD", "15:40:10", "sale", "projected"),
+        ("2BX64321AB123456C", "120.00", "USD", "18:02:00", "refund", "confirmed"),
+        ("4JP11122EF333444G", "1500", "JPY", "02:00:00", "sale", "reversed"),
+        ("7EU55566GH777888J", "29.99", "EUR", "20:30:00", "chargeback", "confirmed"),
     ]
+    assert _strip(parsed.rows) == [rev(n, *row) for n, row in enumerate(expected, 1)]
     assert parse_page(PAGE.read_bytes(), PAGE.name).rows == parsed.rows
 
 

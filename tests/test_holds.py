@@ -99,14 +99,23 @@ def items_of(engine: Engine, batch_id: str) -> list[Any]:
         )
 
 
-def pay(engine: Engine, batch_id: str, approver: fx.Approver, outcome: str = "success") -> None:
-    """Approve, submit and have the gateway report every item."""
+def submit(engine: Engine, batch_id: str, approver: fx.Approver) -> list[Any]:
+    """Approve and submit: every item is at the gateway, none reported yet."""
     result = fx.approve(engine, approver, batch_id)
     with db.write(engine) as conn:
         payouts.start_submission(conn, batch_id, result["approval_version"], "submitter")
         state_machine.move_batch(conn, batch_id, "submitted", "gateway")
-        for item in items_of(engine, batch_id):
+        items = items_of(engine, batch_id)
+        for item in items:
             state_machine.move_item(conn, item.id, "submitted", "gateway")
+    return items
+
+
+def pay(engine: Engine, batch_id: str, approver: fx.Approver, outcome: str = "success") -> None:
+    """Approve, submit and have the gateway report every item."""
+    items = submit(engine, batch_id, approver)
+    with db.write(engine) as conn:
+        for item in items:
             state_machine.move_item(conn, item.id, outcome, "gateway")
 
 
@@ -386,12 +395,7 @@ def test_payment_in_flight_when_funding_goes_is_clawed_back_when_paid(
     s = fx.sale(engine, "S-1", "100.00")
     fx.earning(engine, "e-1", "ana", "90.00", s)
     [batch] = build(engine).batches
-    result = fx.approve(engine, carol, batch["batch_id"])
-    with db.write(engine) as conn:
-        payouts.start_submission(conn, batch["batch_id"], result["approval_version"], "submitter")
-        state_machine.move_batch(conn, batch["batch_id"], "submitted", "gateway")
-        [item] = items_of(engine, batch["batch_id"])
-        state_machine.move_item(conn, item.id, "submitted", "gateway")
+    [item] = submit(engine, batch["batch_id"], carol)
     ingest(engine, event("S-1", "100.00", status="reversed"))
     assert status(engine, "e-1")[0] == "batched"  # at the gateway already: flagged
     assert usd(engine).clawback_receivable_minor == 0
@@ -411,12 +415,7 @@ def test_a_partial_refund_is_clawed_back_once_over_payments_paid_at_different_ti
     pay(engine, first["batch_id"], carol)
     fx.earning(engine, "e-second", "ben", "60.00", s)
     [second] = build(engine).batches
-    result = fx.approve(engine, carol, second["batch_id"])
-    with db.write(engine) as conn:  # at the gateway when the refund arrives
-        payouts.start_submission(conn, second["batch_id"], result["approval_version"], "submitter")
-        state_machine.move_batch(conn, second["batch_id"], "submitted", "gateway")
-        [item] = items_of(engine, second["batch_id"])
-        state_machine.move_item(conn, item.id, "submitted", "gateway")
+    [item] = submit(engine, second["batch_id"], carol)  # at the gateway when the refund arrives
 
     ingest(engine, event("S-1", "30.00", kind="refund"))
     assert usd(engine).clawback_receivable_minor == 3000  # all of it on the paid earning

@@ -18,6 +18,16 @@ from finsup_dagster.ledger.secret_box import generate_key
 from tests.helpers.cli import assert_one_line_error, run, run_json
 from tests.helpers.files import write_csv
 
+PEOPLE_COLUMNS = [
+    "external_id",
+    "name",
+    "payout_method",
+    "destination",
+    "country",
+    "kyc_status",
+    "sanctions_status",
+]
+
 
 def write_rows(path: Path, header: list[str], rows: list[list[str]]) -> Path:
     with path.open("w", newline="") as fh:
@@ -65,16 +75,7 @@ def test_operator_and_approvers_end_to_end(payout_env: Path, tmp_path: Path) -> 
 
     people = write_rows(
         tmp_path / "people.csv",
-        [
-            "external_id",
-            "name",
-            "payout_method",
-            "destination",
-            "country",
-            "kyc_status",
-            "sanctions_status",
-            "tax_id",
-        ],
+        [*PEOPLE_COLUMNS, "tax_id"],
         [
             ["ann", "Ann", "paypal", "ann@example.com", "US", "verified", "clear", "123-45-6789"],
             ["bob", "Bob", "paypal", "bob@example.com", "US", "pending", "clear", ""],
@@ -213,15 +214,7 @@ def test_held_earnings_through_the_command(payout_env: Path, tmp_path: Path) -> 
     )
     people = write_rows(
         tmp_path / "people.csv",
-        [
-            "external_id",
-            "name",
-            "payout_method",
-            "destination",
-            "country",
-            "kyc_status",
-            "sanctions_status",
-        ],
+        PEOPLE_COLUMNS,
         [["ann", "Ann", "paypal", "ann@example.com", "US", "verified", "clear"]],
     )
     assert run("import-beneficiaries", str(people)).returncode == 0

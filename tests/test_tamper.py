@@ -54,6 +54,19 @@ class Books:
     batch_id: str
 
 
+def _webhook(event_id: str, event_type: str, **fields: Any) -> sa.Insert:
+    """A signed, empty PayPal webhook landing in gateway_events."""
+    return sa.insert(gateway_events).values(
+        gateway="paypal",
+        event_id=event_id,
+        event_type=event_type,
+        payload="{}",
+        signature_valid=True,
+        received_at="2026-11-21T10:00:00.000000Z",
+        **fields,
+    )
+
+
 @pytest.fixture
 def books(engine: Engine, ledger_url: str) -> Books:
     """Every sealed table has at least one row, written through finsup's own code."""
@@ -69,17 +82,7 @@ def books(engine: Engine, ledger_url: str) -> Books:
         controls.set_payouts_frozen(conn, True, "carol", "drill")
         controls.set_payouts_frozen(conn, False, "carol", "drill over")
         controls.set_reserve(conn, "USD", 1_000, "carol", "buffer")
-        conn.execute(
-            sa.insert(gateway_events).values(
-                gateway="paypal",
-                event_id="WH-1",
-                event_type="PAYMENT.PAYOUTSBATCH.SUCCESS",
-                resource_id="PB-1",
-                payload="{}",
-                signature_valid=True,
-                received_at="2026-11-21T10:00:00.000000Z",
-            )
-        )
+        conn.execute(_webhook("WH-1", "PAYMENT.PAYOUTSBATCH.SUCCESS", resource_id="PB-1"))
         entry = conn.execute(sa.select(sa.func.max(journal_entries.c.id))).scalar_one()
         earning_id = conn.execute(sa.text("SELECT min(id) FROM earnings")).scalar_one()
         ben = conn.execute(sa.text("SELECT min(id) FROM beneficiaries")).scalar_one()
@@ -462,13 +465,4 @@ def test_writes_to_sealed_tables_outside_a_books_transaction_are_refused(engine:
         pytest.raises(seals.UnsealedWrite, match="outside a books write transaction"),
         engine.begin() as conn,
     ):
-        conn.execute(
-            sa.insert(gateway_events).values(
-                gateway="paypal",
-                event_id="WH-2",
-                event_type="x",
-                payload="{}",
-                signature_valid=True,
-                received_at="2026-11-21T10:00:00.000000Z",
-            )
-        )
+        conn.execute(_webhook("WH-2", "x"))
