@@ -10,9 +10,10 @@ tonight as (
     where run_date = {{ run_date_text() }}
 )
 
-select tonight.event_key, null as line_key from tonight
+-- By name: a missing event's row has no line_key, a missing line's no event_key.
+select tonight.event_key from tonight
 anti join {{ ref('stg_ledger__revenue_events') }} as events
     on events.event_key = tonight.event_key
-union all
-select null, tonight.line_key from tonight
+union all by name
+select tonight.line_key from tonight
 anti join {{ ref('settlement_lines') }} as lines on lines.line_key = tonight.line_key

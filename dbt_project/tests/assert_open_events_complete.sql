@@ -42,12 +42,16 @@ open as (
     from open_events
 )
 
-select 'open twice' as problem, open, null as other from open where distinct_open <> open
-union all
-select 'open but no such event, reversed, or a fee', open, open_found
+-- By name: each problem with the count found and, where there is one, the count expected.
+select 'open twice' as problem, open as found, distinct_open as expected
+from open where distinct_open <> open
+union all by name
+select 'open but no such event, reversed, or a fee' as problem, open as found, open_found as expected
 from open, events where open_found <> open
-union all
-select 'open and matched', open_and_matched, null from matches where open_and_matched > 0
-union all
-select 'open + matched <> events that can be open', open + matched, can_be_open
+union all by name
+select 'open and matched' as problem, open_and_matched as found
+from matches where open_and_matched > 0
+union all by name
+select 'open + matched <> events that can be open' as problem, open + matched as found,
+    can_be_open as expected
 from open, matches, events where open + matched <> can_be_open

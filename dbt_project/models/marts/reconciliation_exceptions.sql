@@ -147,62 +147,44 @@ select
     line_exceptions.fee_currency
 from line_exceptions
 
-union all
+-- By name: the columns the events and batches do not have are NULL, in the
+-- lines' order and types (the mart's columns).
+union all by name
 
 select
-    {{ run_date_text() }},
+    {{ run_date_text() }} as run_date,
     exception_kind,
     event_hash,
     source,
     external_id,
-    null,
-    null,
-    null,
     kind,
-    amount_minor,
-    currency,
-    null,
-    null,
-    null,
-    null,
+    amount_minor as revenue_amount_minor,
+    currency as revenue_currency,
     occurred_at,
-    null,
     age_days,
-    source_file,
-    null,
+    source_file as file_name,
     case exception_kind
         when 'stale_projected' then 'projected and unsettled for ' || cast(age_days as varchar)
             || ' days'
         else 'no settlement line after ' || cast(age_days as varchar) || ' days'
-    end,
-    cast(null as varchar)
+    end as detail
 from event_exceptions
 
-union all
+union all by name
 
 select
-    {{ run_date_text() }},
-    'amount_mismatch',
-    null,
-    null,
-    null,
-    null,
+    {{ run_date_text() }} as run_date,
+    'amount_mismatch' as exception_kind,
     settlement_source,
-    null,
-    'batch',
-    null,
-    null,
-    lines_net_minor,
+    'batch' as kind,
+    lines_net_minor as gross_minor,
     currency,
-    null,
-    lines_net_minor - batch_net_minor,
-    null,
-    cast(settled_on as varchar),
-    date_diff('day', settled_on, {{ run_date() }}),
+    lines_net_minor - batch_net_minor as amount_difference_minor,
+    cast(settled_on as varchar) as settled_on,
+    date_diff('day', settled_on, {{ run_date() }}) as age_days,
     file_name,
-    batch_ref,
+    batch_ref as record_ref,
     'batch ' || batch_ref || ': ' || cast(line_count as varchar) || ' lines net '
         || cast(lines_net_minor as varchar) || ', credited '
-        || cast(batch_net_minor as varchar) || ' (minor units)',
-    cast(null as varchar)
+        || cast(batch_net_minor as varchar) || ' (minor units)' as detail
 from batch_exceptions

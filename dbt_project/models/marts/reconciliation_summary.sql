@@ -22,8 +22,13 @@ matched as (
         0 as fee_minor
     from matched_lines
     group by currency
-    union all
-    select 'matched', fee_currency, 0, 0, sum(fee_minor)
+    union all by name
+    select
+        'matched' as category,
+        fee_currency as currency,
+        0 as items,
+        0 as net_amount_minor,
+        sum(fee_minor) as fee_minor
     from matched_lines
     group by fee_currency
 ),
@@ -41,8 +46,13 @@ exceptions as (
     from {{ ref('reconciliation_exceptions') }}
     where run_date = {{ run_date_text() }}
     group by all
-    union all
-    select exception_kind, fee_currency, 0, 0, sum(fee_minor)
+    union all by name
+    select
+        exception_kind as category,
+        fee_currency as currency,
+        0 as items,
+        0 as net_amount_minor,
+        sum(fee_minor) as fee_minor
     from {{ ref('reconciliation_exceptions') }}
     where run_date = {{ run_date_text() }} and fee_currency is not null
     group by all
@@ -59,8 +69,9 @@ awaiting as (
         'awaiting_settlement' as category,
         events.currency,
         count(*) as items,
-        sum(case when events.kind = 'sale' then events.amount_minor else -events.amount_minor end),
-        0
+        sum(case when events.kind = 'sale' then events.amount_minor else -events.amount_minor end)
+            as net_amount_minor,
+        0 as fee_minor
     from {{ ref('reconciliation_open_events') }} as events
     anti join exception_events on exception_events.event_hash = events.event_hash
     where events.run_date = {{ run_date_text() }} and {{ event_due() }}
@@ -71,9 +82,9 @@ awaiting as (
 
 all_rows as (
     select * from matched
-    union all
+    union all by name
     select * from exceptions
-    union all
+    union all by name
     select * from awaiting
 )
 

@@ -150,7 +150,7 @@ id_matches as (
     select pairs.event_key, pairs.line_key, 'gateway_txn_id' as rule
     from pairs_by_id as pairs
     anti join repeated_ids on repeated_ids.id_key = pairs.id_key
-    union all
+    union all by name
     select pairs.event_key, pairs.line_key, 'gateway_txn_id' as rule
     from repeated_pairs as pairs
     inner join events on events.event_key = pairs.event_key
@@ -206,6 +206,6 @@ amount_matches as (
 -- credit as matched by `batch_reference`.
 select event_key, line_key, rule as match_rule, {{ run_date_text() }} as run_date
 from id_matches
-union all
-select event_key, line_key, rule, {{ run_date_text() }}
+union all by name
+select event_key, line_key, rule as match_rule, {{ run_date_text() }} as run_date
 from amount_matches
