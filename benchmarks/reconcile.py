@@ -63,7 +63,7 @@ import duckdb
 from dbt.clients.yaml_helper import load_yaml_text
 
 from finsup_dagster import landing
-from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_executable
+from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_command
 from finsup_dagster.warehouse import raw, replica
 from finsup_dagster.warehouse.connection import one, run, transaction
 
@@ -139,20 +139,10 @@ def dbt(
 ) -> float:
     """Runs dbt on ``warehouse``; its output is shown only when it fails."""
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    # The profile takes the warehouse from the var, as the reconciliation asset passes it.
+    variables = {"run_date": run_date, "warehouse_path": str(warehouse)}
     cmd = [
-        dbt_executable(),
-        *args,
-        "--project-dir",
-        str(DBT_PROJECT_DIR),
-        "--profiles-dir",
-        str(DBT_PROJECT_DIR),
-        "--target-path",
-        str(target),
-        "--log-path",
-        str(target / "logs"),
-        "--vars",
-        # The profile takes the warehouse from this var, as the reconciliation asset passes it.
-        json.dumps({"run_date": run_date, "warehouse_path": str(warehouse)}),
+        *dbt_command(*args, target=target, variables=variables),
         "--quiet",
     ]
     start = time.perf_counter()

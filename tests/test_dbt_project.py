@@ -26,7 +26,7 @@ import duckdb
 import pytest
 import yaml
 
-from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_executable
+from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_command
 from finsup_dagster.warehouse import raw, replica
 
 RUN_DATE = "2026-11-21"
@@ -48,21 +48,7 @@ class Dbt:
         if run_date is not None:
             variables["run_date"] = run_date
         done = subprocess.run(
-            [
-                dbt_executable(),
-                *args,
-                "--quiet",
-                "--project-dir",
-                str(DBT_PROJECT_DIR),
-                "--profiles-dir",
-                str(DBT_PROJECT_DIR),
-                "--target-path",
-                str(target),
-                "--log-path",
-                str(target / "logs"),
-                "--vars",
-                json.dumps(variables),
-            ],
+            dbt_command(*args, "--quiet", target=target, variables=variables),
             env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
             capture_output=True,
             text=True,

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_executable
+from finsup_dagster.resources.dbt import dbt_command
 from finsup_dagster.warehouse import raw, replica
 
 MODEL = "reconciliation_match_keys"
@@ -102,23 +102,14 @@ def _compile(warehouse: Path, target: Path, tolerance: int) -> dict[str, str]:
     }
     variables = {"run_date": RUN_DATE.isoformat(), "amount_tolerance_minor": tolerance}
     subprocess.run(
-        [
-            dbt_executable(),
+        dbt_command(
             "compile",
             "--quiet",
             "--select",
             "+reconciliation_match_keys",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(target),
-            "--log-path",
-            str(target / "logs"),
-            "--vars",
-            json.dumps(variables),
-        ],
+            target=target,
+            variables=variables,
+        ),
         env=env,
         check=True,
         capture_output=True,

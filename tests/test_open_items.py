@@ -16,7 +16,6 @@ it back to the full way until the chain is whole again.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -29,7 +28,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_executable
+from finsup_dagster.resources.dbt import dbt_command
 from finsup_dagster.warehouse import raw, replica
 
 START = date(2025, 3, 1)
@@ -234,22 +233,13 @@ class Warehouse:
         if from_history:
             variables["open_items_from_previous_night"] = False
         done = subprocess.run(
-            [
-                dbt_executable(),
+            dbt_command(
                 "build",
                 "--quiet",
-                "--project-dir",
-                str(DBT_PROJECT_DIR),
-                "--profiles-dir",
-                str(DBT_PROJECT_DIR),
-                "--target-path",
-                str(target),
-                "--log-path",
-                str(target / "logs"),
-                "--vars",
-                json.dumps(variables),
                 *(["--select", select] if select else []),
-            ],
+                target=target,
+                variables=variables,
+            ),
             env={
                 **os.environ,
                 "FINSUP_WAREHOUSE_PATH": str(self.path),

@@ -8,7 +8,9 @@ without reinstalling. Anywhere else the manifest ``make install`` wrote is read.
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
@@ -22,6 +24,25 @@ def dbt_executable() -> str:
     """The dbt installed beside this Python, so an unactivated venv still finds it."""
     beside = Path(sys.executable).with_name("dbt")
     return str(beside) if beside.exists() else "dbt"
+
+
+def dbt_command(*args: str, target: Path, variables: Mapping[str, object]) -> list[str]:
+    """A dbt command line on this project, outside Dagster (tests, benchmarks): its
+    compiled SQL and logs in ``target``, the night and the warehouse as ``--vars``."""
+    return [
+        dbt_executable(),
+        *args,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(target / "logs"),
+        "--vars",
+        json.dumps(variables),
+    ]
 
 
 @cache
