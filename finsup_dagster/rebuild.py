@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,11 +68,7 @@ def nights_to_rebuild(zone: Path, through: str | None, partition_days: list[str]
     last = through or days[-1]
     if last < days[0]:
         raise LedgerError(f"--through {last} is before the first landed day, {days[0]}")
-    first = date.fromisoformat(days[0])
-    nights = [
-        (first + timedelta(days=n)).isoformat()
-        for n in range((date.fromisoformat(last) - first).days + 1)
-    ]
+    nights = clock.days_between(date.fromisoformat(days[0]), date.fromisoformat(last))
     known = set(partition_days)
     outside = [n for n in nights if n not in known]
     if outside:

@@ -7,7 +7,7 @@ wherever it is recomputed (the event hash and the audit chain depend on that).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from finsup_dagster.ledger.errors import InvalidInput
 
@@ -43,3 +43,8 @@ def parse_instant(raw: object, name: str = "time") -> str:
 
 def now() -> str:
     return canonical(datetime.now(UTC))
+
+
+def days_between(first: date, last: date) -> list[str]:
+    """Every day from ``first`` to ``last``, both included, as ISO dates."""
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]

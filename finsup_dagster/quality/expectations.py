@@ -43,6 +43,7 @@ import duckdb
 import pandas as pd
 
 from finsup_dagster.formats.common import decode_text
+from finsup_dagster.ledger import clock
 from finsup_dagster.ledger.revenue_files import file_sha256
 from finsup_dagster.warehouse.raw import TABLES
 
@@ -164,7 +165,7 @@ def landed_inputs(conn: duckdb.DuckDBPyConnection, home: Path, fmt: str, day: st
     start = end - timedelta(days=COVERAGE_DAYS - 1)
     if first is not None:
         start = max(start, date.fromisoformat(str(first)))
-    expected = [] if first is None else _days(start, end)
+    expected = [] if first is None else clock.days_between(start, end)
     counts = dict(
         conn.execute(
             "SELECT partition_date, count(*) FROM raw.landed_files WHERE format = ?"
@@ -193,10 +194,6 @@ def landed_inputs(conn: duckdb.DuckDBPyConnection, home: Path, fmt: str, day: st
     ).df()
     lines["usual_max_minor"] = pd.array([usual.get(c) for c in lines["currency"]], dtype="Int64")
     return LandedInputs(fmt, day, files_frame, days, lines, sorted(str(c) for c in usual))
-
-
-def _days(start: date, end: date) -> list[str]:
-    return [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
 
 
 def _declared(fmt: str, path: Path, sha: str) -> int | None:
