@@ -28,19 +28,10 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Connection, Engine
 
 from finsup_dagster.ledger import audit_log, controls, db, payouts, revenue_files, state_machine
+from finsup_dagster.ledger.schema import transaction_log
 
-EDITABLE_COLUMNS = (
-    "occurred_at",
-    "actor",
-    "action",
-    "entity_type",
-    "entity_id",
-    "amount_minor",
-    "currency",
-    "detail",
-    "prev_hash",
-    "row_hash",
-)
+# Every column a tamperer could edit: all but the sequence number (a gap is its own test).
+EDITABLE_COLUMNS = tuple(c.name for c in transaction_log.c if c.name != "seq")
 REVENUE_CSV = """\
 source,external_id,amount,currency,occurred_at,kind,status
 stripe,ch_1,120.00,USD,2026-01-02T10:00:00+00:00,sale,confirmed

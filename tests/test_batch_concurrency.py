@@ -56,6 +56,7 @@ from finsup_dagster.ledger.schema import (
     transaction_log,
 )
 from finsup_dagster.ledger.state_machine import LIVE_BATCH_STATUSES
+from tests.helpers.processes import stop
 
 pytestmark = pytest.mark.slow
 
@@ -317,12 +318,8 @@ def run_rounds(engine: Engine, url: str) -> tuple[list[int], set[str]]:
     finally:
         for event in go:
             event.set()  # release workers still waiting if a round failed
-        for proc in procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-    assert [p.exitcode for p in procs] == [0] * WORKERS
+        exit_codes = stop(procs, timeout=30)
+    assert exit_codes == [0] * WORKERS
     return created, reasons
 
 

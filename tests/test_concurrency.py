@@ -44,6 +44,7 @@ from sqlalchemy.engine import Engine
 from finsup_dagster.ledger import audit_log, balance, db, journal, payouts, revenue_files
 from finsup_dagster.ledger.errors import InsufficientFunds
 from finsup_dagster.ledger.schema import payout_batches, postings, revenue_events, transaction_log
+from tests.helpers.processes import stop
 
 pytestmark = pytest.mark.slow
 
@@ -302,12 +303,8 @@ def _run_workers(url: str, tmp_path: Path) -> tuple[list[Event], list[dict[str, 
     except queue.Empty:
         pytest.fail(f"only {len(outs)} of {WORKERS} workers reported within {RESULT_TIMEOUT_S} s")
     finally:
-        for proc in procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-    assert [p.exitcode for p in procs] == [0] * WORKERS
+        exit_codes = stop(procs, timeout=10)
+    assert exit_codes == [0] * WORKERS
     return events, sorted(outs, key=lambda o: o["worker"])
 
 
@@ -435,7 +432,5 @@ def test_worker_failures_are_reported_not_swallowed(tmp_path: Path) -> None:
     try:
         out = results.get(timeout=30)
     finally:
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.terminate()
+        stop([proc], timeout=10)
     assert out["errors"] and "no such file" in out["errors"][0]

@@ -28,6 +28,7 @@ import yaml
 
 from finsup_dagster.resources.dbt import DBT_PROJECT_DIR, dbt_command
 from finsup_dagster.warehouse import raw, replica
+from tests.helpers.warehouse_rows import insert_raw_line
 
 RUN_DATE = "2026-11-21"
 
@@ -73,22 +74,11 @@ def _land(path: Path) -> None:
     ]
     with duckdb.connect(str(path)) as conn:
         for partition_date, sha, row_number, gross in rows:
-            conn.execute(
-                "INSERT INTO raw.settlement_csv (partition_date, file_name, content_sha256,"
-                " row_number, record_ref, gateway, gateway_txn_id, kind, direction,"
-                " gross_minor, currency, fee_minor, fee_currency, settled_on, raw,"
-                " landing_seq) VALUES (?, ?, ?, ?, ?, 'paypal', NULL, 'sale', 'credit', ?,"
-                " 'EUR', 0, 'EUR', ?, '{}', nextval('raw.landing_seq'))",
-                [
-                    partition_date,
-                    f"{partition_date}/{sha}.csv",
-                    sha.ljust(64, "0"),
-                    row_number,
-                    f"R{row_number}",
-                    gross,
-                    partition_date,
-                ],
-            ).fetchall()
+            line = {"partition_date": partition_date, "file_name": f"{partition_date}/{sha}.csv"}
+            line |= {"content_sha256": sha.ljust(64, "0"), "row_number": row_number}
+            line |= {"gateway": "paypal", "gateway_txn_id": None, "kind": "sale"}
+            line |= {"gross_minor": gross, "currency": "EUR", "settled_on": partition_date}
+            insert_raw_line(conn, "settlement_csv", line)
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ from finsup_dagster.formats import (
     SETTLEMENT_COLUMNS,
     parse_file,
     parse_page,
-    write_camt053,
     write_settlement_csv,
     write_stl,
     write_transactions_page,
 )
 from finsup_dagster.formats.paypal_codes import DEFAULT_CODE
 from finsup_dagster.ledger.errors import FooterMismatch, MalformedFile
+from tests.helpers.settlement_rows import camt053_in_each_version
 
 DATA = Path(__file__).parent / "data" / "formats"
 STL = DATA / "STL-20261120.01.009.CSV"
@@ -516,14 +516,7 @@ def test_fixture_rows_round_trip_through_every_settlement_writer(tmp_path: Path)
     )
 
     camt_rows = parse_file("camt053", CAMT).rows
-    for version in ("001.02", "001.08"):
-        path = write_camt053(
-            tmp_path / f"{version}.xml",
-            camt_rows,
-            statement_id="S-1",
-            account_iban="DE89370400440532013000",
-            version=version,
-        )
+    for path in camt053_in_each_version(tmp_path, camt_rows):
         assert _strip(parse_file("camt053", path).rows) == _strip(camt_rows)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from finsup_dagster.resources.dbt import dbt_command
+from finsup_dagster.sample_data.expected import MatchEvent, MatchLine, match_night
 from finsup_dagster.warehouse import raw, replica
+from tests.helpers.warehouse_rows import insert_raw_line, insert_replica_event
 
 MODEL = "reconciliation_match_keys"
 RUN_DATE = date(2025, 3, 10)
@@ -163,43 +165,20 @@ def run_model(
         raw.ensure_schema(conn)
         replica.ensure_schema(conn)
         for e in events:
-            conn.execute(
-                "INSERT INTO ledger.revenue_events (event_hash, source, external_id, kind,"
-                " amount_minor, currency, occurred_at, status, replicated_seq,"
-                " first_replicated_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 1)",
-                [
-                    e.event_hash,
-                    e.source,
-                    e.external_id,
-                    e.kind,
-                    e.amount_minor,
-                    e.currency,
-                    e.occurred_at,
-                    e.status,
-                ],
-            ).fetchall()
+            insert_replica_event(conn, {**asdict(e), "occurred_at": e.occurred_at})
         for ln in lines:
-            conn.execute(
-                f"INSERT INTO raw.{ln.table} (partition_date, file_name, content_sha256,"
-                " row_number, record_ref, gateway, gateway_txn_id, kind, direction, gross_minor,"
-                " currency, fee_minor, fee_currency, settled_on, raw, landing_seq)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, '{}', 1)",
-                [
-                    ln.partition_date,
-                    ln.file_name,
-                    f"{ln.table:0<64}",
-                    ln.row_number,
-                    f"R{ln.row_number}",
-                    ln.gateway,
-                    ln.gateway_txn_id,
-                    ln.kind,
-                    "debit" if ln.kind == "refund" else "credit",
-                    ln.gross_minor,
-                    ln.currency,
-                    ln.currency,
-                    str(ln.settled_on),
-                ],
-            ).fetchall()
+            insert_raw_line(
+                conn,
+                ln.table,
+                {
+                    **asdict(ln),
+                    "partition_date": ln.partition_date,
+                    "file_name": ln.file_name,
+                    "content_sha256": f"{ln.table:0<64}",
+                    "settled_on": ln.settled_on,
+                    "landing_seq": 1,
+                },
+            )
         for name in VIEWS:
             conn.execute(f"CREATE VIEW main.{name} AS {compiled[(name, tolerance)]}").fetchall()
         mode = "first"
@@ -227,70 +206,53 @@ def run_model(
     return set(rows)
 
 
-def mutual_best(pairs: list[tuple[Any, Any, tuple[Any, ...], tuple[Any, ...]]]) -> set[Any]:
-    """Pairs (event, line, event's order of lines, line's order of events) that are each
-    other's first choice."""
-    best_line: dict[Any, tuple[Any, ...]] = {}
-    best_event: dict[Any, tuple[Any, ...]] = {}
-    for event, line, line_key, event_key in pairs:
-        best_line[event] = min(best_line.get(event, line_key), line_key)
-        best_event[line] = min(best_event.get(line, event_key), event_key)
-    return {
-        (event, line)
-        for event, line, line_key, event_key in pairs
-        if best_line[event] == line_key and best_event[line] == event_key
-    }
-
-
 def reference(
     events: list[Event],
     lines: list[Line],
     tolerance: int = 0,
     earlier: list[tuple[str, str, str]] | None = None,
 ) -> set[Any]:
-    """docs/reconciliation.md, "Matching rules", read literally. Items another night matched
+    """docs/reconciliation.md, "Matching rules", read literally (sample_data/expected.py:
+    match_night, on day numbers counted back from RUN_DATE). Items another night matched
     take no part; the night's own earlier matches are replaced, so they do."""
     done = [(e, ln) for e, ln, night in earlier or [] if night != RUN_DATE.isoformat()]
-    events = [
-        e
-        for e in events
-        if e.status != "reversed" and e.day >= 0 and e.event_hash not in {e for e, _ in done}
-    ]
-    lines = [ln for ln in lines if ln.day >= 0 and ln.line_id not in {ln for _, ln in done}]
-
-    def close(e: Event, ln: Line) -> bool:
-        return (ln.kind, ln.currency) == (e.kind, e.currency) and abs(
-            ln.gross_minor - e.amount_minor
-        ) <= tolerance
-
-    def same_gateway(e: Event, ln: Line) -> bool:
-        return ln.gateway is None or ln.gateway == e.source
-
-    by_id = [
-        (e.event_hash, ln.line_id, (ln.settled_on, *ln.order()), (e.event_hash,))
-        for e in events
-        for ln in lines
-        if ln.gateway_txn_id == e.external_id and close(e, ln) and same_gateway(e, ln)
-    ]
-    rule1 = mutual_best(by_id)
-    taken = {event for event, _ in rule1}
-    by_amount = [
-        (
-            e.event_hash,
-            ln.line_id,
-            (e.day - ln.day, *ln.order()),
-            (e.day - ln.day, e.occurred_at, e.event_hash),
-        )
-        for e in events
-        for ln in lines
-        if ln.gateway_txn_id is None
-        and e.event_hash not in taken
-        and close(e, ln)
-        and 0 <= e.day - ln.day <= WINDOW_DAYS
-        and same_gateway(e, ln)
-    ]
-    rule2 = mutual_best(by_amount)
-    return {(e, ln, False) for e, ln in rule1} | {(e, ln, True) for e, ln in rule2}
+    done_events, done_lines = {e for e, _ in done}, {ln for _, ln in done}
+    pairs = match_night(
+        [
+            MatchEvent(
+                e.event_hash,
+                e.event_hash,
+                e.source,
+                e.external_id,
+                e.kind,
+                e.amount_minor,
+                e.currency,
+                -e.day,
+                e.occurred_at,
+                e.status,
+            )
+            for e in events
+            if e.event_hash not in done_events
+        ],
+        [
+            MatchLine(
+                ln.line_id,
+                ln.gateway,
+                ln.gateway_txn_id,
+                ln.kind,
+                ln.gross_minor,
+                ln.currency,
+                -ln.day,
+                ln.order(),
+            )
+            for ln in lines
+            if ln.line_id not in done_lines
+        ],
+        0,
+        tolerance=tolerance,
+        window=WINDOW_DAYS,
+    )
+    return {(e, ln, rule == "amount_date_window") for e, ln, rule in pairs}
 
 
 IDS = st.sampled_from(["T1", "T2", "T3"])

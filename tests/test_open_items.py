@@ -20,7 +20,7 @@ import os
 import random
 import shutil
 import subprocess
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import pytest
 
 from finsup_dagster.resources.dbt import dbt_command
 from finsup_dagster.warehouse import raw, replica
+from tests.helpers.warehouse_rows import insert_raw_line, insert_replica_event
 
 START = date(2025, 3, 1)
 MARTS = (
@@ -155,28 +156,15 @@ class Warehouse:
                     continue
                 seq = conn.execute("SELECT nextval('raw.landing_seq')").fetchall()[0][0]
                 for n, ln in enumerate(rows, 1):
-                    conn.execute(
-                        f"INSERT INTO raw.{table} (partition_date, file_name, content_sha256,"
-                        " row_number, record_ref, gateway, gateway_txn_id, kind, direction,"
-                        " gross_minor, currency, fee_minor, fee_currency, settled_on, raw,"
-                        " landing_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 3, ?, ?, '{}', ?)",
-                        [
-                            day(d),
-                            f"{table}/{day(d)}/{seq}.csv",
-                            f"{table}-{seq}-".ljust(64, "0"),
-                            n,
-                            f"R{n}",
-                            ln.gateway,
-                            ln.gateway_txn_id,
-                            ln.kind,
-                            "debit" if ln.kind == "refund" else "credit",
-                            ln.gross_minor,
-                            ln.currency,
-                            ln.currency,
-                            day(ln.settled),
-                            seq,
-                        ],
-                    ).fetchall()
+                    name = f"{table}/{day(d)}/{seq}.csv"
+                    sha = f"{table}-{seq}-".ljust(64, "0")
+                    insert_raw_line(
+                        conn,
+                        table,
+                        {**asdict(ln), "partition_date": day(d), "file_name": name}
+                        | {"content_sha256": sha, "row_number": n, "settled_on": day(ln.settled)}
+                        | {"fee_minor": 3, "landing_seq": seq},
+                    )
 
     def arrive(self, plan: Scenario, d: int) -> None:
         """Day ``d`` as it comes: its files land and the events first copied that day are
@@ -201,29 +189,12 @@ class Warehouse:
                 conn.execute(
                     "DELETE FROM ledger.revenue_events WHERE event_hash = ?", [ev.event_hash]
                 ).fetchall()
-                at = f"{day(ev.occurred)}T10:00:00.000000Z"
-                conn.execute(
-                    "INSERT INTO ledger.revenue_events (event_hash, source, external_id, kind,"
-                    " amount_minor, currency, occurred_at, status, ingested_at,"
-                    " status_changed_at, source_file, replicated_seq, first_replicated_seq,"
-                    " event_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'books', ?, ?,"
-                    " coalesce(?, nextval('ledger.event_key')))",
-                    [
-                        ev.event_hash,
-                        ev.source,
-                        ev.external_id,
-                        ev.kind,
-                        ev.amount_minor,
-                        ev.currency,
-                        at,
-                        ev.status,
-                        at,
-                        at,
-                        seq,
-                        first[0][0] if first else seq,
-                        first[0][1] if first else None,
-                    ],
-                ).fetchall()
+                insert_replica_event(
+                    conn,
+                    {**asdict(ev), "occurred_at": f"{day(ev.occurred)}T10:00:00.000000Z"}
+                    | {"replicated_seq": seq, "first_replicated_seq": first[0][0] if first else seq}
+                    | {"event_key": first[0][1] if first else None},
+                )
 
     def build(self, d: int | None, *, from_history: bool = False, select: str | None = None) -> str:
         """``dbt build`` for night ``d`` (None: no run_date, today); returns the way the

@@ -30,6 +30,7 @@ from finsup_dagster.resources import (
 )
 from finsup_dagster.warehouse import reports
 from tests.helpers.nightly import checks, metadata, nightly, warehouse
+from tests.helpers.settlement_rows import sale_line as _line
 
 DAY = "2026-11-21"
 REVENUE = """source,external_id,amount,currency,occurred_at,kind,status
@@ -42,29 +43,6 @@ appstore,AS-2,20.00,EUR,2026-11-21T08:30:00Z,sale,projected
 appstore,AS-3,10.00,EUR,2026-11-21T09:00:00Z,sale,projected
 payoneer,PO-1,2400,JPY,2026-11-21T13:00:00+09:00,sale,projected
 """
-
-
-def _line(txn: str, gross: int, currency: str, fee: int, **kw: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "row_number": 0,
-        "record_ref": txn,
-        "gateway_txn_id": txn,
-        "batch_ref": None,
-        "batch_net_minor": None,
-        "event_code": None,
-        "kind": "sale",
-        "direction": "credit",
-        "gross_minor": gross,
-        "currency": currency,
-        "fee_minor": fee,
-        "fee_currency": currency,
-        "settled_on": DAY,
-        "occurred_at": "2026-11-21T09:00:00Z",
-        "description": None,
-        "raw": "",
-    }
-    row.update(kw)
-    return row
 
 
 STL_ROWS = [

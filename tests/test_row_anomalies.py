@@ -10,37 +10,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from finsup_dagster.formats import parse_file, write_camt053, write_stl
+from finsup_dagster.formats import parse_file, write_stl
 from finsup_dagster.formats.camt053 import allocate
 from finsup_dagster.ledger.errors import MalformedFile
+from tests.helpers.settlement_rows import camt053_in_each_version, sale_line
 
 DATA = Path(__file__).parent / "data" / "formats"
 
 
-def _stl_row(txn: str, gross: int, fee: int, currency: str = "USD") -> dict[str, object]:
-    return {
-        "row_number": 0,
-        "record_ref": txn,
-        "gateway_txn_id": txn,
-        "batch_ref": None,
-        "batch_net_minor": None,
-        "event_code": "T0006",
-        "kind": "sale",
-        "direction": "credit",
-        "gross_minor": gross,
-        "currency": currency,
-        "fee_minor": fee,
-        "fee_currency": currency,
-        "settled_on": "2026-11-21",
-        "occurred_at": "2026-11-21T10:00:00Z",
-        "description": None,
-        "raw": "",
-    }
+def _stl_row(txn: str, gross: int, fee: int, currency: str = "USD") -> dict[str, Any]:
+    return sale_line(
+        txn, gross, currency, fee, event_code="T0006", occurred_at="2026-11-21T10:00:00Z"
+    )
 
 
 def test_a_repeated_stl_transaction_lands_with_a_note_naming_both_lines(tmp_path: Path) -> None:
@@ -268,15 +255,7 @@ def test_a_batch_written_with_its_charges_on_the_entry_reads_back(tmp_path: Path
         }
         for n, (gross, fee) in enumerate([(3000, 50), (2000, 33), (1000, 17)], 1)
     ]
-    for version in ("001.02", "001.08"):
-        path = write_camt053(
-            tmp_path / f"{version}.xml",
-            rows,
-            statement_id="S-1",
-            account_iban="DE89370400440532013000",
-            version=version,
-            charges_on_entry={"APPLE-1"},
-        )
+    for path in camt053_in_each_version(tmp_path, rows, charges_on_entry={"APPLE-1"}):
         text = path.read_text(encoding="utf-8")
         assert text.count("<Chrgs>") == 1  # once, on the entry
         got = parse_file("camt053", path).rows

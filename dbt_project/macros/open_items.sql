@@ -209,3 +209,56 @@ from {{ items }} as {{ item }}
 semi join open_keys on open_keys.{{ key }} = {{ item }}.{{ key }}
 {%- endif %}
 {%- endmacro %}
+
+{#- The completeness test of one kind of open item (tests/assert_open_*_complete.sql):
+    the night's open items are exactly the items no night up to it matched. Each
+    is an item that can be open, once, and not matched; and they and the matches
+    add up to all such items, so an item missing from the open items cannot be
+    made up for by another in its place. One pass over the items and one over the
+    matches, whichever way the open items were found. `still_counts` filters the
+    matches that still count (a matched event the books reversed since does not). -#}
+{% macro open_items_complete(item, items_model, can_be_open, not_open_reason, still_counts='true') -%}
+with
+
+open_items as (
+    select {{ item }}_key as item_key from {{ ref('reconciliation_open_' ~ item ~ 's') }}
+    where run_date = {{ run_date_text() }}
+),
+
+items as (
+    select
+        count(*) filter (where {{ can_be_open }}) as can_be_open,
+        count(open_items.item_key) filter (where {{ can_be_open }}) as open_found
+    -- Aliased as open_line() / open_event() expect (`lines`, `events`).
+    from {{ ref(items_model) }} as {{ item }}s
+    left join open_items on open_items.item_key = {{ item }}s.{{ item }}_key
+),
+
+matches as (
+    select
+        count(*) filter (where {{ still_counts }}) as matched,
+        count(open_items.item_key) as open_and_matched
+    from {{ ref('reconciliation_match_keys') }} as matches
+    left join open_items on open_items.item_key = matches.{{ item }}_key
+    where matches.run_date <= {{ run_date_text() }}
+),
+
+open as (
+    select count(*) as open, count(distinct item_key) as distinct_open
+    from open_items
+)
+
+-- By name: each problem with the count found and, where there is one, the count expected.
+select 'open twice' as problem, open as found, distinct_open as expected
+from open where distinct_open <> open
+union all by name
+select 'open but {{ not_open_reason }}' as problem, open as found, open_found as expected
+from open, items where open_found <> open
+union all by name
+select 'open and matched' as problem, open_and_matched as found
+from matches where open_and_matched > 0
+union all by name
+select 'open + matched <> {{ item }}s that can be open' as problem, open + matched as found,
+    can_be_open as expected
+from open, matches, items where open + matched <> can_be_open
+{%- endmacro %}

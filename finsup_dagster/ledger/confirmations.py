@@ -18,6 +18,7 @@ Events never matched are not touched: they stay projected.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ def confirm_matches(
         if ev is None:
             continue
         if ev.status == "projected":
-            to_confirm.append(_with_status(ev, "confirmed"))
+            to_confirm.append(dataclasses.replace(ev, status="confirmed"))
         else:
             result.already_confirmed += 1
     if to_confirm:
@@ -114,19 +115,6 @@ def _events(engine: Engine, hashes: Iterable[str]) -> dict[str, RevenueEvent]:
             conn, revenue_events, EVENT_COLUMNS, "event_hash", sorted(set(hashes))
         )
     return {r[0]: RevenueEvent(r[1], r[2], r[3], int(r[4]), r[5], r[6], r[7], r[0]) for r in rows}
-
-
-def _with_status(ev: RevenueEvent, status: str) -> RevenueEvent:
-    return RevenueEvent(
-        ev.source,
-        ev.external_id,
-        ev.kind,
-        ev.amount_minor,
-        ev.currency,
-        ev.occurred_at,
-        status,
-        ev.event_hash,
-    )
 
 
 def _fee_event(ev: RevenueEvent, m: SettledMatch) -> RevenueEvent:

@@ -268,14 +268,11 @@ def _ingest_chunk(
         elif STATUS_RANK[ev.status] < STATUS_RANK[prior_status]:
             result.ignored_backward += 1
             log.append(
-                LogRecord(
+                _event_log(
                     "revenue_status_backward_ignored",
-                    "revenue_event",
-                    ev.event_hash,
-                    actor=actor,
-                    amount_minor=ev.amount_minor,
-                    currency=ev.currency,
-                    detail={
+                    ev,
+                    actor,
+                    {
                         "current": prior_status,
                         "offered": ev.status,
                         "row": row,
@@ -357,14 +354,11 @@ def _ingest_chunk(
             .values(**values)
         )
         log.append(
-            LogRecord(
+            _event_log(
                 "revenue_status_advanced",
-                "revenue_event",
-                ev.event_hash,
-                actor=actor,
-                amount_minor=ev.amount_minor,
-                currency=ev.currency,
-                detail={"from": start, "to": ev.status, "entry_id": entry, "file": source_file},
+                ev,
+                actor,
+                {"from": start, "to": ev.status, "entry_id": entry, "file": source_file},
             )
         )
     result.advanced = len(advances)
@@ -433,3 +427,16 @@ def parse_one(row: int, raw: Mapping[str, Any]) -> RevenueEvent | Rejected:
         return parse_event(raw)
     except InvalidInput as exc:
         return Rejected(row, str(exc), raw)
+
+
+def _event_log(action: str, ev: RevenueEvent, actor: str, detail: dict[str, Any]) -> LogRecord:
+    """A transaction-log row about one revenue event, with its amount."""
+    return LogRecord(
+        action,
+        "revenue_event",
+        ev.event_hash,
+        actor=actor,
+        amount_minor=ev.amount_minor,
+        currency=ev.currency,
+        detail=detail,
+    )

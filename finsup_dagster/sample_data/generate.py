@@ -59,14 +59,18 @@ from finsup_dagster.gateways.sandbox import (
     transaction_info,
 )
 from finsup_dagster.ledger.money import format_minor
-from finsup_dagster.ledger.revenue import FIELDS
+from finsup_dagster.ledger.revenue import FIELDS, parse_event
 from finsup_dagster.sample_data.expected import (
     MATCH_WINDOW_DAYS,
     STALE_AFTER_DAYS,
+    MatchEvent,
+    MatchLine,
     batch_outcome,
     day_counts,
     event_outcome,
+    match_night,
     revenue_record,
+    shown_rule,
 )
 
 MIN_DAYS = 4  # every scenario's files fall on days 0-3
@@ -263,7 +267,9 @@ class _Line:
     fee_minor: int
     day: int  # settled on
     scenario: str
-    outcome: str
+    # Declared only for a line the plan means to be an exception; a match (and its
+    # rule) is the documented matching rules' to find (_apply_matching_rules).
+    outcome: str | None
     occurred_at: str | None = None
     batch_ref: str | None = None
     batch_net_minor: int | None = None
@@ -271,6 +277,7 @@ class _Line:
     description: str | None = None
     event: _Event | None = None
     settler_ref: str | None = None  # the settler's reference, when not the line id
+    position: int = 0  # its row in its day's file (the rules' landing order)
 
     @property
     def direction(self) -> str:
@@ -400,7 +407,7 @@ class _Plan:
         ev: _Event,
         day: int,
         *,
-        outcome: str = "matched:gateway_txn_id",
+        outcome: str | None = None,
         record_ref: str | None = None,
         gross: int | None = None,
         currency: str | None = None,
@@ -428,8 +435,8 @@ class _Plan:
             event=ev,
         )
         self.lines.append(line)
-        if ev.settlement is None and outcome != "duplicate_settlement":
-            ev.settlement, ev.outcome = line, outcome
+        if ev.settlement is None and outcome not in (None, "duplicate_settlement"):
+            ev.settlement, ev.outcome = line, outcome  # the exception the event is part of
         return line
 
 
@@ -661,10 +668,6 @@ def _appstore_day(plan: _Plan, day: int) -> None:
         total = sum(line.fee_minor for line in lines)
         for line, share in zip(lines, allocate(total, [x.gross_minor for x in lines]), strict=True):
             line.fee_minor = share
-    for line in lines:
-        line.outcome = "matched:batch_reference"
-        if line.event is not None:
-            line.event.outcome = line.outcome
     net = sum(line.gross_minor - line.fee_minor for line in lines) - (50 if short else 0)
     for line in lines:
         line.batch_net_minor = net
@@ -688,7 +691,6 @@ def _appstore_day(plan: _Plan, day: int) -> None:
             ev,
             day + 3,
             record_ref=f"BANK-{plan.compact(day + 3)}-0001",
-            outcome="matched:amount_date_window",
             with_id=False,
             event_code="PMNT/RCDT/ESCT",
             description="APPLE DISTRIBUTION INTL / PROCEEDS",
@@ -725,6 +727,74 @@ def _bank_charge(plan: _Plan) -> None:
 
 
 # --------------------------------------------------------------------------- expectations
+
+
+# Who settles each format's lines, as its parser says (a bank statement does not say).
+_GATEWAY = {"paypal-stl": "paypal", "settlement-csv": "payoneer", "camt053": None}
+
+
+def _apply_matching_rules(plan: _Plan, lines: list[_Line]) -> _Plan:
+    """Each landed line's match, night after night, by the documented matching rules
+    (expected.match_night), not by what the plan meant: a line the plan declares no
+    exception for must match the event it was written for, and a declared exception
+    must stay unmatched, or the plan and the rules disagree and nothing is written."""
+    events: dict[Any, _Event] = {}
+    match_events = []
+    for ev in plan.events:
+        canonical = parse_event(_revenue_record(ev))
+        events[canonical.event_hash] = ev
+        match_events.append(
+            MatchEvent(
+                canonical.event_hash,
+                ev.source,
+                ev.external_id,
+                ev.kind,
+                ev.amount_minor,
+                ev.currency,
+                ev.day,
+                canonical.occurred_at,
+                ev.status,
+            )
+        )
+    match_lines = [
+        MatchLine(
+            n,
+            _GATEWAY[line.fmt],
+            line.gateway_txn_id,
+            line.kind,
+            line.gross_minor,
+            line.currency,
+            line.day,
+            (line.day, line.fmt, line.position),
+        )
+        for n, line in enumerate(lines)
+    ]
+    matched: dict[Any, tuple[_Event, str]] = {}  # line number -> (event, rule)
+    for night in range(plan.days):
+        taken = {id(ev) for ev, _ in matched.values()}
+        pairs = match_night(
+            [e for e in match_events if id(events[e.event_hash]) not in taken],
+            [ln for ln in match_lines if ln.key not in matched],
+            night,
+        )
+        matched |= {ln: (events[e], rule) for e, ln, rule in pairs}
+    for n, line in enumerate(lines):
+        if n not in matched:
+            if line.outcome is None:
+                raise RuntimeError(
+                    f"sample plan: {line.key} ({line.scenario}) is meant to match, "
+                    "but the matching rules leave it open"
+                )
+            continue
+        ev, rule = matched[n]
+        if line.outcome is not None or line.event is not ev:
+            raise RuntimeError(
+                f"sample plan: the matching rules pair {line.key} ({line.scenario}) "
+                f"with {ev.external_id}, not as the plan means ({line.outcome})"
+            )
+        line.outcome = f"matched:{shown_rule(rule, line.batch_ref)}"
+        ev.settlement, ev.outcome = line, line.outcome
+    return plan
 
 
 def _event_outcome(ev: _Event, run: int) -> str:
@@ -970,6 +1040,7 @@ def generate_sample(
             ordered = sorted(stl, key=lambda x: x.occurred_at or "")
             first_line: dict[str | None, int] = {}
             for n, line in enumerate(ordered, 5):  # RH, FH, SH, CH, then the SB rows
+                line.position = n
                 if line.gateway_txn_id in first_line:
                     line.record_ref = f"{line.gateway_txn_id}#{n}"  # as the parser names it
                 first_line.setdefault(line.gateway_txn_id, n)
@@ -982,6 +1053,8 @@ def generate_sample(
         # Payoneer settlement CSV; day 1's file is delivered again on day 3.
         pay = by_day.get(("settlement-csv", d), [])
         if pay:
+            for n, line in enumerate(pay, 1):
+                line.position = n
             path = _folder(home, "settlement-csv", day) / f"payoneer-settlement-{day}.csv"
             write_settlement_csv(path, [line.row(day) for line in pay], gateway="payoneer")
             files.append(path)
@@ -997,6 +1070,8 @@ def generate_sample(
         bank = by_day.get(("camt053", d), [])
         if bank:
             bank.sort(key=lambda x: (x.batch_ref is None, x.batch_ref or "", x.record_ref))
+            for n, line in enumerate(bank, 1):
+                line.position = n
             options: dict[str, Any] = {
                 "statement_id": f"STMT-{ACCOUNT_IBAN[-6:]}-{compact}",
                 "account_iban": ACCOUNT_IBAN,
@@ -1022,5 +1097,5 @@ def generate_sample(
         rejected_rows=rejected,
         sandbox_file=sandbox_dir / PAYPAL_TRANSACTIONS_FILE,
         paypal_transactions=count,
-        expected=_expected(plan, in_range, bad_ids),
+        expected=_expected(_apply_matching_rules(plan, in_range), in_range, bad_ids),
     )

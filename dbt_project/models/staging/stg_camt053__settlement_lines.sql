@@ -1,11 +1,3 @@
-with source as (
-    select * from {{ source('raw', 'camt053') }}
-),
-
-renamed as (
-    select
-        {{ settlement_line_columns('camt053') }}
-    from source
-)
-
-select * from renamed
+-- One settlement line per row of the landed camt053 files, in the shared column set.
+select {{ settlement_line_columns('camt053') }}
+from {{ source('raw', 'camt053') }}

@@ -1,11 +1,3 @@
-with source as (
-    select * from {{ source('raw', 'settlement_csv') }}
-),
-
-renamed as (
-    select
-        {{ settlement_line_columns('settlement-csv') }}
-    from source
-)
-
-select * from renamed
+-- One settlement line per row of the landed settlement-csv files, in the shared column set.
+select {{ settlement_line_columns('settlement-csv') }}
+from {{ source('raw', 'settlement_csv') }}
