@@ -251,6 +251,7 @@ def test_other_lines_a_bank_cannot_pay_are_refused_before_any_file(tmp_path: Pat
         "has amount 0 minor units": PayoutLine(100, line.receiver, 0, "EUR", "A"),
         "has amount -5 minor units": PayoutLine(100, line.receiver, -5, "EUR", "A"),
         "has no beneficiary name": PayoutLine(100, line.receiver, 1050, "EUR", "  "),
+        "has a beneficiary name with control": PayoutLine(100, line.receiver, 1, "EUR", "a\x01"),
     }
     for why, bad in cases.items():
         with pytest.raises(GatewayRefused, match=f"item 100 {why}"):

@@ -73,6 +73,8 @@ SENT_DIR = "sent"
 # Max35Text, and a file name that cannot leave the outbox or hide itself.
 _MSG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,34}")
 _NS = {"p": NAMESPACE}
+# Characters XML 1.0 cannot carry at all (ElementTree would write them and break the file).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def schema_path() -> Path:
@@ -213,9 +215,10 @@ def validate_document(xml: bytes, msg_id: str) -> None:
     error = next(iter(_schema().iter_errors(tree)), None)
     if error is not None:
         # Only where it failed and why in general: the reason text can quote a value (an IBAN).
-        where = getattr(error, "path", None) or "the document"
+        where = (getattr(error, "path", None) or "/Document").replace(f"{{{NAMESPACE}}}", "")
+        rule = type(getattr(error, "validator", None)).__name__.removeprefix("Xsd")
         raise GatewayRefused(
-            f"bank file {msg_id} does not validate against {SCHEMA_FILE} at {where}"
+            f"bank file {msg_id} does not validate against {SCHEMA_FILE} at {where} ({rule})"
         )
 
 
@@ -259,13 +262,17 @@ def read_document(xml: bytes) -> Pain001:
         executed = date.fromisoformat(_text(payment, "p:ReqdExctnDt/p:Dt"))
     except (InvalidInput, ValueError) as exc:
         raise GatewayRefused(f"bank file cannot be read back: {exc}") from None
-    if len(currencies) > 1:
-        raise GatewayRefused("bank file mixes currencies in one payment information block")
+    if len(currencies) != 1:
+        raise GatewayRefused(
+            "bank file has no transactions"
+            if not currencies
+            else "bank file mixes currencies in one payment information block"
+        )
     return Pain001(
         msg_id=_text(initiation, "p:GrpHdr/p:MsgId"),
         created_at=created,
         execution_date=executed,
-        currency=currencies.pop() if currencies else "",
+        currency=currencies.pop(),
         debtor_name=_text(payment, "p:Dbtr/p:Nm"),
         debtor_iban=_text(payment, "p:DbtrAcct/p:Id/p:IBAN"),
         debtor_bic=_text(payment, "p:DbtrAgt/p:FinInstnId/p:BICFI"),
@@ -431,6 +438,8 @@ class BankFileGateway:
                 why = f"has amount {line.amount_minor} minor units (1 to {MAX_MINOR})"
             elif not line.name.strip():
                 why = "has no beneficiary name (a bank transfer needs the creditor's name)"
+            elif _NOT_XML.search(line.name):
+                why = "has a beneficiary name with control characters"
             else:
                 try:
                     iban, bic = bank_account(line.receiver)
