@@ -42,20 +42,12 @@ VIEWS = (
 )
 
 
-@dataclass(frozen=True)
-class Event:
-    event_hash: str
-    source: str
-    external_id: str
-    kind: str
-    amount_minor: int
-    currency: str
-    day: int  # days before RUN_DATE
-    status: str
-
-    @property
-    def occurred_at(self) -> str:
-        return f"{RUN_DATE - timedelta(days=self.day)}T12:00:00.000000Z"
+def event(*fields: Any) -> MatchEvent:
+    """The rules' own event from (hash, source, id, kind, amount, currency, days before
+    RUN_DATE, status), at noon UTC: day numbers count from RUN_DATE, earlier ones negative."""
+    *identity, days_before, status = fields
+    at = f"{RUN_DATE - timedelta(days=days_before)}T12:00:00.000000Z"
+    return MatchEvent(*identity, -days_before, at, status)
 
 
 @dataclass(frozen=True)
@@ -150,7 +142,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
 
 def run_model(
     compiled: Compiled,
-    events: list[Event],
+    events: list[MatchEvent],
     lines: list[Line],
     *,
     tolerance: int = 0,
@@ -207,33 +199,18 @@ def run_model(
 
 
 def reference(
-    events: list[Event],
+    events: list[MatchEvent],
     lines: list[Line],
     tolerance: int = 0,
     earlier: list[tuple[str, str, str]] | None = None,
 ) -> set[Any]:
     """docs/reconciliation.md, "Matching rules", read literally (sample_data/expected.py:
-    match_night, on day numbers counted back from RUN_DATE). Items another night matched
+    match_night, on day numbers counted from RUN_DATE). Items another night matched
     take no part; the night's own earlier matches are replaced, so they do."""
     done = [(e, ln) for e, ln, night in earlier or [] if night != RUN_DATE.isoformat()]
     done_events, done_lines = {e for e, _ in done}, {ln for _, ln in done}
     pairs = match_night(
-        [
-            MatchEvent(
-                e.event_hash,
-                e.event_hash,
-                e.source,
-                e.external_id,
-                e.kind,
-                e.amount_minor,
-                e.currency,
-                -e.day,
-                e.occurred_at,
-                e.status,
-            )
-            for e in events
-            if e.event_hash not in done_events
-        ],
+        [e for e in events if e.event_hash not in done_events],
         [
             MatchLine(
                 ln.line_id,
@@ -274,7 +251,7 @@ events_strategy = st.lists(
     ),
     min_size=2,
     max_size=10,
-).map(lambda ts: [Event(f"{n:064x}", *t) for n, t in enumerate(ts)])
+).map(lambda ts: [event(f"{n:064x}", *t) for n, t in enumerate(ts)])
 lines_strategy = st.lists(
     st.tuples(
         st.sampled_from(["settlement_csv", "camt053"]),
@@ -316,7 +293,7 @@ lines_strategy = st.lists(
 )
 def test_matches_model_follows_the_documented_rules(
     compiled: Compiled,
-    events: list[Event],
+    events: list[MatchEvent],
     lines: list[Line],
     tolerance: int,
     nightly: bool,
@@ -342,7 +319,7 @@ def test_matches_model_follows_the_documented_rules(
 def test_a_repeated_id_pairs_the_earliest_line_and_leaves_the_other(
     compiled: Compiled,
 ) -> None:
-    sale = Event(f"{1:064x}", "stripe", "T1", "sale", 100, "USD", 5, "projected")
+    sale = event(f"{1:064x}", "stripe", "T1", "sale", 100, "USD", 5, "projected")
     first = Line("settlement_csv", 1, "stripe", "T1", "sale", 100, "USD", 4)
     again = Line("settlement_csv", 2, "stripe", "T1", "sale", 100, "USD", 2)
     assert run_model(compiled, [sale], [again, first]) == {(sale.event_hash, first.line_id, False)}
@@ -352,7 +329,7 @@ def test_of_two_rows_of_one_file_naming_one_transaction_the_earlier_row_is_the_m
     compiled: Compiled,
 ) -> None:
     # Rows 9 and 10: compared as the line ids' text, row 10 would come first.
-    sale = Event(f"{1:064x}", "stripe", "T1", "sale", 100, "USD", 5, "projected")
+    sale = event(f"{1:064x}", "stripe", "T1", "sale", 100, "USD", 5, "projected")
     row_9 = Line("settlement_csv", 9, "stripe", "T1", "sale", 100, "USD", 4)
     row_10 = Line("settlement_csv", 10, "stripe", "T1", "sale", 100, "USD", 4)
     assert row_10.line_id < row_9.line_id
@@ -378,7 +355,7 @@ def test_of_two_rows_of_one_file_naming_one_transaction_the_earlier_row_is_the_m
 def test_of_lines_alike_but_for_where_they_landed_the_first_landed_is_the_match(
     compiled: Compiled, copies: list[tuple[str, int]], rows: list[int], txn: str | None
 ) -> None:
-    sale = Event(f"{1:064x}", "stripe", "T1", "sale", 100, "USD", 5, "projected")
+    sale = event(f"{1:064x}", "stripe", "T1", "sale", 100, "USD", 5, "projected")
     lines = [
         Line(
             table,
@@ -400,8 +377,8 @@ def test_of_lines_alike_but_for_where_they_landed_the_first_landed_is_the_match(
 def test_an_id_two_sources_share_pairs_one_event_with_a_line_naming_no_gateway(
     compiled: Compiled,
 ) -> None:
-    by_stripe = Event(f"{1:064x}", "stripe", "T1", "sale", 100, "USD", 5, "projected")
-    by_paddle = Event(f"{2:064x}", "paddle", "T1", "sale", 100, "USD", 5, "projected")
+    by_stripe = event(f"{1:064x}", "stripe", "T1", "sale", 100, "USD", 5, "projected")
+    by_paddle = event(f"{2:064x}", "paddle", "T1", "sale", 100, "USD", 5, "projected")
     bank = Line("camt053", 1, None, "T1", "sale", 100, "USD", 4)
     got = run_model(compiled, [by_paddle, by_stripe], [bank])
     assert got == {(by_stripe.event_hash, bank.line_id, False)}  # the smaller event hash

@@ -480,16 +480,7 @@ def release(conn: Connection, approver: Any, external_id: str, reason: str) -> d
         .where(earnings.c.id == row.id)
         .values(status=status, funding_released_by=approver.name, funding_released_at=clock.now())
     )
-    audit_log.log(
-        conn,
-        "earning_released",
-        "earning",
-        external_id,
-        actor=approver.name,
-        amount_minor=row.amount_minor,
-        currency=row.currency,
-        detail={"reason": reason, "hold_reason": row.hold_reason, "status": status},
-    )
+    _log_decision(conn, "earning_released", row, approver, reason, status=status)
     return {"earning": external_id, "status": status, "released_by": approver.name}
 
 
@@ -504,17 +495,24 @@ def cancel(conn: Connection, approver: Any, external_id: str, reason: str) -> di
             f"earning {external_id} is {row.status}; only held earnings can be cancelled{hint}"
         )
     conn.execute(sa.update(earnings).where(earnings.c.id == row.id).values(status="cancelled"))
+    _log_decision(conn, "earning_cancelled", row, approver, reason)
+    return {"earning": external_id, "status": "cancelled"}
+
+
+def _log_decision(
+    conn: Connection, action: str, row: Any, approver: Any, reason: str, **detail: Any
+) -> None:
+    """The transaction-log row of an approver's decision on a held earning."""
     audit_log.log(
         conn,
-        "earning_cancelled",
+        action,
         "earning",
-        external_id,
+        row.external_id,
         actor=approver.name,
         amount_minor=row.amount_minor,
         currency=row.currency,
-        detail={"reason": reason, "hold_reason": row.hold_reason},
+        detail={"reason": reason, "hold_reason": row.hold_reason, **detail},
     )
-    return {"earning": external_id, "status": "cancelled"}
 
 
 def held_earnings(conn: Connection) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from finsup_dagster.formats import write_camt053, write_stl
 from finsup_dagster.gateways.sandbox import append_transactions, transaction_info
+from tests.helpers.settlement_rows import sale_line
 
 DAY1, DAY2 = "2026-11-20", "2026-11-21"
 
@@ -57,73 +58,32 @@ DUPLICATE_SETTLEMENT = (
 )
 
 
-def _line(**kw: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "row_number": 1,
-        "record_ref": kw["gateway_txn_id"] or "x",
-        "batch_ref": None,
-        "batch_net_minor": None,
-        "event_code": None,
-        "kind": "sale",
-        "direction": "credit",
-        "fee_minor": 0,
-        "settled_on": DAY2,
-        "occurred_at": None,
-        "description": None,
-        "raw": "{}",
-    }
-    row.update(kw)
-    row.setdefault("fee_currency", row["currency"])
-    return row
+def _line(txn: str | None, gross: int, currency: str, fee: int = 0, **kw: Any) -> dict[str, Any]:
+    """A line of day 2 the parsers would give (row 1, no instant unless said)."""
+    row = sale_line(txn or "x", gross, currency, fee, gateway_txn_id=txn, settled_on=DAY2)
+    return row | {"row_number": 1, "occurred_at": None, "raw": "{}"} | kw
 
 
 STL_ROWS = [
+    _line("PP-1", 5000, "USD", 175, occurred_at="2026-11-20T09:00:00.000000Z"),
+    _line("PP-2", 2000, "USD", 88, occurred_at="2026-11-20T10:00:00.000000Z"),
     _line(
-        gateway_txn_id="PP-1",
-        gross_minor=5000,
-        currency="USD",
-        fee_minor=175,
-        occurred_at="2026-11-20T09:00:00.000000Z",
-    ),
-    _line(
-        gateway_txn_id="PP-2",
-        gross_minor=2000,
-        currency="USD",
-        fee_minor=88,
-        occurred_at="2026-11-20T10:00:00.000000Z",
-    ),
-    _line(
-        gateway_txn_id="PP-R",
-        gross_minor=1000,
-        currency="USD",
-        fee_minor=-30,
+        "PP-R",
+        1000,
+        "USD",
+        -30,
         kind="refund",
         direction="debit",
         occurred_at="2026-11-20T15:00:00.000000Z",
     ),
 ]
+# One bank credit of 48.50 EUR for two App Store sales, net of their fees; and a credit
+# with no reference at all: matched by amount, currency and date.
+BATCH = {"batch_ref": "B-77", "batch_net_minor": 4850}
 CAMT_ROWS = [
-    # One bank credit of 48.50 EUR for two App Store sales, net of their fees.
-    _line(
-        gateway_txn_id="AS-1",
-        record_ref="B-77/1",
-        gross_minor=3000,
-        currency="EUR",
-        fee_minor=90,
-        batch_ref="B-77",
-        batch_net_minor=4850,
-    ),
-    _line(
-        gateway_txn_id="AS-2",
-        record_ref="B-77/2",
-        gross_minor=2000,
-        currency="EUR",
-        fee_minor=60,
-        batch_ref="B-77",
-        batch_net_minor=4850,
-    ),
-    # A credit with no reference at all: matched by amount, currency and date.
-    _line(gateway_txn_id=None, record_ref="N-78", gross_minor=1500, currency="EUR"),
+    _line("AS-1", 3000, "EUR", 90, record_ref="B-77/1", **BATCH),
+    _line("AS-2", 2000, "EUR", 60, record_ref="B-77/2", **BATCH),
+    _line(None, 1500, "EUR", record_ref="N-78"),
 ]
 
 
