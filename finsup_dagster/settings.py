@@ -35,7 +35,7 @@ RECONCILIATION_DEFAULTS = {
     "FINSUP_TIMEZONE": "UTC",
     "FINSUP_UNMATCHED_RATE_THRESHOLD": "0.05",
 }
-# The bundled sandbox's credentials (finsup sandbox); never PayPal's.
+# The bundled sandbox's credentials (finsup sandbox serve); never PayPal's.
 SANDBOX_CLIENT_ID = "sandbox-client"
 SANDBOX_CLIENT_SECRET = "sandbox-secret"
 
