@@ -11,6 +11,8 @@ sent and how often, then applies the first matching fault, if any:
 - ``drop``: handle the request (a batch IS created), start the answer with
   its full ``Content-Length``, send half the body, then cut the connection:
   the client sees a transport error after the provider accepted.
+- ``raw``: answer ``status`` with ``body`` as is (an HTML error page from a
+  proxy, a truncated JSON): what a client must survive without a traceback.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from finsup_dagster.gateways.sandbox.state import Fault, SandboxState
 CONTROL_PREFIX = "/_sandbox"
 SANDBOX_PREFIX = CONTROL_PREFIX  # the old name, kept for callers
 FAULT_STATUSES = frozenset({401, 403, 429, 500, 502, 503, 504})
-FAULT_KINDS = ("status", "slow", "drop")
+FAULT_KINDS = ("status", "slow", "drop", "raw")
 MAX_SLOW_SECONDS = 300.0
 
 
@@ -63,6 +65,9 @@ class FaultMiddleware:
         elif fault.kind == "slow":
             await asyncio.sleep(fault.seconds)
             await self.app(scope, replay, send)
+        elif fault.kind == "raw":
+            content_type = "text/html" if fault.body.lstrip().startswith("<") else "text/plain"
+            await Response(fault.body, fault.status, media_type=content_type)(scope, replay, send)
         else:
             await _drop_after_handling(self.app, scope, replay, send)
 
@@ -174,6 +179,13 @@ def parse_fault(body: object) -> Fault | str:
         ):
             return f"seconds must be a number in (0, {MAX_SLOW_SECONDS:g}]"
         return Fault("slow", count, prefix, seconds=float(seconds))
+    if kind == "raw":
+        status, text = body.get("status", 200), body.get("body", "")
+        if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+            return "status must be an HTTP status from 200 to 599"
+        if not isinstance(text, str):
+            return "body must be a string"
+        return Fault("raw", count, prefix, status=status, body=text)
     return Fault("drop", count, prefix)
 
 

@@ -32,8 +32,9 @@ class Fault:
     """The next ``remaining`` requests under ``path_prefix`` meet this fault.
 
     ``kind`` is ``status`` (answer ``status``, with ``Retry-After`` on a 429),
-    ``slow`` (wait ``seconds`` before handling the request) or ``drop``
-    (handle the request, then cut the connection in the middle of the answer).
+    ``slow`` (wait ``seconds`` before handling the request), ``drop``
+    (handle the request, then cut the connection in the middle of the answer)
+    or ``raw`` (answer ``status`` with ``body`` as is).
     """
 
     kind: str
@@ -42,6 +43,7 @@ class Fault:
     status: int = 0
     retry_after: int = 0
     seconds: float = 0.0
+    body: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -53,6 +55,8 @@ class Fault:
             body |= {"status": self.status, "retry_after": self.retry_after}
         if self.kind == "slow":
             body["seconds"] = self.seconds
+        if self.kind == "raw":
+            body |= {"status": self.status, "body": self.body}
         return body
 
 
@@ -140,6 +144,7 @@ class SandboxState:
                         fault.status,
                         fault.retry_after,
                         fault.seconds,
+                        fault.body,
                     )
                     self.faults = [f for f in self.faults if f.remaining > 0]
                     return hit
