@@ -18,11 +18,11 @@ from typing import Annotated, Any
 import typer
 
 from finsup_dagster.cli.common import app, fail, out
-from finsup_dagster.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from finsup_dagster.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_URL
 
 DEFAULT_CLIENT_ID = SANDBOX_CLIENT_ID
 DEFAULT_CLIENT_SECRET = SANDBOX_CLIENT_SECRET
-DEFAULT_URL = "http://127.0.0.1:8765"
+DEFAULT_URL = SANDBOX_URL
 
 sandbox_app = typer.Typer(
     name="sandbox",

@@ -7,6 +7,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from finsup_dagster import settings
 from finsup_dagster.gateways.sandbox.faults import FaultMiddleware, control_routes
 from finsup_dagster.gateways.sandbox.payoneer import payoneer_routes
 from finsup_dagster.gateways.sandbox.paypal_common import oauth_routes
@@ -15,7 +16,7 @@ from finsup_dagster.gateways.sandbox.paypal_reporting import reporting_routes
 from finsup_dagster.gateways.sandbox.state import SandboxState, StatusHook
 
 DEFAULT_OUTCOME_DELAY = 2.0
-SANDBOX_PAYONEER_PROGRAM_ID = "100000001"
+SANDBOX_PAYONEER_PROGRAM_ID = settings.SANDBOX_PAYONEER_PROGRAM_ID
 
 
 def create_app(
