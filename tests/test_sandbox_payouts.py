@@ -459,3 +459,30 @@ def test_status_fault_with_retry_after_and_bad_fault_bodies(sandbox: PayoutSandb
     assert sandbox.http.post("/_sandbox/reset").status_code == 204
     assert sandbox.http.get("/_sandbox/faults").json() == {"faults": []}
     assert sandbox.requests() == []
+
+
+def test_cli_sets_lists_and_clears_faults(sandbox: PayoutSandbox) -> None:
+    from typer.testing import CliRunner
+
+    import finsup_dagster.cli.sandbox  # noqa: F401 - registers `finsup sandbox ...`
+    from finsup_dagster.cli.common import app
+
+    runner = CliRunner()
+    url = ["--url", sandbox.base_url]
+    result = runner.invoke(
+        app, ["sandbox", "fault", "status", "--status", "503", "--count", "2", *url]
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["sandbox", "fault", "slow", "--seconds", "1.5", *url])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["sandbox", "fault", "drop", "--path-prefix", "/v4/", *url])
+    assert result.exit_code == 0, result.output
+    kinds = [f["kind"] for f in sandbox.http.get("/_sandbox/faults").json()["faults"]]
+    assert kinds == ["status", "slow", "drop"]
+    assert runner.invoke(app, ["sandbox", "fault", "slow", *url]).exit_code == 2
+    bad = runner.invoke(app, ["sandbox", "fault", "status", "--status", "418", *url])
+    assert bad.exit_code == 2 and "status must be one of" in bad.output
+    assert runner.invoke(app, ["sandbox", "reset", *url]).exit_code == 0
+    assert sandbox.http.get("/_sandbox/faults").json() == {"faults": []}
+    result = runner.invoke(app, ["sandbox", "requests", *url])
+    assert result.exit_code == 0 and '"requests": []' in result.output

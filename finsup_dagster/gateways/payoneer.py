@@ -75,6 +75,12 @@ class PayoneerPayouts:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> PayoneerPayouts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @staticmethod
     def reference(request: PayoutRequest, line: PayoutLine) -> str:
         return f"{request.idempotency_key}-{line.item_id}"

@@ -71,6 +71,12 @@ class PayPalPayouts:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> PayPalPayouts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ PayoutGateway
 
     def find_batch(
