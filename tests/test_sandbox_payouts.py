@@ -26,7 +26,7 @@ from tests.helpers.payout_sandbox import (
     wait_until,
 )
 
-DELAY = 0.4
+DELAY = 1.0  # wide enough that a loaded machine still reads each step in its window
 
 
 @pytest.fixture
