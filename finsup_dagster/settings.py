@@ -35,9 +35,12 @@ RECONCILIATION_DEFAULTS = {
     "FINSUP_TIMEZONE": "UTC",
     "FINSUP_UNMATCHED_RATE_THRESHOLD": "0.05",
 }
-# The bundled sandbox's credentials (finsup sandbox); never PayPal's.
+# The bundled sandbox's credentials (finsup sandbox serve); never PayPal's.
 SANDBOX_CLIENT_ID = "sandbox-client"
 SANDBOX_CLIENT_SECRET = "sandbox-secret"
+# Where `finsup sandbox serve` listens by default, and its one Payoneer program.
+SANDBOX_URL = "http://127.0.0.1:8765"
+SANDBOX_PAYONEER_PROGRAM_ID = "100000001"
 
 
 def deployment() -> str:
@@ -63,6 +66,13 @@ def local_defaults(home: Path) -> dict[str, str]:
         "FINSUP_PAYPAL_BASE_URL": "",
         "FINSUP_PAYPAL_CLIENT_ID": SANDBOX_CLIENT_ID,
         "FINSUP_PAYPAL_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+        # Payouts go to the local sandbox unless configured: never a real gateway by default.
+        "FINSUP_PAYPAL_PAYOUTS_BASE_URL": SANDBOX_URL,
+        "FINSUP_PAYONEER_BASE_URL": SANDBOX_URL,
+        "FINSUP_PAYONEER_AUTH_URL": "",  # empty: the token is asked of FINSUP_PAYONEER_BASE_URL
+        "FINSUP_PAYONEER_CLIENT_ID": SANDBOX_CLIENT_ID,
+        "FINSUP_PAYONEER_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+        "FINSUP_PAYONEER_PROGRAM_ID": SANDBOX_PAYONEER_PROGRAM_ID,
         # Empty: checkpoints are signed with a key file under FINSUP_HOME/audit/.
         "FINSUP_AUDIT_KEY": "",
         **POLICY_DEFAULTS,

@@ -61,7 +61,7 @@ class Sandbox:
 
     def fault(self, status: int, count: int, path_prefix: str = "/v1/reporting") -> None:
         resp = self.http.post(
-            "/sandbox/faults", json={"status": status, "count": count, "path_prefix": path_prefix}
+            "/_sandbox/faults", json={"status": status, "count": count, "path_prefix": path_prefix}
         )
         assert resp.status_code == 201, resp.text
 
@@ -103,9 +103,9 @@ def _sales(n: int, first: datetime, step: timedelta, prefix: str = "TX") -> list
 def test_health_and_clean_shutdown(tmp_path: Path) -> None:
     with serve_in_thread(create_app(tmp_path, CLIENT_ID, CLIENT_SECRET)) as base_url:
         assert base_url.startswith("http://127.0.0.1:")
-        assert httpx.get(f"{base_url}/sandbox/health").json() == {"status": "ok"}
+        assert httpx.get(f"{base_url}/_sandbox/health").json() == {"status": "ok"}
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"{base_url}/sandbox/health", timeout=1)
+        httpx.get(f"{base_url}/_sandbox/health", timeout=1)
 
 
 def test_token_requires_the_right_client_credentials(sandbox: Sandbox) -> None:
@@ -136,7 +136,7 @@ def test_search_requires_a_live_bearer_token(sandbox: Sandbox) -> None:
     assert resp.json()["error"] == "invalid_token"
     token = sandbox.token()
     assert sandbox.search(token=token, **params).status_code == 200
-    assert sandbox.http.delete("/sandbox/tokens").status_code == 204
+    assert sandbox.http.delete("/_sandbox/tokens").status_code == 204
     assert sandbox.search(token=token, **params).status_code == 401
 
 
@@ -308,7 +308,7 @@ def test_transient_failures_are_retried(sandbox: Sandbox, status: int) -> None:
     sandbox.fault(status, 3)  # the 4th attempt gets through
     pages = sandbox.fetch(DAY, DAY + timedelta(days=1), page_size=10)
     assert len(_ids(pages)) == 20
-    assert sandbox.http.get("/sandbox/faults").json() == {"faults": []}
+    assert sandbox.http.get("/_sandbox/faults").json() == {"faults": []}
 
 
 def test_token_request_is_retried_too(sandbox: Sandbox) -> None:
@@ -333,10 +333,10 @@ def test_persistent_failure_is_one_line_gateway_error(sandbox: Sandbox) -> None:
         "2026-11-20T00:00:00Z/2026-11-21T00:00:00Z"
     )
     assert isinstance(caught.value, LedgerError)
-    faults = sandbox.http.get("/sandbox/faults").json()["faults"]
+    faults = sandbox.http.get("/_sandbox/faults").json()["faults"]
     assert faults[0]["count"] == 96  # exactly max_attempts requests were made
-    assert sandbox.http.delete("/sandbox/faults").status_code == 204
-    assert sandbox.http.get("/sandbox/faults").json() == {"faults": []}
+    assert sandbox.http.delete("/_sandbox/faults").status_code == 204
+    assert sandbox.http.get("/_sandbox/faults").json() == {"faults": []}
 
 
 def test_expired_token_is_refreshed_once(sandbox: Sandbox) -> None:
@@ -345,11 +345,11 @@ def test_expired_token_is_refreshed_once(sandbox: Sandbox) -> None:
         sandbox.creds, DAY, DAY + timedelta(days=1), page_size=10, backoff_seconds=0.0
     )
     first = [next(pages)]
-    assert sandbox.http.get("/sandbox/tokens").json()["issued"] == 1
-    sandbox.http.delete("/sandbox/tokens")  # the token "expires" mid-fetch
+    assert sandbox.http.get("/_sandbox/tokens").json()["issued"] == 1
+    sandbox.http.delete("/_sandbox/tokens")  # the token "expires" mid-fetch
     rest = list(pages)
     assert len(_ids(first + rest)) == 30
-    assert sandbox.http.get("/sandbox/tokens").json()["issued"] == 2
+    assert sandbox.http.get("/_sandbox/tokens").json()["issued"] == 2
 
 
 def test_401_after_a_new_token_gives_up(sandbox: Sandbox) -> None:
@@ -401,10 +401,14 @@ def test_bad_arguments_are_refused_before_any_request(
 def test_cli_command_is_registered() -> None:
     from typer.testing import CliRunner
 
-    import finsup_dagster.cli.sandbox  # noqa: F401 - registers `finsup sandbox`
+    import finsup_dagster.cli.sandbox  # noqa: F401 - registers `finsup sandbox ...`
     from finsup_dagster.cli.common import app
 
+    result = CliRunner().invoke(app, ["sandbox", "serve", "--help"])
+    assert result.exit_code == 0, result.output
+    for option in ("--host", "--port", "--data-dir", "--outcome-delay"):
+        assert option in result.output
     result = CliRunner().invoke(app, ["sandbox", "--help"])
     assert result.exit_code == 0, result.output
-    for option in ("--host", "--port", "--data-dir"):
-        assert option in result.output
+    for command in ("serve", "fault", "requests", "reset"):
+        assert command in result.output
