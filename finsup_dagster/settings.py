@@ -73,6 +73,11 @@ def local_defaults(home: Path) -> dict[str, str]:
         "FINSUP_PAYONEER_CLIENT_ID": SANDBOX_CLIENT_ID,
         "FINSUP_PAYONEER_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
         "FINSUP_PAYONEER_PROGRAM_ID": SANDBOX_PAYONEER_PROGRAM_ID,
+        # Bank payouts: files in the outbox, paid from a demo account (a valid test IBAN).
+        "FINSUP_BANK_OUTBOX": str(home / "outbox" / "bank"),
+        "FINSUP_BANK_DEBTOR_NAME": "finsup demo",
+        "FINSUP_BANK_DEBTOR_IBAN": "GB82WEST12345698765432",
+        "FINSUP_BANK_DEBTOR_BIC": "WESTGB2L",
         # Empty: checkpoints are signed with a key file under FINSUP_HOME/audit/.
         "FINSUP_AUDIT_KEY": "",
         **POLICY_DEFAULTS,

@@ -1,0 +1,213 @@
+"""One approved payout batch sent to its gateway, exactly once, whatever fails on the way.
+
+The books' side of each step is ``ledger/submission.py``; the provider's is
+behind :class:`~finsup_dagster.gateways.payouts.PayoutGateway`. This module
+only orders them, and the order is what makes a batch leave once:
+
+1. In one books transaction, committed before any call: the request is built
+   from the batch's items under the idempotency key stored first, its payload
+   hash stored (or compared: a changed batch is a new batch), and the kill
+   switch and the payees' screening asked again.
+2. The provider is asked what it already holds under that key (or the id the
+   books recorded) **before** anything is sent; only if it holds nothing is
+   the batch created. A create the provider refuses as a duplicate is read
+   back by the client, not treated as a failure.
+3. The provider's answer is kept in ``gateway_events`` (its own transaction),
+   its batch id recorded the moment it is known, then batch and items become
+   ``submitted`` with the provider's ids.
+
+A crash or a timeout anywhere leaves the batch ``submitting`` under its key;
+the next attempt (``finsup submit-payout-batch``, a re-executed run, or the
+sensor's resume request) starts again at step 1 and finds at step 2 whatever
+the provider took. A definite refusal of the create (nothing accepted) makes
+the batch ``submission_failed`` with the reason; its amount stays reserved
+until an approver retries or cancels it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from finsup_dagster.gateways.payouts import (
+    GatewayBatch,
+    GatewayError,
+    GatewayRefused,
+    PayoutGateway,
+    PayoutLine,
+    PayoutRequest,
+)
+from finsup_dagster.ledger import db, payouts
+from finsup_dagster.ledger import submission as books
+from finsup_dagster.ledger.errors import LedgerError
+
+
+class SubmissionInterrupted(LedgerError):
+    """The gateway could not be reached (or answered nothing usable) and may hold the batch:
+    it stays ``submitting``, and the next attempt asks the gateway before sending."""
+
+
+@dataclass(frozen=True)
+class SubmissionResult:
+    """What one attempt ended in, for the run's metadata and the CLI."""
+
+    batch_id: str
+    status: str  # submitted | submission_failed
+    method: str
+    currency: str
+    total_minor: int
+    items: int
+    idempotency_key: str
+    gateway_batch_id: str | None
+    attempts: int
+    read_back: bool  # the gateway already held it (a resumed attempt, or a duplicate create)
+    reason: str | None = None
+
+
+# A stage the crash test stops the process at (benchmarks/submission_crash.py); None in use.
+Checkpoint = Callable[[str], None]
+
+
+def request_for(batch_id: str, idempotency_key: str, lines: tuple[books.AttemptLine, ...]) -> PayoutRequest:
+    """The provider-neutral request for the batch's items (full destinations: never log it)."""
+    return PayoutRequest(
+        batch_id=batch_id,
+        idempotency_key=idempotency_key,
+        currency=lines[0].currency,
+        lines=tuple(
+            PayoutLine(
+                item_id=line.item_id,
+                receiver=line.destination,
+                amount_minor=line.amount_minor,
+                currency=line.currency,
+                name=line.name,
+            )
+            for line in lines
+        ),
+    )
+
+
+def submit(
+    engine: Engine,
+    gateway: PayoutGateway,
+    batch_id: str,
+    approval_version: int,
+    actor: str,
+    checkpoint: Checkpoint | None = None,
+) -> SubmissionResult:
+    """Runs one submission attempt of an approved (or still submitting) batch."""
+    reached = checkpoint or (lambda stage: None)
+    with db.write(engine) as conn:
+        key = payouts.idempotency_key(batch_id, approval_version)
+        request = request_for(batch_id, key, books.lines_for(conn, batch_id))
+        attempt = books.prepare_attempt(
+            conn, batch_id, approval_version, request.payload_hash(), actor
+        )
+        if attempt.method != gateway.name:
+            raise LedgerError(
+                f"batch {batch_id} pays by {attempt.method}, not through the {gateway.name} gateway"
+            )
+    reached("prepared")
+    if attempt.status == "submitted":
+        return _result(attempt, "submitted", attempt.gateway_batch_id, read_back=True)
+
+    try:
+        held = gateway.find_batch(request, attempt.gateway_batch_id)
+        reached("asked")
+        created = held is None
+        if held is None:
+            held = gateway.submit_batch(request)
+        reached("answered")
+    except GatewayRefused as exc:
+        _keep_answer(engine, gateway, batch_id, "submit.error", exc)
+        if attempt.gateway_batch_id is not None:
+            # The provider took the batch before: a refusal now says nothing of that.
+            raise SubmissionInterrupted(
+                f"batch {batch_id}: {exc} (the gateway holds it as {attempt.gateway_batch_id}; "
+                "it stays submitting)"
+            ) from None
+        with db.write(engine) as conn:
+            books.record_submission_failed(conn, batch_id, str(exc), actor)
+        return _result(attempt, "submission_failed", None, read_back=False, reason=str(exc))
+    except GatewayError as exc:  # transient past the retry budget: the provider may hold it
+        _keep_answer(engine, gateway, batch_id, "submit.error", exc)
+        raise SubmissionInterrupted(
+            f"batch {batch_id}: {exc}; it stays submitting and the next attempt asks "
+            "the gateway before sending"
+        ) from None
+
+    with db.write(engine) as conn:
+        books.record_gateway_answer(
+            conn, gateway.name, batch_id, "submit.response" if created else "find.response", held.raw
+        )
+        books.record_gateway_batch_id(conn, batch_id, held.gateway_batch_id)
+    reached("recorded_id")
+    held = _with_items(engine, gateway, batch_id, held, request)
+    with db.write(engine) as conn:
+        books.record_submitted(
+            conn, batch_id, held.gateway_batch_id, _item_ids(held, request), actor
+        )
+    reached("submitted")
+    return _result(
+        attempt, "submitted", held.gateway_batch_id, read_back=held.read_back or not created
+    )
+
+
+def _with_items(
+    engine: Engine, gateway: PayoutGateway, batch_id: str, held: GatewayBatch, request: PayoutRequest
+) -> GatewayBatch:
+    """The batch with its items' ids: PayPal's create answer lists none, so ask for them.
+
+    Failing that, the batch is still submitted (the provider holds it) with
+    the item ids left for the status poll to fill in.
+    """
+    if {i.item_id for i in held.items} >= {line.item_id for line in request.lines}:
+        return held
+    try:
+        full = gateway.get_batch(held.gateway_batch_id)
+    except GatewayError as exc:
+        _keep_answer(engine, gateway, batch_id, "get.error", exc)
+        return held
+    with db.write(engine) as conn:
+        books.record_gateway_answer(conn, gateway.name, batch_id, "get.response", full.raw)
+    return full
+
+
+def _item_ids(held: GatewayBatch, request: PayoutRequest) -> dict[int, str | None]:
+    by_item = {i.item_id: i.gateway_item_id for i in held.items if i.item_id is not None}
+    return {line.item_id: by_item.get(line.item_id) for line in request.lines}
+
+
+def _keep_answer(
+    engine: Engine, gateway: PayoutGateway, batch_id: str, kind: str, exc: GatewayError
+) -> None:
+    """The provider's raw answer (or, when there was none, the error line) kept for a person."""
+    with db.write(engine) as conn:
+        books.record_gateway_answer(
+            conn, gateway.name, batch_id, kind, exc.raw or str(exc), exc.status_code
+        )
+
+
+def _result(
+    attempt: books.Attempt,
+    status: str,
+    gateway_batch_id: str | None,
+    *,
+    read_back: bool,
+    reason: str | None = None,
+) -> SubmissionResult:
+    return SubmissionResult(
+        batch_id=attempt.batch_id,
+        status=status,
+        method=attempt.method,
+        currency=attempt.currency,
+        total_minor=attempt.total_minor,
+        items=len(attempt.lines),
+        idempotency_key=attempt.idempotency_key,
+        gateway_batch_id=gateway_batch_id,
+        attempts=attempt.attempts,
+        read_back=read_back,
+        reason=reason,
+    )
