@@ -9,12 +9,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from finsup_dagster.jobs import submit_payout_batch
-from finsup_dagster.ledger import db, reports
+from finsup_dagster.ledger import approvals, db, reports, submission
 from finsup_dagster.ledger.batching import BatchPolicy, build_batches
 from finsup_dagster.ledger.schema import payout_batches
 from finsup_dagster.resources import LedgerResource
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
-from tests.helpers.payouts import approve, approver, beneficiary, earning, sale
+from tests.helpers.payouts import BOX, approve, approver, beneficiary, earning, sale
 
 POLICY = BatchPolicy(dual_approval_over={"*": "1000000"})
 
@@ -72,3 +72,55 @@ def test_each_approval_gives_one_run_request_and_the_job_submits_once(
 
     requests, _ = tick(ledger, cursor)
     assert requests == [], "a batch already submitting is not requested again"
+
+
+def test_a_retried_batch_gets_one_run_per_retry_with_the_same_approval_version(
+    engine: Engine, ledger_url: str, tmp_path: Path
+) -> None:
+    ledger = LedgerResource(url=ledger_url, home=str(tmp_path))
+    h = sale(engine, "S1", "100.00")
+    beneficiary(engine, "ann")
+    earning(engine, "E1", "ann", "10.00", h)
+    [batch] = build_batches(engine, POLICY, "maker").batches
+    batch_id = batch["batch_id"]
+    carol = approver(engine, "carol")
+    approve(engine, carol, batch_id)
+    requests, cursor = tick(ledger, None)
+    assert [r.run_key for r in requests] == [f"{batch_id}:v1"]
+
+    retry_keys = []
+    for attempt in range(2):  # the gateway refuses it twice; carol retries each time
+        with db.write(engine) as conn:
+            submission.prepare_attempt(conn, batch_id, 1, "ab" * 32, f"run-{attempt}")
+            submission.record_submission_failed(conn, batch_id, "refused", f"run-{attempt}")
+        requests, cursor = tick(ledger, cursor)
+        assert requests == [], "a refused batch waits for an approver"
+        code, now = carol.next_code()
+        approvals.authorised(
+            engine,
+            carol.name,
+            code,
+            BOX,
+            approvals.ApprovalPolicy(),
+            "batch_retry",
+            ("payout_batch", batch_id),
+            lambda conn, a: submission.retry(conn, a, batch_id),
+            now=now,
+        )
+        requests, cursor = tick(ledger, cursor)
+        [request] = requests
+        with db.read(engine) as conn:
+            [row] = [
+                r
+                for r in reports.transaction_logs(conn, limit=10_000)
+                if r["action"] == "batch_retry_approved"
+            ][attempt:]
+        assert request.run_key == f"{batch_id}:v1:retry{row['seq']}"
+        config = request.run_config["ops"]["start_batch_submission"]["config"]
+        assert config == {"batch_id": batch_id, "approval_version": 1}
+        retry_keys.append(request.run_key)
+    assert len(set(retry_keys)) == 2
+
+    # A lost cursor asks once per batch, for its latest decision, under the same key.
+    replay, _ = tick(ledger, None)
+    assert [r.run_key for r in replay] == [retry_keys[-1]]

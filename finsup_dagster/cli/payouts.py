@@ -22,9 +22,20 @@ from finsup_dagster.cli.common import (
     out,
     report_files,
 )
-from finsup_dagster.ledger import approvals, beneficiaries, clawbacks, controls, db, earnings, holds
+from finsup_dagster.ledger import (
+    approvals,
+    beneficiaries,
+    clawbacks,
+    controls,
+    db,
+    earnings,
+    holds,
+    reports,
+    submission,
+)
 from finsup_dagster.ledger.batching import pending_batches
 from finsup_dagster.ledger.money import format_minor, normalise_currency, to_minor
+from finsup_dagster.ledger.state_machine import BATCH_TRANSITIONS
 
 Approver = Annotated[str, typer.Option("--approver", help="Approver name.")]
 Code = Annotated[
@@ -340,11 +351,13 @@ def cancel_payout_batch(
     batch_id: Annotated[str, typer.Argument(help="Batch id.")],
     reason: Reason,
     approver: Annotated[
-        str | None, typer.Option("--approver", help="Needed for an approved batch.")
+        str | None,
+        typer.Option("--approver", help="Needed for an approved or submission_failed batch."),
     ] = None,
     code: Code = None,
 ) -> None:
-    """Cancel a pending (or, with an approver's code, an approved) batch, releasing its amount."""
+    """Cancel a pending batch (or, with an approver's code, an approved or submission_failed
+    one), releasing its amount."""
     if approver is None:
         with db.write(engine()) as conn:
             approvals.cancel(conn, actor(), batch_id, reason, with_code=False)
@@ -357,6 +370,76 @@ def cancel_payout_batch(
             lambda conn, who: approvals.cancel(conn, who.name, batch_id, reason, with_code=True),
         )
     out.print(f"batch {batch_id} cancelled; its amount is available again")
+
+
+@app.command("retry-payout-batch")
+def retry_payout_batch(
+    batch_id: Annotated[str, typer.Argument(help="Batch id of a submission_failed batch.")],
+    approver: Approver,
+    code: Code = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Send a batch the gateway refused back to approved: it is submitted again, same key."""
+    result = _authorised(
+        approver,
+        code,
+        "batch_retry",
+        ("payout_batch", batch_id),
+        lambda conn, who: submission.retry(conn, who, batch_id),
+    )
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(
+            f"batch {batch_id} approved again by {approver}; it is submitted again under "
+            f"{result['idempotency_key']}"
+        )
+
+
+@app.command("report-payout-batches")
+def report_payout_batches(
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only batches in this status.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Payout batches, newest first: status, why (a refused submission), gateway id, attempts."""
+    if status is not None and status not in BATCH_TRANSITIONS:
+        fail(f"--status {status!r} is not one of {', '.join(sorted(BATCH_TRANSITIONS))}")
+    with db.read(engine()) as conn:
+        rows = reports.payout_batches_report(conn, status)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        out.print(f"no payout batch{' is ' + status if status else ''}")
+        return
+    table = Table(
+        "batch",
+        "method",
+        "currency",
+        "total",
+        "items",
+        "status",
+        "reason",
+        "gateway batch",
+        "attempts",
+        "updated",
+    )
+    for r in rows:
+        table.add_row(
+            r["batch_id"],
+            r["method"],
+            r["currency"],
+            r["total"],
+            str(r["items"]),
+            r["status"],
+            r["status_reason"] or "",
+            r["gateway_batch_id"] or "",
+            str(r["attempts"]),
+            r["updated_at"],
+        )
+    out.print(table)
 
 
 @app.command("freeze-payouts")

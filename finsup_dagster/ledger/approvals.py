@@ -345,22 +345,26 @@ def deny(conn: Connection, approver: Any, batch_id: str, reason: str) -> dict[st
 
 
 CANCELLABLE_WITHOUT_CODE = frozenset({"pending_approval"})
+# A batch the gateway refused (submission_failed) still holds its reservation until
+# an approver retries or cancels it; nothing of it was accepted, so cancelling is safe.
+CANCELLABLE = frozenset({"pending_approval", "approved", "submission_failed"})
 
 
 def cancel(
     conn: Connection, actor: str, batch_id: str, reason: str, with_code: bool
 ) -> dict[str, Any]:
-    """Cancels a batch, releasing its reservation; an approved batch needs an approver's code."""
+    """Cancels a batch, releasing its reservation; past approval it needs an approver's code."""
     if not reason.strip():
         raise InvalidInput("a reason is required to cancel a batch")
     batch = _batch(conn, batch_id)
-    if batch.status not in ("pending_approval", "approved"):
+    if batch.status not in CANCELLABLE:
         raise ApprovalRefused(
-            f"batch {batch_id} is {batch.status}; only pending or approved batches can be cancelled"
+            f"batch {batch_id} is {batch.status}; only pending, approved or "
+            "submission_failed batches can be cancelled"
         )
     if not with_code and batch.status not in CANCELLABLE_WITHOUT_CODE:
         raise ApprovalRefused(
-            f"batch {batch_id} is approved: cancelling it needs --approver and --code"
+            f"batch {batch_id} is {batch.status}: cancelling it needs --approver and --code"
         )
     state_machine.move_batch(conn, batch_id, "cancelled", actor, reason=reason)
     return {"batch_id": batch_id, "status": "cancelled"}

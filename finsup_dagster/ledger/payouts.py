@@ -183,7 +183,8 @@ def start_submission(conn: Connection, batch_id: str, approval_version: int, act
 
     Running it again for the same approval version (a re-executed step, a
     repeated sensor tick) finds the batch already submitting with the same key
-    and changes nothing; the key is what a gateway call must reuse.
+    and changes nothing; the key is what a gateway call must reuse. The
+    submission op calls it through ``submission.prepare_attempt``.
     """
     batch = conn.execute(sa.select(payout_batches).where(payout_batches.c.id == batch_id)).first()
     if batch is None:
@@ -203,8 +204,15 @@ def start_submission(conn: Connection, batch_id: str, approval_version: int, act
     )
     ensure_batch_payable(conn, batch_id)
     holds.ensure_batch_funded(conn, batch_id)
-    conn.execute(
-        sa.update(payout_batches).where(payout_batches.c.id == batch_id).values(idempotency_key=key)
-    )
+    # A batch retried after submission_failed is approved again with its key already
+    # stored (same approval version): it keeps it, so the gateway can still deduplicate.
+    if batch.idempotency_key is None:
+        conn.execute(
+            sa.update(payout_batches)
+            .where(payout_batches.c.id == batch_id)
+            .values(idempotency_key=key)
+        )
+    elif batch.idempotency_key != key:  # pragma: no cover - the approval version pins the key
+        raise IllegalTransition(f"batch {batch_id} already has another idempotency key")
     state_machine.move_batch(conn, batch_id, "submitting", actor, detail={"idempotency_key": key})
     return key

@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from finsup_dagster.ledger.schema import revenue_events, transaction_log
+from finsup_dagster.ledger.money import format_minor
+from finsup_dagster.ledger.schema import payout_batches, revenue_events, transaction_log
 
 
 def transaction_logs(
@@ -47,4 +48,43 @@ def revenue_counts(conn: Connection) -> list[dict[str, Any]]:
     return [
         {"currency": c, "kind": k, "status": s, "events": int(n), "amount_minor": int(total)}
         for c, k, s, n, total in rows
+    ]
+
+
+def payout_batches_report(conn: Connection, status: str | None = None) -> list[dict[str, Any]]:
+    """Every payout batch (or those in ``status``), newest first, with why it is where it is."""
+    b = payout_batches.c
+    stmt = sa.select(
+        b.id,
+        b.method,
+        b.currency,
+        b.total_minor,
+        b.item_count,
+        b.status,
+        b.status_reason,
+        b.gateway_batch_id,
+        b.idempotency_key,
+        b.submission_attempts,
+        b.submitted_at,
+        b.updated_at,
+    ).order_by(b.updated_at.desc(), b.id)
+    if status:
+        stmt = stmt.where(b.status == status)
+    return [
+        {
+            "batch_id": r.id,
+            "method": r.method,
+            "currency": r.currency,
+            "total_minor": int(r.total_minor),
+            "total": format_minor(int(r.total_minor), r.currency),
+            "items": int(r.item_count),
+            "status": r.status,
+            "status_reason": r.status_reason,
+            "gateway_batch_id": r.gateway_batch_id,
+            "idempotency_key": r.idempotency_key,
+            "attempts": int(r.submission_attempts),
+            "submitted_at": r.submitted_at,
+            "updated_at": r.updated_at,
+        }
+        for r in conn.execute(stmt)
     ]

@@ -163,6 +163,13 @@ payout_batches = sa.Table(
     sa.Column("idempotency_key", sa.String(64), unique=True),
     sa.Column("gateway_batch_id", sa.String(128)),
     sa.Column("reservation_entry_id", sa.BigInteger, sa.ForeignKey("journal_entries.id")),
+    # The payload hash (gateways.PayoutRequest.payload_hash) of the first attempt: a
+    # later attempt under the same idempotency key must send the very same payload.
+    sa.Column("submission_hash", sa.String(64)),
+    # Why the batch is submission_failed (one line); cleared when it is retried.
+    sa.Column("status_reason", sa.String(512)),
+    _instant("submitted_at", nullable=True),
+    sa.Column("submission_attempts", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint("total_minor > 0", name="total_positive"),
     sa.Index("ix_payout_batches_status", "status"),
 )
@@ -248,6 +255,9 @@ gateway_events = sa.Table(
     sa.Column("resource_id", sa.String(128)),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("signature_valid", sa.Boolean, nullable=False),
+    # The HTTP status of an answer to one of our own calls (None for webhooks, or when
+    # no answer came back at all).
+    sa.Column("status_code", sa.Integer),
     _instant("received_at"),
     _instant("processed_at", nullable=True),
     sa.UniqueConstraint("gateway", "event_id", name="uq_gateway_events_gateway_event"),

@@ -414,10 +414,20 @@ def _append(
     return len(lines)
 
 
-def seal_existing(conn: Connection, reason: str) -> int:
-    """Seals every row as it stands, under one log entry (the migration that brings seals in)."""
+def seal_existing(conn: Connection, reason: str, tables: Sequence[sa.Table] = SEALED_TABLES) -> int:
+    """Seals every row of ``tables`` as it stands, under one log entry.
+
+    For the migration that brings seals in (every table), and for one that adds
+    a column to sealed tables (their digests cover the new column from then on).
+    A table not yet in this schema's shape (an earlier migration, run on the
+    way to a later one that adds columns to it) is left to that later
+    migration, which seals it in its final shape.
+    """
     lines: list[tuple[str, str, str | None]] = []
-    for table in SEALED_TABLES:
+    inspector = sa.inspect(conn)
+    for table in tables:
+        if {c["name"] for c in inspector.get_columns(table.name)} != set(table.c.keys()):
+            continue
         for row in conn.execute(sa.select(table)):
             content = _content(table, row)
             lines.append((table.name, row_key(table, content), row_digest(table.name, content)))

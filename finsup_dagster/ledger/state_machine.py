@@ -36,7 +36,11 @@ from finsup_dagster.ledger.schema import earnings, payout_batches, payout_items
 BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
     "pending_approval": frozenset({"approved", "denied", "cancelled"}),
     "approved": frozenset({"submitting", "cancelled"}),
-    "submitting": frozenset({"submitted", "failed"}),
+    # submission_failed: the gateway refused the call outright (nothing was accepted);
+    # the amount stays reserved until an approver retries (back to approved, same
+    # idempotency key) or cancels (released). See docs/payouts.md, "Submission".
+    "submitting": frozenset({"submitted", "submission_failed"}),
+    "submission_failed": frozenset({"approved", "cancelled"}),
     "submitted": frozenset({"completed", "partially_completed", "failed"}),
     "completed": frozenset(),
     "partially_completed": frozenset(),
@@ -82,6 +86,19 @@ _CLASS_POSTINGS: dict[tuple[str, str], tuple[str, str]] = {
 # A batch that ends without paying cascades its open items to these statuses.
 _BATCH_ITEM_CASCADE = {"denied": "cancelled", "cancelled": "cancelled"}
 
+# The transaction-log action of a move, where it is not ``batch_<target>``: a retry
+# must not read as an approval (the sensor keys approvals by approval version, and
+# a retry keeps the version so the gateway can still deduplicate on the key).
+BATCH_MOVE_ACTIONS: dict[tuple[str, str], str] = {
+    ("submission_failed", "approved"): "batch_retry_approved",
+}
+
+# An item may become one of these only while its batch is in one of the statuses
+# given: an item is submitted with its batch (submission.record_submitted), never alone.
+ITEM_TARGET_BATCH_STATUSES: dict[str, frozenset[str]] = {
+    "submitted": frozenset({"submitting", "submitted"}),
+}
+
 LIVE_BATCH_STATUSES = frozenset(s for s, nxt in BATCH_TRANSITIONS.items() if nxt)
 
 
@@ -116,7 +133,7 @@ def move_batch(
         raise IllegalTransition(f"batch {batch_id} changed underneath us")
     audit_log.log(
         conn,
-        f"batch_{target}",
+        BATCH_MOVE_ACTIONS.get((batch.status, target), f"batch_{target}"),
         "payout_batch",
         batch_id,
         actor=actor,
@@ -149,6 +166,16 @@ def move_item(
     if item is None:
         raise NotFound(f"no payout item {item_id}")
     check(ITEM_TRANSITIONS, f"item {item_id}", item.status, target)
+    needs = ITEM_TARGET_BATCH_STATUSES.get(target)
+    if needs is not None:
+        batch_status: str = conn.execute(
+            sa.select(payout_batches.c.status).where(payout_batches.c.id == item.batch_id)
+        ).scalar_one()
+        if batch_status not in needs:
+            raise IllegalTransition(
+                f"item {item_id} cannot become {target} while its batch {item.batch_id} "
+                f"is {batch_status} (only while {' or '.join(sorted(needs))})"
+            )
     conn.execute(
         sa.update(payout_items)
         .where(payout_items.c.id == item_id)

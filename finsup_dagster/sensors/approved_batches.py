@@ -1,9 +1,13 @@
-"""approved_batches_sensor: one submission run per newly approved batch.
+"""approved_batches_sensor: one submission run per approval, and one per retry.
 
 The cursor is the last transaction-log sequence number read, so each tick
 reads only what was logged since. The run key is ``<batch id>:v<approval
-version>``: Dagster never launches two runs with one key, so a tick repeated
-(or a cursor lost) cannot submit a batch twice.
+version>`` for an approval (``batch_approved``) and ``<batch id>:v<approval
+version>:retry<seq>`` for an approver's retry of a batch the gateway refused
+(``batch_retry_approved``, ``seq`` its log row): a retry keeps the approval
+version (and so the gateway idempotency key), and the log row tells one retry
+from the next. Dagster never launches two runs with one key, so a tick
+repeated (or a cursor lost) cannot submit a batch twice for one decision.
 """
 
 import json
@@ -15,6 +19,9 @@ from finsup_dagster.jobs import submit_payout_batch
 from finsup_dagster.ledger import db
 from finsup_dagster.ledger.schema import payout_batches, transaction_log
 from finsup_dagster.resources import LedgerResource
+
+# The log actions that ask for a submission run, and the run key's suffix for each.
+RUN_KEY_SUFFIX = {"batch_approved": "", "batch_retry_approved": ":retry{seq}"}
 
 
 @dg.sensor(
@@ -29,30 +36,34 @@ def approved_batches_sensor(
     t, b = transaction_log.c, payout_batches.c
     with db.read(ledger.engine) as conn:
         rows = conn.execute(
-            sa.select(t.seq, b.id, b.status, b.approval_version)
+            sa.select(t.seq, b.id, b.status, b.approval_version, t.action)
             .join(payout_batches, b.id == t.entity_id)
             .where(
                 t.seq > cursor["last_seq"],
-                t.action == "batch_approved",
+                t.action.in_(RUN_KEY_SUFFIX),
                 t.entity_type == "payout_batch",
             )
             .order_by(t.seq)
         ).all()
     # Only as far as what was read: on PostgreSQL a later statement could see newer rows.
     last = max([cursor["last_seq"], *(seq for seq, *_ in rows)])
+    # One request per batch, for its latest decision: an approval and a retry read in
+    # one tick (or again, after a lost cursor) are one submission to make, not two.
+    latest = {row.id: row for row in rows}
     requests = [
         dg.RunRequest(
-            run_key=f"{batch_id}:v{version}",
+            run_key=f"{row.id}:v{row.approval_version}"
+            + RUN_KEY_SUFFIX[row.action].format(seq=row.seq),
             run_config={
                 "ops": {
                     "start_batch_submission": {
-                        "config": {"batch_id": batch_id, "approval_version": version}
+                        "config": {"batch_id": row.id, "approval_version": row.approval_version}
                     }
                 }
             },
-            tags={"finsup/batch_id": batch_id},
+            tags={"finsup/batch_id": row.id},
         )
-        for _, batch_id, status, version in rows
-        if status == "approved"
+        for row in latest.values()
+        if row.status == "approved"
     ]
     return dg.SensorResult(run_requests=requests, cursor=json.dumps({"last_seq": int(last)}))

@@ -10,7 +10,8 @@ from sqlalchemy.engine import Engine
 from finsup_dagster.ledger import approvals, beneficiaries, db, earnings, revenue
 from finsup_dagster.ledger.secret_box import SecretBox
 
-BOX = SecretBox("test-secret-key-material-at-least-32-chars")
+BOX_KEY = "test-secret-key-material-at-least-32-chars"  # FINSUP_SECRET_KEY for CLI runs
+BOX = SecretBox(BOX_KEY)
 T0 = 1_800_000_000.0  # a fixed instant; each approver's codes step forward from here
 
 
