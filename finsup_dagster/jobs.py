@@ -1,13 +1,20 @@
 """Jobs: named selections of assets, and the op job that submits one approved batch."""
 
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
 
-from finsup_dagster.ledger import db
-from finsup_dagster.ledger.payouts import start_submission
+from finsup_dagster import submission
+from finsup_dagster.ledger.money import format_minor
 from finsup_dagster.ledger.verification import ensure_intact
 from finsup_dagster.resources import LedgerResource
+from finsup_dagster.resources.bank import BankOutboxResource
+from finsup_dagster.resources.gateways import (
+    PayoneerResource,
+    PayPalPayoutsResource,
+    payout_gateway,
+)
 
 # The main job: land the day's files, reconcile them, confirm what settled, and
 # work out what is available. Earnings and payouts are their own jobs.
@@ -31,31 +38,74 @@ create_payout_batches_job = dg.define_asset_job(
 class SubmitBatchConfig(dg.Config):
     batch_id: str
     approval_version: int
+    # A gateway that could not be reached leaves the batch submitting: the step is tried
+    # again this many times, this long apart, and each try asks the gateway first.
+    resume_retries: int = 3
+    resume_wait_seconds: int = 60
 
 
-@dg.op(description="Moves the approved batch to submitting, idempotency key stored first.")
-def start_batch_submission(
-    context: dg.OpExecutionContext, config: SubmitBatchConfig, ledger: LedgerResource
-) -> str:
+@dg.op(
+    description=(
+        "Sends one approved payout batch to its gateway exactly once: idempotency key and "
+        "payload hash stored first, the gateway asked what it holds before anything is "
+        "sent, its ids recorded; a refusal leaves the batch submission_failed, reserved."
+    ),
+    tags={"finsup/queue": "gateway"},
+)
+def submit_batch(
+    context: dg.OpExecutionContext,
+    config: SubmitBatchConfig,
+    ledger: LedgerResource,
+    paypal_payouts: PayPalPayoutsResource,
+    payoneer: PayoneerResource,
+    bank_outbox: BankOutboxResource,
+) -> dg.Output[str]:
     ensure_intact(
         ledger.engine,
         Path(ledger.home),
         ledger.checkpoint_key(),
         f"submitting batch {config.batch_id}",
     )
-    with db.write(ledger.engine) as conn:
-        key = start_submission(
-            conn,
+    try:
+        result = submission.submit(
+            ledger.engine,
+            partial(payout_gateway, paypal=paypal_payouts, payoneer=payoneer, bank=bank_outbox),
             config.batch_id,
             config.approval_version,
             actor=f"dagster:{context.run.run_id[:8]}",
         )
-    context.log.info(f"batch {config.batch_id} is submitting with idempotency key {key}")
-    return key
+    except submission.SubmissionInterrupted as exc:
+        context.log.warning(str(exc))
+        raise dg.RetryRequested(
+            max_retries=config.resume_retries, seconds_to_wait=config.resume_wait_seconds
+        ) from exc
+    text = dg.MetadataValue.text
+    metadata: dict[str, dg.MetadataValue] = {
+        "batch_id": text(result.batch_id),
+        "status": text(result.status),
+        "method": text(result.method),
+        "total": text(f"{format_minor(result.total_minor, result.currency)} {result.currency}"),
+        "items": dg.MetadataValue.int(result.items),
+        "idempotency_key": text(result.idempotency_key),
+        "gateway_batch_id": text(result.gateway_batch_id or ""),
+        "attempts": dg.MetadataValue.int(result.attempts),
+        "read_back": dg.MetadataValue.bool(result.read_back),
+    }
+    if result.status == "submission_failed":
+        raise dg.Failure(
+            description=f"batch {result.batch_id} is submission_failed: {result.reason}",
+            metadata=metadata,
+            allow_retries=False,
+        )
+    context.log.info(
+        f"batch {result.batch_id} submitted as {result.gateway_batch_id} "
+        f"({result.items} items, {metadata['total'].value})"
+    )
+    return dg.Output(result.status, metadata=metadata)
 
 
 @dg.job(
-    description="Submit one approved payout batch (the gateway call arrives with the gateway issue)."
+    description="Submit one approved payout batch to its gateway (PayPal, Payoneer or a bank file)."
 )
 def submit_payout_batch() -> None:
-    start_batch_submission()
+    submit_batch()

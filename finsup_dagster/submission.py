@@ -70,7 +70,9 @@ class SubmissionResult:
 Checkpoint = Callable[[str], None]
 
 
-def request_for(batch_id: str, idempotency_key: str, lines: tuple[books.AttemptLine, ...]) -> PayoutRequest:
+def request_for(
+    batch_id: str, idempotency_key: str, lines: tuple[books.AttemptLine, ...]
+) -> PayoutRequest:
     """The provider-neutral request for the batch's items (full destinations: never log it)."""
     return PayoutRequest(
         batch_id=batch_id,
@@ -91,24 +93,28 @@ def request_for(batch_id: str, idempotency_key: str, lines: tuple[books.AttemptL
 
 def submit(
     engine: Engine,
-    gateway: PayoutGateway,
+    gateway_for: Callable[[str], PayoutGateway],
     batch_id: str,
     approval_version: int,
     actor: str,
     checkpoint: Checkpoint | None = None,
 ) -> SubmissionResult:
-    """Runs one submission attempt of an approved (or still submitting) batch."""
+    """Runs one submission attempt of an approved (or still submitting) batch.
+
+    ``gateway_for`` gives the gateway of a payout method; it is asked before the
+    books change, so a gateway that is not configured refuses with the books as
+    they were. ``checkpoint`` is called with each stage reached (the crash test
+    stops the process there).
+    """
     reached = checkpoint or (lambda stage: None)
+    with db.read(engine) as conn:
+        gateway = gateway_for(books.method_of(conn, batch_id))
     with db.write(engine) as conn:
         key = payouts.idempotency_key(batch_id, approval_version)
         request = request_for(batch_id, key, books.lines_for(conn, batch_id))
         attempt = books.prepare_attempt(
             conn, batch_id, approval_version, request.payload_hash(), actor
         )
-        if attempt.method != gateway.name:
-            raise LedgerError(
-                f"batch {batch_id} pays by {attempt.method}, not through the {gateway.name} gateway"
-            )
     reached("prepared")
     if attempt.status == "submitted":
         return _result(attempt, "submitted", attempt.gateway_batch_id, read_back=True)
@@ -140,7 +146,11 @@ def submit(
 
     with db.write(engine) as conn:
         books.record_gateway_answer(
-            conn, gateway.name, batch_id, "submit.response" if created else "find.response", held.raw
+            conn,
+            gateway.name,
+            batch_id,
+            "submit.response" if created else "find.response",
+            held.raw,
         )
         books.record_gateway_batch_id(conn, batch_id, held.gateway_batch_id)
     reached("recorded_id")
@@ -156,7 +166,11 @@ def submit(
 
 
 def _with_items(
-    engine: Engine, gateway: PayoutGateway, batch_id: str, held: GatewayBatch, request: PayoutRequest
+    engine: Engine,
+    gateway: PayoutGateway,
+    batch_id: str,
+    held: GatewayBatch,
+    request: PayoutRequest,
 ) -> GatewayBatch:
     """The batch with its items' ids: PayPal's create answer lists none, so ask for them.
 

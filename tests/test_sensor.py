@@ -14,6 +14,7 @@ from finsup_dagster.ledger.batching import BatchPolicy, build_batches
 from finsup_dagster.ledger.schema import payout_batches
 from finsup_dagster.resources import LedgerResource
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
+from tests.helpers.payout_sandbox import payout_sandbox, submission_resources
 from tests.helpers.payouts import BOX, approve, approver, beneficiary, earning, sale
 
 POLICY = BatchPolicy(dual_approval_over={"*": "1000000"})
@@ -42,7 +43,7 @@ def test_each_approval_gives_one_run_request_and_the_job_submits_once(
     approve(engine, carol, first["batch_id"])
     requests, cursor = tick(ledger, cursor)
     assert [r.run_key for r in requests] == [f"{first['batch_id']}:v1"]
-    config = requests[0].run_config["ops"]["start_batch_submission"]["config"]
+    config = requests[0].run_config["ops"]["submit_batch"]["config"]
     assert config == {"batch_id": first["batch_id"], "approval_version": 1}
 
     again, cursor_after = tick(ledger, cursor)
@@ -56,22 +57,31 @@ def test_each_approval_gives_one_run_request_and_the_job_submits_once(
     requests, cursor = tick(ledger, cursor)
     assert [r.run_key for r in requests] == [f"{second['batch_id']}:v1"]
 
-    for _ in range(2):  # a re-executed run reuses the stored idempotency key
-        result = submit_payout_batch.execute_in_process(
-            run_config=requests[0].run_config, resources={"ledger": ledger}
-        )
-        assert result.success
-        assert result.output_for_node("start_batch_submission") == f"{second['batch_id']}-v1"
+    with payout_sandbox(tmp_path) as sandbox:
+        resources = submission_resources(sandbox, ledger, tmp_path / "outbox")
+        for n in range(2):  # a re-executed run asks the gateway and sends nothing again
+            result = submit_payout_batch.execute_in_process(
+                run_config=requests[0].run_config, resources=resources
+            )
+            assert result.success
+            assert result.output_for_node("submit_batch") == "submitted"
+            [materialization] = [
+                e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT"
+            ]
+            metadata = materialization.event_specific_data.metadata  # type: ignore[union-attr]
+            assert metadata["read_back"].value is (n == 1)
+        creates = sandbox.requests("POST", "/v1/payments/payouts")
+    assert len(creates) == 1, "one batch reached the gateway"
     with db.read(engine) as conn:
         statuses = dict(conn.execute(sa.select(payout_batches.c.id, payout_batches.c.status)).all())
         submitting = [
             r for r in reports.transaction_logs(conn) if r["action"] == "batch_submitting"
         ]
-    assert statuses == {first["batch_id"]: "approved", second["batch_id"]: "submitting"}
+    assert statuses == {first["batch_id"]: "approved", second["batch_id"]: "submitted"}
     assert len(submitting) == 1
 
     requests, _ = tick(ledger, cursor)
-    assert requests == [], "a batch already submitting is not requested again"
+    assert requests == [], "a batch already submitted is not requested again"
 
 
 def test_a_retried_batch_gets_one_run_per_retry_with_the_same_approval_version(
@@ -116,7 +126,7 @@ def test_a_retried_batch_gets_one_run_per_retry_with_the_same_approval_version(
                 if r["action"] == "batch_retry_approved"
             ][attempt:]
         assert request.run_key == f"{batch_id}:v1:retry{row['seq']}"
-        config = request.run_config["ops"]["start_batch_submission"]["config"]
+        config = request.run_config["ops"]["submit_batch"]["config"]
         assert config == {"batch_id": batch_id, "approval_version": 1}
         retry_keys.append(request.run_key)
     assert len(set(retry_keys)) == 2

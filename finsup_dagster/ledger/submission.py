@@ -113,6 +113,11 @@ def _batch(conn: Connection, batch_id: str) -> Any:
     return batch
 
 
+def method_of(conn: Connection, batch_id: str) -> str:
+    """The batch's payout method (paypal | payoneer | bank): which gateway it goes through."""
+    return str(_batch(conn, batch_id).method)
+
+
 def one_line(text: str, max_len: int = REASON_MAX) -> str:
     """A provider's message as one printable line of at most ``max_len`` characters."""
     line = _CONTROL_OR_SPACE.sub(" ", text).strip() or "no reason given"

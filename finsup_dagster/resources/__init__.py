@@ -4,7 +4,9 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
+from finsup_dagster.resources.bank import BankOutboxResource
 from finsup_dagster.resources.dbt import dbt_executable, dbt_project
+from finsup_dagster.resources.gateways import gateway_resources_from_env
 from finsup_dagster.resources.ledger import LedgerResource
 from finsup_dagster.resources.payout_policy import PayoutPolicyResource
 from finsup_dagster.resources.paypal import PayPalReportingResource
@@ -41,5 +43,12 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         ),
         "reconciliation_policy": ReconciliationPolicyResource(
             unmatched_rate_threshold=dg.EnvVar("FINSUP_UNMATCHED_RATE_THRESHOLD")
+        ),
+        **gateway_resources_from_env(),
+        "bank_outbox": BankOutboxResource(
+            outbox_dir=dg.EnvVar("FINSUP_BANK_OUTBOX"),
+            debtor_name=dg.EnvVar("FINSUP_BANK_DEBTOR_NAME"),
+            debtor_iban=dg.EnvVar("FINSUP_BANK_DEBTOR_IBAN"),
+            debtor_bic=dg.EnvVar("FINSUP_BANK_DEBTOR_BIC"),
         ),
     }

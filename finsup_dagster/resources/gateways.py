@@ -15,6 +15,7 @@ from finsup_dagster.gateways.payoneer import PayoneerPayouts
 from finsup_dagster.gateways.payouts import PayoutGateway
 from finsup_dagster.gateways.paypal_payouts import PayPalPayouts
 from finsup_dagster.ledger.errors import LedgerError
+from finsup_dagster.resources.bank import BankOutboxResource
 
 
 class _RetrySettings(dg.ConfigurableResource):
@@ -85,13 +86,31 @@ def payout_gateway(
     *,
     paypal: PayPalPayoutsResource | None = None,
     payoneer: PayoneerResource | None = None,
+    bank: BankOutboxResource | None = None,
 ) -> PayoutGateway:
-    """The gateway for a batch's payout method (``paypal`` | ``payoneer``)."""
+    """The gateway for a batch's payout method (``paypal`` | ``payoneer`` | ``bank``).
+
+    Refuses, before anything is sent, a gateway whose credentials are missing.
+    """
     if method == "paypal" and paypal is not None:
+        _credentials(paypal.client_id, paypal.client_secret, "FINSUP_PAYPAL_CLIENT")
         return paypal.gateway()
     if method == "payoneer" and payoneer is not None:
+        _credentials(payoneer.client_id, payoneer.client_secret, "FINSUP_PAYONEER_CLIENT")
         return payoneer.gateway()
+    if method == "bank" and bank is not None:
+        return bank.gateway()
     raise LedgerError(f"no payout gateway configured for method {method!r}")
+
+
+def _credentials(client_id: str, client_secret: str, prefix: str) -> None:
+    missing = [
+        f"{prefix}_{name}"
+        for name, value in (("ID", client_id), ("SECRET", client_secret))
+        if not value.strip()
+    ]
+    if missing:
+        raise LedgerError(f"{' and '.join(missing)} not set: the gateway cannot be called")
 
 
 def gateway_resources_from_env() -> dict[str, dg.ConfigurableResource]:

@@ -56,7 +56,7 @@ def approved_batches_sensor(
             + RUN_KEY_SUFFIX[row.action].format(seq=row.seq),
             run_config={
                 "ops": {
-                    "start_batch_submission": {
+                    "submit_batch": {
                         "config": {"batch_id": row.id, "approval_version": row.approval_version}
                     }
                 }

@@ -21,6 +21,9 @@ from finsup_dagster.gateways.sandbox import (
     create_app,
     serve_in_thread,
 )
+from finsup_dagster.resources import LedgerResource
+from finsup_dagster.resources.bank import BankOutboxResource
+from finsup_dagster.resources.gateways import PayoneerResource, PayPalPayoutsResource
 
 CLIENT_ID = "payout-test-client"
 CLIENT_SECRET = "payout-secret-never-shown-0x5EC"
@@ -116,3 +119,36 @@ def wait_until(check: Any, timeout: float = 5.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
         time.sleep(0.02)
+
+
+def submission_resources(
+    sandbox: PayoutSandbox, ledger: LedgerResource, outbox: Path
+) -> dict[str, Any]:
+    """The submit job's resources: the books, and every gateway pointing at the sandbox
+    (bank files into ``outbox``)."""
+    return {
+        "ledger": ledger,
+        "paypal_payouts": PayPalPayoutsResource(
+            base_url=sandbox.base_url,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            timeout_seconds=5.0,
+            retry_attempts=4,
+            retry_total_seconds=5.0,
+        ),
+        "payoneer": PayoneerResource(
+            base_url=sandbox.base_url,
+            client_id=PAYONEER_ID,
+            client_secret=PAYONEER_SECRET,
+            program_id=PROGRAM,
+            timeout_seconds=5.0,
+            retry_attempts=4,
+            retry_total_seconds=5.0,
+        ),
+        "bank_outbox": BankOutboxResource(
+            outbox_dir=str(outbox),
+            debtor_name="finsup test",
+            debtor_iban="GB82WEST12345698765432",
+            debtor_bic="WESTGB2L",
+        ),
+    }
