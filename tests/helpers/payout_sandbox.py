@@ -122,28 +122,35 @@ def wait_until(check: Any, timeout: float = 5.0) -> Any:
 
 
 def submission_resources(
-    sandbox: PayoutSandbox, ledger: LedgerResource, outbox: Path
+    sandbox: PayoutSandbox,
+    ledger: LedgerResource,
+    outbox: Path,
+    *,
+    timeout: float = 5.0,
+    retry_attempts: int = 4,
+    retry_seconds: float = 5.0,
 ) -> dict[str, Any]:
     """The submit job's resources: the books, and every gateway pointing at the sandbox
     (bank files into ``outbox``)."""
+    limits: dict[str, Any] = {
+        "timeout_seconds": timeout,
+        "retry_attempts": retry_attempts,
+        "retry_total_seconds": retry_seconds,
+    }
     return {
         "ledger": ledger,
         "paypal_payouts": PayPalPayoutsResource(
             base_url=sandbox.base_url,
             client_id=CLIENT_ID,
             client_secret=CLIENT_SECRET,
-            timeout_seconds=5.0,
-            retry_attempts=4,
-            retry_total_seconds=5.0,
+            **limits,
         ),
         "payoneer": PayoneerResource(
             base_url=sandbox.base_url,
             client_id=PAYONEER_ID,
             client_secret=PAYONEER_SECRET,
             program_id=PROGRAM,
-            timeout_seconds=5.0,
-            retry_attempts=4,
-            retry_total_seconds=5.0,
+            **limits,
         ),
         "bank_outbox": BankOutboxResource(
             outbox_dir=str(outbox),
