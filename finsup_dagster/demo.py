@@ -15,7 +15,7 @@ import shutil
 import warnings
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from finsup_dagster.ledger import db, migrate
 
@@ -61,7 +61,10 @@ def dagster_instance() -> dg.DagsterInstance:
 
 
 def run_job(
-    name: str, tags: dict[str, str] | None = None, partition_key: str | None = None
+    name: str,
+    tags: dict[str, str] | None = None,
+    partition_key: str | None = None,
+    ops: dict[str, Any] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Runs a job in process against the persistent instance, so the run shows in the UI."""
     # Dagster's warnings (beta parameters, backfill policies) speak to developers,
@@ -76,7 +79,10 @@ def run_job(
             raise_on_error=False,
             tags=tags,
             partition_key=partition_key,
-            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            run_config={
+                "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+                **({"ops": ops} if ops else {}),
+            },
         )
 
 

@@ -75,6 +75,8 @@ def submit_batch(
             actor=f"dagster:{context.run.run_id[:8]}",
         )
     except submission.SubmissionInterrupted as exc:
+        if context.retry_number >= config.resume_retries:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         context.log.warning(str(exc))
         raise dg.RetryRequested(
             max_retries=config.resume_retries, seconds_to_wait=config.resume_wait_seconds

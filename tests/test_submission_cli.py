@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from finsup_dagster.ledger import db, submission
 from finsup_dagster.ledger.batching import BatchPolicy, build_batches
 from tests.helpers.cli import assert_one_line_error, run, run_json
+from tests.helpers.payout_sandbox import CLIENT_ID, CLIENT_SECRET, payout_sandbox
 from tests.helpers.payouts import BOX_KEY, approve, approver, beneficiary, earning, sale
 
 POLICY = BatchPolicy(min_item={"*": "1.00"}, dual_approval_over={"USD": "1000.00"})
@@ -120,3 +121,35 @@ def test_a_refused_batch_is_cancelled_with_a_code_and_its_amount_released(books:
     assert (before["committed_minor"], after["committed_minor"]) == (2500, 0)
     assert after["available_minor"] == before["available_minor"] + 2500
     assert run("report-payout-batches", "--status", "nonsense").returncode == 2
+
+
+def test_submit_payout_batch_sends_once_through_the_instance_and_says_why_when_refused(
+    books: Engine, finsup_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = sale(books, "S1", "100.00")
+    beneficiary(books, "ann")
+    earning(books, "E1", "ann", "25.00", h)
+    [batch] = build_batches(books, POLICY, "maker").batches
+    batch_id = batch["batch_id"]
+    approve(books, approver(books, "carol"), batch_id)
+    monkeypatch.setenv("DAGSTER_HOME", str(finsup_env / "dagster_home"))
+    with payout_sandbox(tmp_path) as sandbox:
+        monkeypatch.setenv("FINSUP_PAYPAL_PAYOUTS_BASE_URL", sandbox.base_url)
+        monkeypatch.setenv("FINSUP_PAYPAL_CLIENT_ID", CLIENT_ID)
+        monkeypatch.setenv("FINSUP_PAYPAL_CLIENT_SECRET", CLIENT_SECRET)
+        for _ in range(2):  # by hand, again: the gateway is asked, nothing sent twice
+            proc = run("submit-payout-batch", batch_id)
+            assert proc.returncode == 0, proc.stderr
+            assert f"batch {batch_id} submitted to paypal as " in proc.stdout
+            assert CLIENT_SECRET not in proc.stdout + proc.stderr
+        assert len(sandbox.state.paypal_batches) == 1
+        assert_one_line_error(run("submit-payout-batch", "pb_nope"), "no payout batch 'pb_nope'")
+
+        h2 = sale(books, "S2", "100.00")
+        earning(books, "E2", "ann", "30.00", h2)
+        [second] = build_batches(books, POLICY, "maker").batches
+        approve(books, approver(books, "dave"), second["batch_id"])
+        sandbox.fault(kind="raw", status=422, body="{not json", path_prefix="/v1/payments/payouts")
+        proc = run("submit-payout-batch", second["batch_id"])
+        assert_one_line_error(proc, f"batch {second['batch_id']} is submission_failed: ")
+        assert len(sandbox.state.paypal_batches) == 1

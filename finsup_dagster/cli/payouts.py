@@ -467,3 +467,43 @@ def unfreeze_payouts(
         lambda conn, who: controls.set_payouts_frozen(conn, False, who.name, reason),
     )
     out.print(f"payouts unfrozen by {approver}")
+
+
+@app.command("submit-payout-batch")
+def submit_payout_batch(
+    batch_id: Annotated[str, typer.Argument(help="Batch id of an approved (or submitting) batch.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Submit one approved batch to its gateway now, through the Dagster instance (the run
+    shows in the UI). Safe to run again: the gateway is asked before anything is sent.
+
+    Exits 1 when the gateway refused the batch (it is then submission_failed) or could
+    not be reached (it stays submitting: run this again).
+    """
+    from finsup_dagster.demo import run_job
+
+    with db.read(engine()) as conn:
+        version = submission.approval_version_of(conn, batch_id)
+    result = run_job(
+        "submit_payout_batch",
+        tags={"finsup/actor": actor(), "finsup/batch_id": batch_id},
+        # By hand, a person decides when to try again: no automatic resumes.
+        ops={
+            "submit_batch": {
+                "config": {"batch_id": batch_id, "approval_version": version, "resume_retries": 0}
+            }
+        },
+    )
+    with db.read(engine()) as conn:
+        [row] = [r for r in reports.payout_batches_report(conn) if r["batch_id"] == batch_id]
+    if as_json:
+        emit_json({"run_id": result.run_id, "succeeded": result.success, "batch": row})
+    if not result.success:
+        fail(
+            f"batch {batch_id} is {row['status']}: {row['status_reason'] or _first_failure(result)}"
+        )
+    if not as_json:
+        out.print(
+            f"batch {batch_id} submitted to {row['method']} as {row['gateway_batch_id']} "
+            f"(run {result.run_id[:8]})"
+        )

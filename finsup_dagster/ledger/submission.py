@@ -118,6 +118,11 @@ def method_of(conn: Connection, batch_id: str) -> str:
     return str(_batch(conn, batch_id).method)
 
 
+def approval_version_of(conn: Connection, batch_id: str) -> int:
+    """The approval version a submission of the batch runs under (its idempotency key's)."""
+    return int(_batch(conn, batch_id).approval_version)
+
+
 def one_line(text: str, max_len: int = REASON_MAX) -> str:
     """A provider's message as one printable line of at most ``max_len`` characters."""
     line = _CONTROL_OR_SPACE.sub(" ", text).strip() or "no reason given"
