@@ -22,7 +22,6 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from finsup_dagster.gateways.exact_json import dumps_exact, loads_exact
 from finsup_dagster.gateways.sandbox.outcomes import PAYONEER_STATUS, Outcome, payoneer_tag
-from finsup_dagster.gateways.sandbox.paypal_common import basic_auth_ok, bearer_refusal
+from finsup_dagster.gateways.sandbox.paypal_common import TokenRefusals, bearer_refusal, token_form
 from finsup_dagster.gateways.sandbox.state import PayoneerPayment, SandboxState
 from finsup_dagster.ledger.errors import InvalidInput
 from finsup_dagster.ledger.money import format_minor, to_minor
@@ -47,6 +46,11 @@ class ExactJSONResponse(Response):
         return dumps_exact(content).encode("utf-8")
 
 
+PAYONEER_REFUSALS = TokenRefusals(
+    ExactJSONResponse, "Client authentication failed", lambda grant: f"grant_type {grant!r}"
+)
+
+
 def _error(status: int, error: str, description: str, code: int) -> Response:
     return ExactJSONResponse(
         {
@@ -60,22 +64,11 @@ def _error(status: int, error: str, description: str, code: int) -> Response:
 
 def payoneer_routes(state: SandboxState) -> list[BaseRoute]:
     async def token(request: Request) -> Response:
-        if not basic_auth_ok(
-            request.headers.get("authorization"),
-            state.payoneer_client_id,
-            state.payoneer_client_secret,
-        ):
-            return ExactJSONResponse(
-                {"error": "invalid_client", "error_description": "Client authentication failed"},
-                status_code=401,
-            )
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        grant = form.get("grant_type", [""])[0]
-        if grant != "client_credentials":
-            return ExactJSONResponse(
-                {"error": "unsupported_grant_type", "error_description": f"grant_type {grant!r}"},
-                status_code=400,
-            )
+        form = await token_form(
+            request, state.payoneer_client_id, state.payoneer_client_secret, PAYONEER_REFUSALS
+        )
+        if isinstance(form, Response):
+            return form
         return ExactJSONResponse(
             {
                 "token_type": "Bearer",
