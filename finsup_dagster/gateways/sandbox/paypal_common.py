@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -23,6 +23,7 @@ PAYPAL_SCOPE = " ".join(
         "https://uri.paypal.com/payments/payouts",
     ]
 )
+T = TypeVar("T")
 ERROR_DOCS = "https://developer.paypal.com/docs/api/transaction-search/v1/#error-"
 
 
@@ -107,6 +108,35 @@ async def token_form(
         error = {"error": "unsupported_grant_type", "error_description": refusals.bad_grant(grant)}
         return respond(error, 400)
     return form
+
+
+def lookup_route(
+    state: SandboxState,
+    guard: Callable[[Request], Response | None],
+    param: str,
+    find: Callable[[str], T | None],
+    missing: Callable[[str], Response],
+    answer: Callable[[Request, T], Response],
+) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint for one held thing named by the path parameter ``param``.
+
+    ``guard`` refuses the request (or returns None); under the state's lock
+    ``find`` looks the thing up, ``missing`` answers when it is not there and
+    ``answer`` reads (or changes) it.
+    """
+
+    async def route(request: Request) -> Response:
+        refusal = guard(request)
+        if refusal is not None:
+            return refusal
+        key = request.path_params[param]
+        with state.lock:
+            found = find(key)
+            if found is None:
+                return missing(key)
+            return answer(request, found)
+
+    return route
 
 
 def paypal_time(instant: datetime) -> str:
