@@ -30,6 +30,7 @@ from finsup_dagster.gateways.sandbox import (
     transaction_info,
 )
 from finsup_dagster.ledger.errors import InvalidInput, LedgerError
+from tests.helpers.payout_sandbox import paypal_token
 
 CLIENT_ID = "test-client"
 CLIENT_SECRET = "test-secret-do-not-print"
@@ -47,13 +48,7 @@ class Sandbox:
         return PayPalCredentials(self.base_url, CLIENT_ID, CLIENT_SECRET)
 
     def token(self) -> str:
-        resp = self.http.post(
-            "/v1/oauth2/token",
-            auth=(CLIENT_ID, CLIENT_SECRET),
-            data={"grant_type": "client_credentials"},
-        )
-        assert resp.status_code == 200, resp.text
-        return str(resp.json()["access_token"])
+        return paypal_token(self.http, CLIENT_ID, CLIENT_SECRET)
 
     def search(self, token: str | None = None, **params: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token or self.token()}"}

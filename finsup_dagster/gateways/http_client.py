@@ -23,9 +23,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import stamina
@@ -158,20 +160,26 @@ class GatewayHttp:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if content is not None:
             headers["Content-Type"] = "application/json"
-        try:
+        with self._transport_errors(f"{method} {path}"):
             resp = self._http.request(
                 method, self.base_url + path, content=content, headers=headers
             )
+        log.debug("%s: %s %s -> %s", self.label, method, path, resp.status_code)
+        return resp
+
+    @contextmanager
+    def _transport_errors(self, what: str) -> Iterator[None]:
+        """A timeout or a connection failure in the block as a transient error naming ``what``."""
+        try:
+            yield
         except httpx.TimeoutException as exc:
             raise TransientGatewayError(
-                f"{self.label}: {method} {path} timed out ({type(exc).__name__})"
+                f"{self.label}: {what} timed out ({type(exc).__name__})"
             ) from None
         except httpx.TransportError as exc:
             raise TransientGatewayError(
-                f"{self.label}: {method} {path} connection failed ({type(exc).__name__})"
+                f"{self.label}: {what} connection failed ({type(exc).__name__})"
             ) from None
-        log.debug("%s: %s %s -> %s", self.label, method, path, resp.status_code)
-        return resp
 
     def _classify(self, resp: httpx.Response, path: str) -> Answer:
         status = resp.status_code
@@ -247,21 +255,13 @@ class GatewayHttp:
 
     def _fetch_token(self) -> tuple[str, float]:
         path = httpx.URL(self._token_url).path
-        try:
+        with self._transport_errors("token request"):
             resp = self._http.post(
                 self._token_url,
                 data=self._token_form,
                 auth=(self._client_id, self._client_secret),
                 headers={"Accept": "application/json"},
             )
-        except httpx.TimeoutException as exc:
-            raise TransientGatewayError(
-                f"{self.label}: token request timed out ({type(exc).__name__})"
-            ) from None
-        except httpx.TransportError as exc:
-            raise TransientGatewayError(
-                f"{self.label}: token request connection failed ({type(exc).__name__})"
-            ) from None
         if resp.status_code == 429 or resp.status_code >= 500:
             self._classify(resp, path)
         answer = self._answer(resp, lenient=True)
@@ -290,3 +290,18 @@ def _retry_after(header: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - time.time(), 0.0)
+
+
+class HttpGateway:
+    """What a payout client over one :class:`GatewayHttp` (kept as ``_http``) closes with."""
+
+    _http: GatewayHttp
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

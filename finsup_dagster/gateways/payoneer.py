@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 
 from finsup_dagster.gateways.exact_json import dumps_exact
-from finsup_dagster.gateways.http_client import Answer, GatewayHttp, RetryPolicy
+from finsup_dagster.gateways.http_client import Answer, GatewayHttp, HttpGateway, RetryPolicy
 from finsup_dagster.gateways.payouts import (
     GatewayBatch,
     GatewayItem,
@@ -35,7 +35,7 @@ DUPLICATE_REFERENCE_CODE = 10302
 IN_FLIGHT = frozenset({"Pending", "On Hold", "Processing"})
 
 
-class PayoneerPayouts:
+class PayoneerPayouts(HttpGateway):
     """Payoneer mass payouts over httpx: OAuth token cached, transient failures retried."""
 
     name = "payoneer"
@@ -71,15 +71,6 @@ class PayoneerPayouts:
 
     def __repr__(self) -> str:
         return f"PayoneerPayouts({self._http.base_url!r}, program_id={self.program_id!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> PayoneerPayouts:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @staticmethod
     def reference(request: PayoutRequest, line: PayoutLine) -> str:

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from finsup_dagster.gateways.exact_json import dumps_exact
-from finsup_dagster.gateways.http_client import Answer, GatewayHttp, RetryPolicy
+from finsup_dagster.gateways.http_client import Answer, GatewayHttp, HttpGateway, RetryPolicy
 from finsup_dagster.gateways.payouts import (
     GatewayBatch,
     GatewayItem,
@@ -36,7 +36,7 @@ BATCH_PATH = "/v1/payments/payouts"
 ITEM_PATH = "/v1/payments/payouts-item"
 
 
-class PayPalPayouts:
+class PayPalPayouts(HttpGateway):
     """PayPal Payouts over httpx: OAuth token cached, transient failures retried."""
 
     name = "paypal"
@@ -67,15 +67,6 @@ class PayPalPayouts:
 
     def __repr__(self) -> str:
         return f"PayPalPayouts({self._http.base_url!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> PayPalPayouts:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ PayoutGateway
 

@@ -36,6 +36,21 @@ FAST_RETRY = RetryPolicy(
 )
 
 
+def bearer_token(http: httpx.Client, path: str, auth: tuple[str, str], **form: str) -> str:
+    """A token from the sandbox's OAuth endpoint at ``path`` (asserting it was issued)."""
+    resp = http.post(path, auth=auth, data=form)
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["access_token"])
+
+
+def paypal_token(
+    http: httpx.Client, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET
+) -> str:
+    """A PayPal token for ``client_id``, the way the PayPal clients ask for one."""
+    auth = (client_id, client_secret)
+    return bearer_token(http, "/v1/oauth2/token", auth, grant_type="client_credentials")
+
+
 @dataclass
 class PayoutSandbox:
     base_url: str
@@ -55,22 +70,16 @@ class PayoutSandbox:
         ]
 
     def paypal_token(self) -> str:
-        resp = self.http.post(
-            "/v1/oauth2/token",
-            auth=(CLIENT_ID, CLIENT_SECRET),
-            data={"grant_type": "client_credentials"},
-        )
-        assert resp.status_code == 200, resp.text
-        return str(resp.json()["access_token"])
+        return paypal_token(self.http)
 
     def payoneer_token(self) -> str:
-        resp = self.http.post(
+        return bearer_token(
+            self.http,
             "/api/v2/oauth2/token",
-            auth=(PAYONEER_ID, PAYONEER_SECRET),
-            data={"grant_type": "client_credentials", "scope": "read write"},
+            (PAYONEER_ID, PAYONEER_SECRET),
+            grant_type="client_credentials",
+            scope="read write",
         )
-        assert resp.status_code == 200, resp.text
-        return str(resp.json()["access_token"])
 
     def paypal(self, **kwargs: Any) -> PayPalPayouts:
         kwargs.setdefault("retry", FAST_RETRY)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ SANDBOX_PREFIX = CONTROL_PREFIX  # the old name, kept for callers
 FAULT_STATUSES = frozenset({401, 403, 429, 500, 502, 503, 504})
 FAULT_KINDS = ("status", "slow", "drop", "raw")
 MAX_SLOW_SECONDS = 300.0
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class FaultMiddleware:
@@ -186,7 +188,46 @@ def parse_fault(body: object) -> Fault | str:
     return Fault("drop", count, prefix)
 
 
+# What a reset forgets (faults, recorded requests, tokens, payouts): a fresh sandbox.
+CLEARED_BY_RESET = (
+    "faults",
+    "requests",
+    "tokens",
+    "paypal_batches",
+    "paypal_by_sender_id",
+    "paypal_items",
+    "payoneer_payments",
+)
+
+
 def control_routes(state: SandboxState) -> list[BaseRoute]:
+    def fault_list() -> list[dict[str, Any]]:
+        return [f.as_dict() for f in state.faults]
+
+    def request_list() -> list[dict[str, Any]]:
+        return list(state.requests)
+
+    def listing(key: str, read: Callable[[], list[dict[str, Any]]]) -> Endpoint:
+        """``GET``: ``{key: read()}``, read under the lock."""
+
+        async def list_entries(request: Request) -> Response:
+            with state.lock:
+                entries = read()
+            return JSONResponse({key: entries})
+
+        return list_entries
+
+    def clearing(*names: str) -> Endpoint:
+        """``DELETE`` / reset: empties the state's collections ``names``."""
+
+        async def clear(request: Request) -> Response:
+            with state.lock:
+                for name in names:
+                    getattr(state, name).clear()
+            return Response(status_code=204)
+
+        return clear
+
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -200,18 +241,8 @@ def control_routes(state: SandboxState) -> list[BaseRoute]:
             return JSONResponse({"error": fault}, status_code=400)
         with state.lock:
             state.faults.append(fault)
-            faults = [f.as_dict() for f in state.faults]
+            faults = fault_list()
         return JSONResponse({"faults": faults}, status_code=201)
-
-    async def list_faults(request: Request) -> Response:
-        with state.lock:
-            faults = [f.as_dict() for f in state.faults]
-        return JSONResponse({"faults": faults})
-
-    async def clear_faults(request: Request) -> Response:
-        with state.lock:
-            state.faults.clear()
-        return Response(status_code=204)
 
     async def token_stats(request: Request) -> Response:
         now = time.monotonic()
@@ -220,43 +251,16 @@ def control_routes(state: SandboxState) -> list[BaseRoute]:
             issued = state.tokens_issued
         return JSONResponse({"issued": issued, "live": live})
 
-    async def revoke_tokens(request: Request) -> Response:
-        """Forgets every token, as if they had all expired: clients must fetch a new one."""
-        with state.lock:
-            state.tokens.clear()
-        return Response(status_code=204)
-
-    async def list_requests(request: Request) -> Response:
-        with state.lock:
-            entries = list(state.requests)
-        return JSONResponse({"requests": entries})
-
-    async def clear_requests(request: Request) -> Response:
-        with state.lock:
-            state.requests.clear()
-        return Response(status_code=204)
-
-    async def reset(request: Request) -> Response:
-        """Forgets faults, recorded requests, payouts and tokens: a fresh sandbox."""
-        with state.lock:
-            state.faults.clear()
-            state.requests.clear()
-            state.tokens.clear()
-            state.paypal_batches.clear()
-            state.paypal_by_sender_id.clear()
-            state.paypal_items.clear()
-            state.payoneer_payments.clear()
-        return Response(status_code=204)
-
     p = CONTROL_PREFIX
     return [
         Route(f"{p}/health", health, methods=["GET"]),
         Route(f"{p}/faults", add_fault, methods=["POST"]),
-        Route(f"{p}/faults", list_faults, methods=["GET"]),
-        Route(f"{p}/faults", clear_faults, methods=["DELETE"]),
+        Route(f"{p}/faults", listing("faults", fault_list), methods=["GET"]),
+        Route(f"{p}/faults", clearing("faults"), methods=["DELETE"]),
         Route(f"{p}/tokens", token_stats, methods=["GET"]),
-        Route(f"{p}/tokens", revoke_tokens, methods=["DELETE"]),
-        Route(f"{p}/requests", list_requests, methods=["GET"]),
-        Route(f"{p}/requests", clear_requests, methods=["DELETE"]),
-        Route(f"{p}/reset", reset, methods=["POST"]),
+        # Forgets every token, as if they had all expired: clients must fetch a new one.
+        Route(f"{p}/tokens", clearing("tokens"), methods=["DELETE"]),
+        Route(f"{p}/requests", listing("requests", request_list), methods=["GET"]),
+        Route(f"{p}/requests", clearing("requests"), methods=["DELETE"]),
+        Route(f"{p}/reset", clearing(*CLEARED_BY_RESET), methods=["POST"]),
     ]

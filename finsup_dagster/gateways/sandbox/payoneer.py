@@ -22,7 +22,6 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,7 +29,12 @@ from starlette.routing import BaseRoute, Route
 
 from finsup_dagster.gateways.exact_json import dumps_exact, loads_exact
 from finsup_dagster.gateways.sandbox.outcomes import PAYONEER_STATUS, Outcome, payoneer_tag
-from finsup_dagster.gateways.sandbox.paypal_common import basic_auth_ok, bearer_refusal
+from finsup_dagster.gateways.sandbox.paypal_common import (
+    TokenRefusals,
+    bearer_refusal,
+    lookup_route,
+    token_form,
+)
 from finsup_dagster.gateways.sandbox.state import PayoneerPayment, SandboxState
 from finsup_dagster.ledger.errors import InvalidInput
 from finsup_dagster.ledger.money import format_minor, to_minor
@@ -47,6 +51,11 @@ class ExactJSONResponse(Response):
         return dumps_exact(content).encode("utf-8")
 
 
+PAYONEER_REFUSALS = TokenRefusals(
+    ExactJSONResponse, "Client authentication failed", lambda grant: f"grant_type {grant!r}"
+)
+
+
 def _error(status: int, error: str, description: str, code: int) -> Response:
     return ExactJSONResponse(
         {
@@ -60,22 +69,11 @@ def _error(status: int, error: str, description: str, code: int) -> Response:
 
 def payoneer_routes(state: SandboxState) -> list[BaseRoute]:
     async def token(request: Request) -> Response:
-        if not basic_auth_ok(
-            request.headers.get("authorization"),
-            state.payoneer_client_id,
-            state.payoneer_client_secret,
-        ):
-            return ExactJSONResponse(
-                {"error": "invalid_client", "error_description": "Client authentication failed"},
-                status_code=401,
-            )
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        grant = form.get("grant_type", [""])[0]
-        if grant != "client_credentials":
-            return ExactJSONResponse(
-                {"error": "unsupported_grant_type", "error_description": f"grant_type {grant!r}"},
-                status_code=400,
-            )
+        form = await token_form(
+            request, state.payoneer_client_id, state.payoneer_client_secret, PAYONEER_REFUSALS
+        )
+        if isinstance(form, Response):
+            return form
         return ExactJSONResponse(
             {
                 "token_type": "Bearer",
@@ -152,34 +150,26 @@ def payoneer_routes(state: SandboxState) -> list[BaseRoute]:
                 created.append({"client_reference_id": ref, "payout_id": payment_state.payout_id})
         return ExactJSONResponse({"result": "Payments Created", "payments": created})
 
-    async def status(request: Request) -> Response:
-        refusal = guard(request)
-        if refusal is not None:
-            return refusal
-        with state.lock:
-            payment = state.payoneer_payments.get(request.path_params["ref"])
-            if payment is None:
-                return _not_found(request.path_params["ref"])
-            return ExactJSONResponse({"result": _status_body(payment, state)})
+    def status_answer(request: Request, payment: PayoneerPayment) -> Response:
+        return ExactJSONResponse({"result": _status_body(payment, state)})
 
-    async def cancel(request: Request) -> Response:
-        refusal = guard(request)
-        if refusal is not None:
-            return refusal
-        with state.lock:
-            payment = state.payoneer_payments.get(request.path_params["ref"])
-            if payment is None:
-                return _not_found(request.path_params["ref"])
-            current = _outcome(payment, state)
-            if current not in {"pending", "unclaimed"}:
-                return _error(
-                    400,
-                    "Payment cannot be cancelled",
-                    f"Payment is {PAYONEER_STATUS[current]}",
-                    10303,
-                )
-            payment.outcome.override = "cancelled"
-            return ExactJSONResponse({"result": _status_body(payment, state)})
+    def cancel_answer(request: Request, payment: PayoneerPayment) -> Response:
+        current = _outcome(payment, state)
+        if current not in {"pending", "unclaimed"}:
+            return _error(
+                400,
+                "Payment cannot be cancelled",
+                f"Payment is {PAYONEER_STATUS[current]}",
+                10303,
+            )
+        payment.outcome.override = "cancelled"
+        return ExactJSONResponse({"result": _status_body(payment, state)})
+
+    def find(ref: str) -> PayoneerPayment | None:
+        return state.payoneer_payments.get(ref)
+
+    status = lookup_route(state, guard, "ref", find, _not_found, status_answer)
+    cancel = lookup_route(state, guard, "ref", find, _not_found, cancel_answer)
 
     base = "/v4/programs/{program_id}"
     return [

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -21,6 +23,7 @@ PAYPAL_SCOPE = " ".join(
         "https://uri.paypal.com/payments/payouts",
     ]
 )
+T = TypeVar("T")
 ERROR_DOCS = "https://developer.paypal.com/docs/api/transaction-search/v1/#error-"
 
 
@@ -73,6 +76,69 @@ def bearer_refusal(request: Request, state: SandboxState, provider: str) -> Resp
     return None
 
 
+@dataclass(frozen=True)
+class TokenRefusals:
+    """How a provider answers a bad token request: its JSON response and its words."""
+
+    respond: type[Response]
+    bad_client: str
+    bad_grant: Callable[[str], str]  # the grant_type sent -> error_description
+
+
+PAYPAL_REFUSALS = TokenRefusals(
+    JSONResponse, "Client Authentication failed", lambda grant: f"Grant Type is {grant or 'NULL'}"
+)
+
+
+async def token_form(
+    request: Request, client_id: str, client_secret: str, refusals: TokenRefusals
+) -> dict[str, list[str]] | Response:
+    """A client-credentials token request's form, or the OAuth error answer.
+
+    The Basic auth must be ``client_id:client_secret`` (else 401
+    ``invalid_client``) and the grant ``client_credentials`` (else 400
+    ``unsupported_grant_type``).
+    """
+    respond = refusals.respond
+    if not basic_auth_ok(request.headers.get("authorization"), client_id, client_secret):
+        return respond({"error": "invalid_client", "error_description": refusals.bad_client}, 401)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    grant = form.get("grant_type", [""])[0]
+    if grant != "client_credentials":
+        error = {"error": "unsupported_grant_type", "error_description": refusals.bad_grant(grant)}
+        return respond(error, 400)
+    return form
+
+
+def lookup_route(
+    state: SandboxState,
+    guard: Callable[[Request], Response | None],
+    param: str,
+    find: Callable[[str], T | None],
+    missing: Callable[[str], Response],
+    answer: Callable[[Request, T], Response],
+) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint for one held thing named by the path parameter ``param``.
+
+    ``guard`` refuses the request (or returns None); under the state's lock
+    ``find`` looks the thing up, ``missing`` answers when it is not there and
+    ``answer`` reads (or changes) it.
+    """
+
+    async def route(request: Request) -> Response:
+        refusal = guard(request)
+        if refusal is not None:
+            return refusal
+        key = request.path_params[param]
+        with state.lock:
+            found = find(key)
+            if found is None:
+                return missing(key)
+            return answer(request, found)
+
+    return route
+
+
 def paypal_time(instant: datetime) -> str:
     """PayPal's date text: ``2026-11-20T09:15:00+0000`` (always UTC here)."""
     if instant.tzinfo is None:
@@ -82,23 +148,9 @@ def paypal_time(instant: datetime) -> str:
 
 def oauth_routes(state: SandboxState) -> list[BaseRoute]:
     async def oauth_token(request: Request) -> Response:
-        if not basic_auth_ok(
-            request.headers.get("authorization"), state.client_id, state.client_secret
-        ):
-            return JSONResponse(
-                {"error": "invalid_client", "error_description": "Client Authentication failed"},
-                status_code=401,
-            )
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        grant = form.get("grant_type", [""])[0]
-        if grant != "client_credentials":
-            return JSONResponse(
-                {
-                    "error": "unsupported_grant_type",
-                    "error_description": f"Grant Type is {grant or 'NULL'}",
-                },
-                status_code=400,
-            )
+        form = await token_form(request, state.client_id, state.client_secret, PAYPAL_REFUSALS)
+        if isinstance(form, Response):
+            return form
         return JSONResponse(
             {
                 "scope": PAYPAL_SCOPE,

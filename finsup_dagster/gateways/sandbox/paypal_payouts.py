@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -26,7 +27,12 @@ from finsup_dagster.gateways.sandbox.outcomes import (
     paypal_batch_status,
     paypal_tag,
 )
-from finsup_dagster.gateways.sandbox.paypal_common import bearer_refusal, paypal_error, paypal_time
+from finsup_dagster.gateways.sandbox.paypal_common import (
+    bearer_refusal,
+    lookup_route,
+    paypal_error,
+    paypal_time,
+)
 from finsup_dagster.gateways.sandbox.state import PayPalBatch, PayPalItem, SandboxState, random_id
 from finsup_dagster.ledger.errors import InvalidInput
 from finsup_dagster.ledger.money import format_minor, to_minor
@@ -38,8 +44,11 @@ RECIPIENT_TYPES = frozenset({"EMAIL", "PHONE", "PAYPAL_ID"})
 
 
 def payouts_routes(state: SandboxState) -> list[BaseRoute]:
+    def paypal_only(request: Request) -> Response | None:
+        return bearer_refusal(request, state, "paypal")
+
     async def create(request: Request) -> Response:
-        refusal = bearer_refusal(request, state, "paypal")
+        refusal = paypal_only(request)
         if refusal is not None:
             return refusal
         try:
@@ -48,48 +57,36 @@ def payouts_routes(state: SandboxState) -> list[BaseRoute]:
             return _malformed("body", "Request body is not valid JSON.")
         return _create(body, state, _base(request))
 
-    async def get_batch(request: Request) -> Response:
-        refusal = bearer_refusal(request, state, "paypal")
-        if refusal is not None:
-            return refusal
-        batch_id = request.path_params["batch_id"]
-        with state.lock:
-            batch = state.paypal_batches.get(batch_id)
-            if batch is None:
-                return _not_found("payout_batch_id", batch_id)
-            return JSONResponse(_batch_body(batch, state, _base(request)))
+    def batch_answer(request: Request, batch: PayPalBatch) -> Response:
+        return JSONResponse(_batch_body(batch, state, _base(request)))
 
-    async def get_item(request: Request) -> Response:
-        refusal = bearer_refusal(request, state, "paypal")
-        if refusal is not None:
-            return refusal
-        with state.lock:
-            found = _find_item(state, request.path_params["item_id"])
-            if found is None:
-                return _not_found("payout_item_id", request.path_params["item_id"])
-            batch, item = found
-            return JSONResponse(_item_body(batch, item, state, _base(request)))
+    def item_answer(request: Request, found: tuple[PayPalBatch, PayPalItem]) -> Response:
+        batch, item = found
+        return JSONResponse(_item_body(batch, item, state, _base(request)))
 
-    async def cancel_item(request: Request) -> Response:
-        refusal = bearer_refusal(request, state, "paypal")
-        if refusal is not None:
-            return refusal
-        with state.lock:
-            found = _find_item(state, request.path_params["item_id"])
-            if found is None:
-                return _not_found("payout_item_id", request.path_params["item_id"])
-            batch, item = found
-            current = _item_outcome(item, state)
-            if current != "unclaimed":
-                return paypal_error(
-                    400,
-                    "ITEM_ALREADY_PROCESSED" if current != "pending" else "ITEM_NOT_UNCLAIMED",
-                    f"Only UNCLAIMED payout items can be cancelled; this one is "
-                    f"{PAYPAL_STATUS[current]}.",
-                    docs=PAYOUTS_DOCS,
-                )
-            item.outcome.override = "cancelled"
-            return JSONResponse(_item_body(batch, item, state, _base(request)))
+    def cancel_answer(request: Request, found: tuple[PayPalBatch, PayPalItem]) -> Response:
+        batch, item = found
+        current = _item_outcome(item, state)
+        if current != "unclaimed":
+            return paypal_error(
+                400,
+                "ITEM_ALREADY_PROCESSED" if current != "pending" else "ITEM_NOT_UNCLAIMED",
+                f"Only UNCLAIMED payout items can be cancelled; this one is "
+                f"{PAYPAL_STATUS[current]}.",
+                docs=PAYOUTS_DOCS,
+            )
+        item.outcome.override = "cancelled"
+        return JSONResponse(_item_body(batch, item, state, _base(request)))
+
+    def find_batch(batch_id: str) -> PayPalBatch | None:
+        return state.paypal_batches.get(batch_id)
+
+    find_item = partial(_find_item, state)
+    no_batch = partial(_not_found, "payout_batch_id")
+    no_item = partial(_not_found, "payout_item_id")
+    get_batch = lookup_route(state, paypal_only, "batch_id", find_batch, no_batch, batch_answer)
+    get_item = lookup_route(state, paypal_only, "item_id", find_item, no_item, item_answer)
+    cancel_item = lookup_route(state, paypal_only, "item_id", find_item, no_item, cancel_answer)
 
     return [
         Route("/v1/payments/payouts", create, methods=["POST"]),
