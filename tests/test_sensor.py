@@ -134,3 +134,43 @@ def test_a_retried_batch_gets_one_run_per_retry_with_the_same_approval_version(
     # A lost cursor asks once per batch, for its latest decision, under the same key.
     replay, _ = tick(ledger, None)
     assert [r.run_key for r in replay] == [retry_keys[-1]]
+
+
+def test_a_batch_left_submitting_by_a_dead_process_gets_one_resume_run_per_attempt(
+    engine: Engine, ledger_url: str, tmp_path: Path
+) -> None:
+    ledger = LedgerResource(url=ledger_url, home=str(tmp_path))
+    h = sale(engine, "S1", "100.00")
+    beneficiary(engine, "ann")
+    earning(engine, "E1", "ann", "10.00", h)
+    [batch] = build_batches(engine, POLICY, "maker").batches
+    batch_id = batch["batch_id"]
+    approve(engine, approver(engine, "carol"), batch_id)
+    _, cursor = tick(ledger, None)
+    with db.write(engine) as conn:  # a run got this far, then its process died
+        submission.prepare_attempt(conn, batch_id, 1, "ab" * 32, "run-1")
+    requests, cursor = tick(ledger, cursor)
+    assert requests == [], "a submission in progress is left alone"
+
+    def go_quiet() -> None:
+        with db.write(engine) as conn:
+            conn.execute(
+                sa.update(payout_batches)
+                .where(payout_batches.c.id == batch_id)
+                .values(updated_at="2026-01-01T00:00:00.000000Z")
+            )
+
+    go_quiet()
+    requests, cursor = tick(ledger, cursor)
+    assert [r.run_key for r in requests] == [f"{batch_id}:v1:resume1"]
+    assert requests[0].run_config["ops"]["submit_batch"]["config"] == {
+        "batch_id": batch_id,
+        "approval_version": 1,
+    }
+    again, cursor = tick(ledger, cursor)
+    assert [r.run_key for r in again] == [f"{batch_id}:v1:resume1"], "same attempt, same key"
+    with db.write(engine) as conn:  # the resumed run died too
+        submission.prepare_attempt(conn, batch_id, 1, "ab" * 32, "run-2")
+    go_quiet()
+    requests, _ = tick(ledger, cursor)
+    assert [r.run_key for r in requests] == [f"{batch_id}:v1:resume2"]

@@ -8,17 +8,25 @@ version>:retry<seq>`` for an approver's retry of a batch the gateway refused
 version (and so the gateway idempotency key), and the log row tells one retry
 from the next. Dagster never launches two runs with one key, so a tick
 repeated (or a cursor lost) cannot submit a batch twice for one decision.
+
+A batch left ``submitting`` and unchanged for ``RESUME_AFTER_SECONDS`` (its run's
+process died) gets one more run, key ``<batch id>:v<version>:resume<attempts>``:
+that attempt asks the gateway what it holds before sending anything.
 """
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import sqlalchemy as sa
 
 from finsup_dagster.jobs import submit_payout_batch
-from finsup_dagster.ledger import db
+from finsup_dagster.ledger import clock, db
 from finsup_dagster.ledger.schema import payout_batches, transaction_log
 from finsup_dagster.resources import LedgerResource
+
+# A batch submitting this long with no change is taken as abandoned by its process.
+RESUME_AFTER_SECONDS = 15 * 60
 
 # The log actions that ask for a submission run, and the run key's suffix for each.
 RUN_KEY_SUFFIX = {"batch_approved": "", "batch_retry_approved": ":retry{seq}"}
@@ -51,19 +59,35 @@ def approved_batches_sensor(
     # one tick (or again, after a lost cursor) are one submission to make, not two.
     latest = {row.id: row for row in rows}
     requests = [
-        dg.RunRequest(
-            run_key=f"{row.id}:v{row.approval_version}"
-            + RUN_KEY_SUFFIX[row.action].format(seq=row.seq),
-            run_config={
-                "ops": {
-                    "submit_batch": {
-                        "config": {"batch_id": row.id, "approval_version": row.approval_version}
-                    }
-                }
-            },
-            tags={"finsup/batch_id": row.id},
-        )
+        _request(row.id, row.approval_version, RUN_KEY_SUFFIX[row.action].format(seq=row.seq))
         for row in latest.values()
         if row.status == "approved"
     ]
+    # A submission whose process died (a killed run worker, a lost machine) leaves its
+    # batch submitting with nothing to resume it: after a quiet while, one more run asks
+    # the gateway and finishes it. Keyed by the attempts so far: one run per attempt.
+    quiet_since = clock.canonical(datetime.now(UTC) - timedelta(seconds=RESUME_AFTER_SECONDS))
+    with db.read(ledger.engine) as conn:
+        stuck = conn.execute(
+            sa.select(b.id, b.approval_version, b.submission_attempts).where(
+                b.status == "submitting", b.updated_at < quiet_since
+            )
+        ).all()
+    requests += [
+        _request(row.id, row.approval_version, f":resume{row.submission_attempts}") for row in stuck
+    ]
     return dg.SensorResult(run_requests=requests, cursor=json.dumps({"last_seq": int(last)}))
+
+
+def _request(batch_id: str, approval_version: int, suffix: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"{batch_id}:v{approval_version}{suffix}",
+        run_config={
+            "ops": {
+                "submit_batch": {
+                    "config": {"batch_id": batch_id, "approval_version": approval_version}
+                }
+            }
+        },
+        tags={"finsup/batch_id": batch_id},
+    )
