@@ -11,6 +11,11 @@ from finsup_dagster.jobs import (
 from finsup_dagster.resources import resources_from_env
 from finsup_dagster.schedules import nightly_reconciliation_schedule
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
+from finsup_dagster.settings import load_secrets_file
+
+# Before the resources read their EnvVars: the webserver, daemon and run workers of a
+# deployment get the gateways' credentials from FINSUP_SECRETS_FILE when it is set.
+load_secrets_file()
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(

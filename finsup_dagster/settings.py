@@ -85,6 +85,45 @@ def local_defaults(home: Path) -> dict[str, str]:
     }
 
 
+SECRETS_FILE_VAR = "FINSUP_SECRETS_FILE"
+
+
+def load_secrets_file() -> list[str]:
+    """Fills unset variables from the file ``FINSUP_SECRETS_FILE`` names, if any.
+
+    The file holds ``NAME=value`` lines (blank lines and ``#`` comments
+    allowed), e.g. the gateways' client secrets, so they need not sit in the
+    environment of every process that starts. It must be readable by its
+    owner only (like an SSH key); a variable already set wins. Returns the
+    names it set, never a value.
+    """
+    path_text = os.environ.get(SECRETS_FILE_VAR, "").strip()
+    if not path_text:
+        return []
+    path = Path(path_text)
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LedgerError(f"{SECRETS_FILE_VAR}: cannot read {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise LedgerError(f"{SECRETS_FILE_VAR}: {path} is readable by others; chmod 600 it")
+    names = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            # The line may hold a secret: say where it is, never what it says.
+            raise LedgerError(f"{SECRETS_FILE_VAR}: {path} line {number} is not NAME=value")
+        if name not in os.environ:
+            os.environ[name] = value.strip()
+            names.append(name)
+    return names
+
+
 def apply_local_defaults() -> dict[str, str]:
     """Fills unset variables with the embedded defaults (never in production)."""
     if deployment() == "production":

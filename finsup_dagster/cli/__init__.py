@@ -23,6 +23,7 @@ __all__ = ["app", "main"]
 def main(argv: list[str] | None = None) -> None:
     """Entry point: turns every expected failure into one line on stderr."""
     try:
+        settings.load_secrets_file()
         settings.apply_local_defaults()
         code = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:

@@ -1,0 +1,58 @@
+"""Gateway credentials from a secrets file named by FINSUP_SECRETS_FILE, never shown."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from finsup_dagster.ledger.errors import LedgerError
+from finsup_dagster.settings import load_secrets_file
+from tests.helpers.cli import assert_one_line_error, run
+
+SECRET = "s3cr3t-from-the-file-0xF11E"
+
+
+def secrets_file(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "finsup.secrets"
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+    return path
+
+
+def test_unset_variables_come_from_the_file_and_a_set_one_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = secrets_file(
+        tmp_path,
+        f"# gateway credentials\n\nFINSUP_PAYPAL_CLIENT_SECRET = {SECRET}\nFINSUP_PAYONEER_CLIENT_ID=from-file\n",
+    )
+    monkeypatch.setenv("FINSUP_SECRETS_FILE", str(path))
+    monkeypatch.delenv("FINSUP_PAYPAL_CLIENT_SECRET", raising=False)
+    monkeypatch.setenv("FINSUP_PAYONEER_CLIENT_ID", "from-env")
+    assert load_secrets_file() == ["FINSUP_PAYPAL_CLIENT_SECRET"]
+    assert os.environ["FINSUP_PAYPAL_CLIENT_SECRET"] == SECRET
+    assert os.environ["FINSUP_PAYONEER_CLIENT_ID"] == "from-env"
+
+
+def test_a_file_others_can_read_or_a_bad_line_is_refused_without_showing_a_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FINSUP_SECRETS_FILE", str(secrets_file(tmp_path, f"A={SECRET}\n", 0o644)))
+    with pytest.raises(LedgerError, match="readable by others; chmod 600 it"):
+        load_secrets_file()
+    monkeypatch.setenv("FINSUP_SECRETS_FILE", str(secrets_file(tmp_path, f"ok=1\n{SECRET}\n")))
+    with pytest.raises(LedgerError, match="line 2 is not NAME=value") as exc:
+        load_secrets_file()
+    assert SECRET not in str(exc.value)
+    monkeypatch.setenv("FINSUP_SECRETS_FILE", str(tmp_path / "missing"))
+    with pytest.raises(LedgerError, match="cannot read"):
+        load_secrets_file()
+
+
+def test_the_cli_refuses_a_bad_secrets_file_in_one_line(finsup_env: Path, tmp_path: Path) -> None:
+    path = secrets_file(tmp_path, f"{SECRET}\n")
+    proc = run("available-balance", env={**os.environ, "FINSUP_SECRETS_FILE": str(path)})
+    assert_one_line_error(proc, "is not NAME=value")
+    assert SECRET not in proc.stdout + proc.stderr
