@@ -10,8 +10,11 @@ On top of those:
   refused batch changes nothing;
 - batches and items only follow the state machine's edges: a move is refused
   exactly when it is illegal (for a batch that ends without paying, also when
-  one of its open items cannot be cancelled), a refused move changes nothing,
-  and an accepted one moves statuses along edges only;
+  one of its open items cannot be cancelled; for an item becoming submitted,
+  also when its batch is not submitting or submitted), a refused move changes
+  nothing, and an accepted one moves statuses along edges only;
+- a batch the gateway refused (submission_failed) keeps its items' money
+  committed until it is retried (back to approved) or cancelled (released);
 - ``gateway_clearing`` holds confirmed sales less deductions less what was paid.
 
 Each hypothesis example gets empty books of its own: a copy of a freshly migrated
@@ -39,7 +42,12 @@ from finsup_dagster.ledger.state_machine import BATCH_TRANSITIONS, ITEM_TRANSITI
 from tests.helpers import books
 from tests.helpers.books import FreshBooks, books_state
 from tests.helpers.books_machine import REVENUE_STATUSES, BooksMachine, run_machine
-from tests.helpers.money_model import BATCH_ITEM_CASCADE, BatchModel, ItemModel
+from tests.helpers.money_model import (
+    BATCH_ITEM_CASCADE,
+    ITEM_NEEDS_BATCH,
+    BatchModel,
+    ItemModel,
+)
 from tests.helpers.revenue_events import DEDUCTION_KINDS, Ident, idents
 
 BATCH_TARGETS = (*sorted(BATCH_TRANSITIONS), "bogus")
@@ -241,7 +249,10 @@ class PayoutMovesMachine(BooksMachine):
             self.model.items, ITEM_TRANSITIONS, ITEM_TARGETS, ITEM_HAPPY_PATH, pick, choice, mode
         )
         item = self.model.items[item_id]
-        legal = target in allowed
+        needs = ITEM_NEEDS_BATCH.get(target)
+        legal = target in allowed and (
+            needs is None or self.model.batches[item.batch_id].status in needs
+        )
 
         def call(conn: Connection) -> None:
             state_machine.move_item(conn, item_id, target, "prop-test")
@@ -258,6 +269,9 @@ class PayoutMovesMachine(BooksMachine):
         with db.read(self.engine) as conn:
             read = self.check_books(conn)
         report, sums = read.report, read.sums
+        for batch in self.model.batches.values():
+            if batch.status == "submission_failed":
+                event("a batch is submission_failed")
         for currency in MACHINE_CURRENCIES:
             sales, deductions = self.model.confirmed(currency)
             paid = self.model.items_in(currency, "paid")

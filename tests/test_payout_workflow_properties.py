@@ -66,6 +66,7 @@ from finsup_dagster.ledger import (
     holds,
     payouts,
     state_machine,
+    submission,
 )
 from finsup_dagster.ledger.approvals import ApprovalRefused
 from finsup_dagster.ledger.errors import (
@@ -102,7 +103,15 @@ APPROVER_LIMITS = {"alice": 1_000_000, "bob": 1_000_000, "carol": 5_000, CREATOR
 OPEN_ITEM = frozenset({"pending", "submitted", "unclaimed", "held"})  # gateway not done yet
 BENEFICIARY_NAMES = st.sampled_from(("b1", "b2", "b3", "b1", "b4", "nobody"))
 CHALLENGERS = ("nobody", "creator", "over limit", "wrong", "replay")
-DECISIONS = ("approve", "approve", "approve", "deny", "cancel_with_code", "cancel_plain")
+DECISIONS = (
+    "approve",
+    "approve",
+    "approve",
+    "deny",
+    "cancel_with_code",
+    "cancel_plain",
+    "retry",
+)
 CODE_MODES = ("valid", "valid", "valid", "wrong", "replay", "replay_later")
 SOLD_AT = datetime(2026, 3, 1, 10, tzinfo=UTC)
 
@@ -726,7 +735,7 @@ class PayoutWorkflow(BooksMachine):
         """With an approver's code (``who``), or by ops without one (pending batches only)."""
         batch = self.model.batches[batch_id]
         if who is not None:
-            ok = batch.status in ("pending_approval", "approved")
+            ok = batch.status in ("pending_approval", "approved", "submission_failed")
 
             def action(conn: Connection, a: Any) -> Any:
                 return approvals.cancel(conn, a.name, batch_id, "not this week", with_code=True)
@@ -745,6 +754,37 @@ class PayoutWorkflow(BooksMachine):
         assert batch.status == "pending_approval", f"{batch.status} batch cancelled without code"
         event("cancel without code: done")
         self.end_batch_model(batch_id, "cancelled")
+
+    def retry(self, batch_id: str, who: str, mode: str) -> None:
+        """An approver sends a batch the gateway refused back to approved: same version, same key."""
+        batch, approver = self.model.batches[batch_id], self.approvers[who]
+
+        def judge() -> type[LedgerError] | None:
+            if self.model.frozen:
+                return PayoutsFrozen
+            refused = (
+                batch.status != "submission_failed"
+                or who == CREATOR
+                or batch.total_minor > approver.limit_minor
+            )
+            return ApprovalRefused if refused else None
+
+        def action(conn: Connection, a: Any) -> Any:
+            return submission.retry(conn, a, batch_id)
+
+        if self.authorise(who, mode, "batch_retry", batch_id, action, judge):
+            batch.status = "approved"  # the version and the key stay: the gateway dedupes on it
+
+    def gateway_refuses(self, batch_id: str) -> None:
+        """The gateway refuses the batch for good: the amount stays reserved, nothing moves."""
+        with db.read(self.engine) as conn:
+            before = balance.available_minor(conn, CUR)
+        with db.write(self.engine) as conn:
+            submission.record_submission_failed(conn, batch_id, "RECEIVER_UNREGISTERED", "gateway")
+        with db.read(self.engine) as conn:
+            assert balance.available_minor(conn, CUR) == before, "a refusal released money"
+        self.model.batches[batch_id].status = "submission_failed"
+        event("gateway: batch refused")
 
     def batch_funded(self, batch: BatchModel) -> bool:
         """Funding is asked again at approval and submission: no gone sale unless released."""
@@ -788,10 +828,11 @@ class PayoutWorkflow(BooksMachine):
 
     def gateway_accepts(self, batch_id: str) -> None:
         """The batch and each of its items move one edge each."""
+        items = self.model.batches[batch_id].items
         with db.write(self.engine) as conn:
-            state_machine.move_batch(conn, batch_id, "submitted", "gateway")
-            for item_id in self.model.batches[batch_id].items:
-                state_machine.move_item(conn, item_id, "submitted", "gateway")
+            submission.record_submitted(
+                conn, batch_id, f"GW-{batch_id}", {i: f"GWI-{i}" for i in items}, "gateway"
+            )
         self.model.batches[batch_id].status = "submitted"
         for item_id in self.model.batches[batch_id].items:
             self.move_item_model(item_id, "submitted")
@@ -817,7 +858,7 @@ class PayoutWorkflow(BooksMachine):
     def next_step(self, batch_id: str, refund_paid: bool) -> tuple[str, Any] | None:
         """The batch's natural next step along the happy path, if it has one."""
         b = self.model.batches[batch_id]
-        if b.status in ("pending_approval", "approved", "submitting"):
+        if b.status in ("pending_approval", "approved", "submitting", "submission_failed"):
             return (b.status, batch_id)
         if b.status == "submitted":
             open_items = [i for i in b.items if self.model.items[i].status in OPEN_ITEM]
@@ -865,7 +906,17 @@ class PayoutWorkflow(BooksMachine):
         elif what == "approved":
             self.submit(key, self.model.batches[key].version)
         elif what == "submitting":
-            self.gateway_accepts(key)
+            if choice % 2 == 1:  # refused for good as often as accepted: the retry path
+                self.gateway_refuses(key)
+            else:
+                self.gateway_accepts(key)
+        elif what == "submission_failed":
+            # An approver retries it (then it is submitted again) or cancels it (released).
+            able = self.able_approver(self.model.batches[key])
+            if choice % 3 == 2:
+                self.cancel(key, able, "valid")
+            else:
+                self.retry(key, able, "valid")
         elif what == "close":
             self.gateway_closes(key)
         else:
@@ -883,7 +934,9 @@ class PayoutWorkflow(BooksMachine):
         """An approver approves, denies or cancels a batch; or ops cancel one without a code."""
         for a in self.approvers.values():  # sixteen minutes end any lock-out
             a.t += minutes_later * 60
-        batch_id = self.open_batch(pick, frozenset({"pending_approval", "approved"}))
+        batch_id = self.open_batch(
+            pick, frozenset({"pending_approval", "approved", "submission_failed"})
+        )
         if who == "someone able":
             who = self.able_approver(self.model.batches[batch_id])
         if action == "approve":
@@ -892,8 +945,30 @@ class PayoutWorkflow(BooksMachine):
             self.deny(batch_id, who, mode)
         elif action == "cancel_with_code":
             self.cancel(batch_id, who, mode)
+        elif action == "retry":
+            self.retry(batch_id, who, mode)
         else:
             self.cancel(batch_id, None, mode)
+
+    @precondition(lambda self: any(b.status == "submitting" for b in self.model.batches.values()))
+    @rule(
+        pick=st.integers(0, 10**6),
+        then=st.sampled_from(("retry", "retry", "cancel", "wait")),
+        mode=st.sampled_from(CODE_MODES),
+    )
+    def gateway_refuses_a_batch(self, pick: int, then: str, mode: str) -> None:
+        """The gateway refuses a submitting batch; an approver retries or cancels it, or not yet."""
+        batch_id = self.pick_batch(pick, frozenset({"submitting"}))
+        assert batch_id is not None
+        self.gateway_refuses(batch_id)
+        if then == "wait":
+            return
+        self.books_keep_their_guarantees()
+        able = self.able_approver(self.model.batches[batch_id])
+        if then == "retry":
+            self.retry(batch_id, able, mode)
+        else:
+            self.cancel(batch_id, able, mode)
 
     @precondition(lambda self: bool(self.model.batches))
     @rule(pick=st.integers(0, 10**6), stale=st.booleans())

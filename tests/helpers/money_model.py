@@ -11,7 +11,9 @@ the modules under test:
   confirmed refunds, fees and chargebacks;
 - an item's money is committed (reserved for the beneficiary), paid (gone out)
   or released (given back), by its status; a batch that ends without paying
-  cancels its open items;
+  cancels its open items; a batch the gateway refused (submission_failed)
+  moves no item, so its money stays committed until it is cancelled;
+- an item becomes submitted only while its batch is submitting or submitted;
 - available = confirmed sales - confirmed deductions - reserve - what committed
   and paid items pay out;
 - what a beneficiary owes back (clawbacks) is netted from their next item,
@@ -40,6 +42,8 @@ ITEM_MONEY_CLASS = {
 }
 # A batch that ends without paying cancels its open items (state_machine docstring).
 BATCH_ITEM_CASCADE = {"denied": "cancelled", "cancelled": "cancelled"}
+# An item is submitted only with its batch: while the batch is submitting or submitted.
+ITEM_NEEDS_BATCH = {"submitted": frozenset({"submitting", "submitted"})}
 
 
 def advances(status: str, than: str | None) -> bool:
