@@ -273,6 +273,12 @@ def test_bad_input_is_one_line_and_leaves_the_books_and_the_gateway_alone(
             submission.submit(ledger.engine, gateway_for, "pb_nope", 1, "test")
         with pytest.raises(LedgerError, match="approval version"):
             submission.submit(ledger.engine, gateway_for, batch_id, 7, "test")
+        funding = sale(engine, "S-pending", "50.00")
+        earning(engine, "E-pending", "paypal-usd-0", "5.00", funding)
+        [pending] = build_batches(engine, POLICY, "maker").batches
+        with pytest.raises(LedgerError, match="is pending_approval; only an approved"):
+            submission.submit(ledger.engine, gateway_for, pending["batch_id"], 0, "test")
+        before = books_state(engine)
         with db.write(engine) as conn:
             controls.set_payouts_frozen(conn, True, "ops", "incident 42")
         frozen = books_state(engine)
