@@ -15,8 +15,7 @@ What moves payouts (statuses only forward, nothing over-committed) is in
 tests/test_payout_status_properties.py and tests/test_payout_workflow_properties.py;
 the events, their spellings, the books and the model are in tests/helpers/.
 
-Each hypothesis example gets empty books of its own: a copy of a freshly migrated
-SQLite file, or on PostgreSQL every table emptied back to its freshly migrated rows.
+Every example runs on empty books of its own (tests/helpers/books.py: FreshBooks).
 """
 
 from __future__ import annotations

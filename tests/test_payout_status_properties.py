@@ -17,8 +17,7 @@ On top of those:
   committed until it is retried (back to approved) or cancelled (released);
 - ``gateway_clearing`` holds confirmed sales less deductions less what was paid.
 
-Each hypothesis example gets empty books of its own: a copy of a freshly migrated
-SQLite file, or on PostgreSQL every table emptied back to its freshly migrated rows.
+Every example runs on empty books of its own (tests/helpers/books.py: FreshBooks).
 """
 
 from __future__ import annotations

@@ -36,8 +36,7 @@ balance report, the audit chain):
   approved (the balance guard); a reversal afterwards may push it over, and
   then nothing more is approved until it fits again.
 
-Every hypothesis example gets empty books of its own: a copy of a freshly migrated
-SQLite file, or on PostgreSQL every table emptied back to its freshly migrated rows.
+Every example runs on empty books of its own (tests/helpers/books.py: FreshBooks).
 """
 
 from __future__ import annotations

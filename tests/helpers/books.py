@@ -1,7 +1,9 @@
 """Real books for property tests, and ways to read them.
 
 ``FreshBooks`` hands out empty, migrated books on SQLite or PostgreSQL, one set
-per hypothesis example; the readers below take what the invariants compare.
+per hypothesis example: a copy of a freshly migrated SQLite file, or on
+PostgreSQL every table emptied back to its freshly migrated rows. The readers
+below take what the invariants compare.
 """
 
 from __future__ import annotations
