@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pyotp
 import pytest
@@ -21,7 +20,17 @@ from finsup_dagster.ledger.errors import (
 )
 from finsup_dagster.ledger.payouts import start_submission
 from finsup_dagster.ledger.schema import approvers, beneficiaries, earnings, payout_batches
-from tests.helpers.payouts import BOX, Approver, approve, approver, beneficiary, earning, sale
+from tests.helpers.payouts import (
+    BOX,
+    approve,
+    approver,
+    authorise,
+    beneficiary,
+    cancel_with_code,
+    earning,
+    funded_ann_and_bob,
+    sale,
+)
 
 POLICY = BatchPolicy(
     min_item={"*": "1.00"},
@@ -43,13 +52,7 @@ def logged(engine: Engine, action: str) -> list[dict]:
 @pytest.fixture
 def funded(engine: Engine) -> tuple[Engine, str]:
     """USD 500 of confirmed sales, two eligible beneficiaries with accrued earnings of 150 and 50."""
-    h = sale(engine, "S1", "500.00")
-    beneficiary(engine, "ann")
-    beneficiary(engine, "bob")
-    earning(engine, "E1", "ann", "100.00", h)
-    earning(engine, "E2", "ann", "50.00", h)
-    earning(engine, "E3", "bob", "50.00", h)
-    return engine, h
+    return engine, funded_ann_and_bob(engine)
 
 
 # --- beneficiaries -------------------------------------------------------------------
@@ -346,32 +349,16 @@ def test_not_pending_unknown_and_no_longer_fitting_batches_are_refused(
         approve(engine, carol, batch)
 
 
-def by_carol(engine: Engine, carol: Approver, action: str, batch: str, apply: Any) -> None:
-    """Carry out `apply` on `batch` under carol's next one-time code."""
-    code, now = carol.next_code()
-    approvals.authorised(
-        engine,
-        "carol",
-        code,
-        BOX,
-        approvals.ApprovalPolicy(),
-        action,
-        ("payout_batch", batch),
-        apply,
-        now=now,
-    )
-
-
 def test_deny_releases_and_earnings_accrue_again(funded: tuple[Engine, str]) -> None:
     engine, _ = funded
     batch = one_batch(engine)
     carol = approver(engine, "carol")
-    by_carol(
+    authorise(
         engine,
         carol,
         "batch_denial",
         batch,
-        lambda conn, a: approvals.deny(conn, a, batch, "wrong payee"),
+        lambda conn, a, b: approvals.deny(conn, a, b, "wrong payee"),
     )
     assert usd(engine).committed_minor == 0
     with db.read(engine) as conn:
@@ -392,13 +379,7 @@ def test_cancelling_an_approved_batch_needs_a_code(funded: tuple[Engine, str]) -
         db.write(engine) as conn,
     ):
         approvals.cancel(conn, "ops", batch, "changed my mind", with_code=False)
-    by_carol(
-        engine,
-        carol,
-        "batch_cancellation",
-        batch,
-        lambda conn, a: approvals.cancel(conn, a.name, batch, "changed my mind", with_code=True),
-    )
+    cancel_with_code(engine, carol, batch, "changed my mind")
     assert usd(engine).committed_minor == 0
 
 

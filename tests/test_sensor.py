@@ -9,13 +9,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from finsup_dagster.jobs import submit_payout_batch
-from finsup_dagster.ledger import approvals, db, reports, submission
+from finsup_dagster.ledger import db, reports, submission
 from finsup_dagster.ledger.batching import BatchPolicy, build_batches
 from finsup_dagster.ledger.schema import payout_batches
 from finsup_dagster.resources import LedgerResource
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
 from tests.helpers.payout_sandbox import payout_sandbox, submission_resources
-from tests.helpers.payouts import BOX, approve, approver, beneficiary, earning, sale
+from tests.helpers.payouts import (
+    approve,
+    approved_batch,
+    approver,
+    beneficiary,
+    earning,
+    retry,
+    sale,
+)
 
 POLICY = BatchPolicy(dual_approval_over={"*": "1000000"})
 
@@ -88,13 +96,7 @@ def test_a_retried_batch_gets_one_run_per_retry_with_the_same_approval_version(
     engine: Engine, ledger_url: str, tmp_path: Path
 ) -> None:
     ledger = LedgerResource(url=ledger_url, home=str(tmp_path))
-    h = sale(engine, "S1", "100.00")
-    beneficiary(engine, "ann")
-    earning(engine, "E1", "ann", "10.00", h)
-    [batch] = build_batches(engine, POLICY, "maker").batches
-    batch_id = batch["batch_id"]
-    carol = approver(engine, "carol")
-    approve(engine, carol, batch_id)
+    batch_id, carol = approved_batch(engine, POLICY, "10.00")
     requests, cursor = tick(ledger, None)
     assert [r.run_key for r in requests] == [f"{batch_id}:v1"]
 
@@ -105,18 +107,7 @@ def test_a_retried_batch_gets_one_run_per_retry_with_the_same_approval_version(
             submission.record_submission_failed(conn, batch_id, "refused", f"run-{attempt}")
         requests, cursor = tick(ledger, cursor)
         assert requests == [], "a refused batch waits for an approver"
-        code, now = carol.next_code()
-        approvals.authorised(
-            engine,
-            carol.name,
-            code,
-            BOX,
-            approvals.ApprovalPolicy(),
-            "batch_retry",
-            ("payout_batch", batch_id),
-            lambda conn, a: submission.retry(conn, a, batch_id),
-            now=now,
-        )
+        retry(engine, carol, batch_id)
         requests, cursor = tick(ledger, cursor)
         [request] = requests
         with db.read(engine) as conn:

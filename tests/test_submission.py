@@ -25,7 +25,7 @@ from finsup_dagster.jobs import submit_payout_batch
 from finsup_dagster.ledger import balance, controls, db
 from finsup_dagster.ledger.batching import BatchPolicy, build_batches
 from finsup_dagster.ledger.errors import LedgerError, NotFound, PayoutsFrozen
-from finsup_dagster.ledger.schema import gateway_events, payout_batches, payout_items
+from finsup_dagster.ledger.schema import gateway_events, payout_batches
 from finsup_dagster.resources import LedgerResource
 from finsup_dagster.resources.gateways import PayPalPayoutsResource, payout_gateway
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
@@ -35,7 +35,15 @@ from tests.helpers.payout_sandbox import (
     payout_sandbox,
     submission_resources,
 )
-from tests.helpers.payouts import approve, approver, beneficiary, earning, sale
+from tests.helpers.payouts import (
+    approve,
+    approver,
+    batch_row,
+    beneficiary,
+    earning,
+    item_rows,
+    sale,
+)
 
 POLICY = BatchPolicy(min_item={"*": "1"}, dual_approval_over={"*": "1000000"})
 
@@ -69,22 +77,6 @@ def run_sensor_and_jobs(
         )
         for request in tick.run_requests or []
     ]
-
-
-def batch_row(engine: Engine, batch_id: str) -> Any:
-    with db.read(engine) as conn:
-        return conn.execute(sa.select(payout_batches).where(payout_batches.c.id == batch_id)).one()
-
-
-def items_of(engine: Engine, batch_id: str) -> list[Any]:
-    with db.read(engine) as conn:
-        return list(
-            conn.execute(
-                sa.select(payout_items)
-                .where(payout_items.c.batch_id == batch_id)
-                .order_by(payout_items.c.id)
-            )
-        )
 
 
 def books_state(engine: Engine) -> tuple[Any, ...]:
@@ -134,7 +126,7 @@ def test_approved_batches_reach_each_gateway_once_with_exact_amounts(
             assert row.status == "submitted" and row.gateway_batch_id == held.payout_batch_id
             assert {i.value for i in held.items} == sent
             assert {i.currency for i in held.items} == {row.currency}
-            items = items_of(engine, batch_id)
+            items = item_rows(engine, batch_id)
             assert {str(i.id) for i in items} == {i.sender_item_id for i in held.items}
             by_sender = {i.sender_item_id: i.payout_item_id for i in held.items}
             assert all(i.status == "submitted" for i in items)
@@ -219,7 +211,7 @@ def test_a_refused_batch_is_submission_failed_reserved_and_its_answer_kept(
             .all()
         )
     assert any("502 Bad Gateway" in k for k in kept), "the raw answer is kept to look at again"
-    assert all(i.status == "pending" for i in items_of(engine, batch_id))
+    assert all(i.status == "pending" for i in item_rows(engine, batch_id))
 
 
 def test_an_unreachable_gateway_leaves_the_batch_submitting_and_the_next_attempt_asks_first(

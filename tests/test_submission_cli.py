@@ -15,7 +15,7 @@ from finsup_dagster.ledger import db, submission
 from finsup_dagster.ledger.batching import BatchPolicy, build_batches
 from tests.helpers.cli import assert_one_line_error, run, run_json
 from tests.helpers.payout_sandbox import CLIENT_ID, CLIENT_SECRET, payout_sandbox
-from tests.helpers.payouts import BOX_KEY, approve, approver, beneficiary, earning, sale
+from tests.helpers.payouts import BOX_KEY, approve, approved_batch, approver, earning, sale
 
 POLICY = BatchPolicy(min_item={"*": "1.00"}, dual_approval_over={"USD": "1000.00"})
 
@@ -31,12 +31,7 @@ def books(finsup_env: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch) ->
 
 def refused_batch(engine: Engine) -> str:
     """One paypal batch of USD 25.00 to ann, approved by carol, refused by the gateway."""
-    h = sale(engine, "S1", "100.00")
-    beneficiary(engine, "ann")
-    earning(engine, "E1", "ann", "25.00", h)
-    [batch] = build_batches(engine, POLICY, "maker").batches
-    batch_id: str = batch["batch_id"]
-    approve(engine, approver(engine, "carol"), batch_id)
+    batch_id, _ = approved_batch(engine, POLICY, "25.00")
     with db.write(engine) as conn:
         submission.prepare_attempt(conn, batch_id, 1, "cd" * 32, "run-1")
         submission.record_submission_failed(
@@ -126,12 +121,7 @@ def test_a_refused_batch_is_cancelled_with_a_code_and_its_amount_released(books:
 def test_submit_payout_batch_sends_once_through_the_instance_and_says_why_when_refused(
     books: Engine, finsup_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    h = sale(books, "S1", "100.00")
-    beneficiary(books, "ann")
-    earning(books, "E1", "ann", "25.00", h)
-    [batch] = build_batches(books, POLICY, "maker").batches
-    batch_id = batch["batch_id"]
-    approve(books, approver(books, "carol"), batch_id)
+    batch_id, _ = approved_batch(books, POLICY, "25.00")
     monkeypatch.setenv("DAGSTER_HOME", str(finsup_env / "dagster_home"))
     with payout_sandbox(tmp_path) as sandbox:
         monkeypatch.setenv("FINSUP_PAYPAL_PAYOUTS_BASE_URL", sandbox.base_url)

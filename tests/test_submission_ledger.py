@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from sqlalchemy.engine import Engine
 
 from finsup_dagster.ledger import (
@@ -34,9 +33,21 @@ from finsup_dagster.ledger.errors import (
     PayoutsFrozen,
 )
 from finsup_dagster.ledger.payouts import idempotency_key
-from finsup_dagster.ledger.schema import earnings, gateway_events, payout_batches, payout_items
+from finsup_dagster.ledger.schema import earnings, gateway_events, payout_batches
 from tests.helpers.books import books_state
-from tests.helpers.payouts import BOX, Approver, approve, approver, beneficiary, earning, sale
+from tests.helpers.migrations import ledger_at
+from tests.helpers.payouts import (
+    Approver,
+    approve,
+    approver,
+    batch_row,
+    beneficiary,
+    cancel_with_code,
+    funded_ann_and_bob,
+    item_rows,
+    pending_batch,
+    retry,
+)
 
 POLICY = BatchPolicy(min_item={"*": "1.00"}, dual_approval_over={"USD": "1000.00"})
 H1, H2 = hashlib.sha256(b"first").hexdigest(), hashlib.sha256(b"second").hexdigest()
@@ -52,22 +63,6 @@ def logged(engine: Engine, action: str) -> list[dict[str, Any]]:
         return [r for r in reports.transaction_logs(conn, limit=10_000) if r["action"] == action]
 
 
-def batch_row(engine: Engine, batch_id: str) -> Any:
-    with db.read(engine) as conn:
-        return conn.execute(sa.select(payout_batches).where(payout_batches.c.id == batch_id)).one()
-
-
-def item_rows(engine: Engine, batch_id: str) -> list[Any]:
-    with db.read(engine) as conn:
-        return list(
-            conn.execute(
-                sa.select(payout_items)
-                .where(payout_items.c.batch_id == batch_id)
-                .order_by(payout_items.c.id)
-            )
-        )
-
-
 def state(engine: Engine) -> dict[str, Any]:
     with db.read(engine) as conn:
         return {**books_state(conn), "batch_rows": conn.execute(sa.select(payout_batches)).all()}
@@ -76,12 +71,7 @@ def state(engine: Engine) -> dict[str, Any]:
 @pytest.fixture
 def approved(engine: Engine) -> tuple[Engine, str, Approver]:
     """USD 500 confirmed; one approved paypal batch paying ann 150 and bob 50 (version 1)."""
-    h = sale(engine, "S1", "500.00")
-    beneficiary(engine, "ann")
-    beneficiary(engine, "bob")
-    earning(engine, "E1", "ann", "100.00", h)
-    earning(engine, "E2", "ann", "50.00", h)
-    earning(engine, "E3", "bob", "50.00", h)
+    funded_ann_and_bob(engine)
     [batch] = build_batches(engine, POLICY, "maker").batches
     carol = approver(engine, "carol")
     approve(engine, carol, batch["batch_id"])
@@ -109,20 +99,8 @@ def failed(approved: tuple[Engine, str, Approver]) -> tuple[Engine, str]:
 
 
 def retry_with(engine: Engine, who: Approver, batch_id: str, code: str | None = None) -> Any:
-    now = None
-    if code is None:
-        code, now = who.next_code()
-    return approvals.authorised(
-        engine,
-        who.name,
-        code,
-        BOX,
-        approvals.ApprovalPolicy(),
-        "batch_retry",
-        ("payout_batch", batch_id),
-        lambda conn, a: submission.retry(conn, a, batch_id),
-        now=now if now is not None else who.t,
-    )
+    """``retry`` under ``code`` at ``who``'s current time step, or under a fresh code."""
+    return retry(engine, who, batch_id, code, now=who.t)
 
 
 # --- prepare_attempt -----------------------------------------------------------------
@@ -200,11 +178,7 @@ def test_freeze_and_screening_are_asked_again_on_a_resumed_attempt(
 def test_only_an_approved_or_submitting_batch_of_this_version_is_prepared(
     engine: Engine, where: str
 ) -> None:
-    h = sale(engine, "S1", "100.00")
-    beneficiary(engine, "ann")
-    earning(engine, "E1", "ann", "10.00", h)
-    [batch] = build_batches(engine, POLICY, "maker").batches
-    batch_id = batch["batch_id"]
+    batch_id = pending_batch(engine, POLICY, "10.00")
     before = state(engine)
     with pytest.raises((NotFound, IllegalTransition)) as exc, db.write(engine) as conn:
         if where == "unknown":
@@ -441,18 +415,7 @@ def test_cancelling_a_submission_failed_batch_needs_a_code_and_releases_it(
         db.write(engine) as conn,
     ):
         approvals.cancel(conn, "ops", batch_id, "gateway says no", with_code=False)
-    code, now = carol.next_code()
-    approvals.authorised(
-        engine,
-        carol.name,
-        code,
-        BOX,
-        approvals.ApprovalPolicy(),
-        "batch_cancellation",
-        ("payout_batch", batch_id),
-        lambda conn, a: approvals.cancel(conn, a.name, batch_id, "gateway says no", True),
-        now=now,
-    )
+    cancel_with_code(engine, carol, batch_id, "gateway says no")
     after = usd(engine)
     assert after.committed_minor == reserved.committed_minor - 20_000 == 0
     assert after.available_minor == reserved.available_minor + 20_000
@@ -464,11 +427,7 @@ def test_cancelling_a_submission_failed_batch_needs_a_code_and_releases_it(
 
 
 def test_migration_0004_seals_existing_batches_with_the_new_columns(ledger_url: str) -> None:
-    eng = db.make_engine(ledger_url)
-    cfg = migrate._config()
-    with eng.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002_revenue_changed_index")
+    eng = ledger_at(ledger_url, "0002_revenue_changed_index")
     with eng.begin() as conn:  # a batch the old code wrote
         conn.execute(
             sa.text(

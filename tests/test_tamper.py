@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from sqlalchemy.engine import Connection, Engine
 
 from finsup_dagster.ledger import (
@@ -43,6 +42,7 @@ from finsup_dagster.ledger import (
 from finsup_dagster.ledger.schema import clawbacks, gateway_events, journal_entries, postings
 from tests.helpers import payouts as fx
 from tests.helpers.cli import FINSUP
+from tests.helpers.migrations import ledger_at
 
 KEY = checkpoints.derive_key("test-audit-key")
 
@@ -418,11 +418,7 @@ def test_incremental_verification_starts_at_the_checkpoint(books: Books, tmp_pat
 
 def test_the_migration_seals_existing_books(ledger_url: str) -> None:
     """Books made before seals existed get every row sealed under one logged entry."""
-    eng = db.make_engine(ledger_url)
-    cfg = migrate._config()
-    with eng.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002_revenue_changed_index")
+    eng = ledger_at(ledger_url, "0002_revenue_changed_index")
     with eng.begin() as conn:  # rows the old code wrote
         conn.execute(
             sa.text(

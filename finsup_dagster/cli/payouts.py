@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -300,6 +301,30 @@ def _authorised(
     )
 
 
+def _authorised_batch(
+    approver: str,
+    code: str | None,
+    what: str,
+    batch_id: str,
+    step: Callable[[Any, Any, str], dict[str, Any]],
+    as_json: bool,
+    message: Callable[[dict[str, Any]], str],
+) -> None:
+    """``step(conn, approver, batch_id)`` under the approver's code; prints its result as JSON
+    or as ``message(result)``."""
+    result = _authorised(
+        approver,
+        code,
+        what,
+        ("payout_batch", batch_id),
+        lambda conn, who: step(conn, who, batch_id),
+    )
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(message(result))
+
+
 @app.command("approve-payout-batch")
 def approve_payout_batch(
     batch_id: Annotated[str, typer.Argument(help="Batch id, e.g. pb_20261125...")],
@@ -308,24 +333,16 @@ def approve_payout_batch(
     as_json: JsonFlag = False,
 ) -> None:
     """Approve a batch pending approval with your TOTP code."""
-    result = _authorised(
-        approver,
-        code,
-        "batch_approval",
-        ("payout_batch", batch_id),
-        lambda conn, who: approvals.approve(conn, who, batch_id),
+
+    def message(result: dict[str, Any]) -> str:
+        counted = f"{result['approvals']} of {result['required_approvals']}"
+        if result["status"] == "approved":
+            return f"batch {batch_id} approved ({counted})"
+        return f"approval recorded: {counted}; a second approver is needed"
+
+    _authorised_batch(
+        approver, code, "batch_approval", batch_id, approvals.approve, as_json, message
     )
-    if as_json:
-        emit_json(result)
-    elif result["status"] == "approved":
-        out.print(
-            f"batch {batch_id} approved ({result['approvals']} of {result['required_approvals']})"
-        )
-    else:
-        out.print(
-            f"approval recorded: {result['approvals']} of {result['required_approvals']}; "
-            "a second approver is needed"
-        )
 
 
 @app.command("deny-payout-batch")
@@ -380,20 +397,18 @@ def retry_payout_batch(
     as_json: JsonFlag = False,
 ) -> None:
     """Send a batch the gateway refused back to approved: it is submitted again, same key."""
-    result = _authorised(
+    _authorised_batch(
         approver,
         code,
         "batch_retry",
-        ("payout_batch", batch_id),
-        lambda conn, who: submission.retry(conn, who, batch_id),
-    )
-    if as_json:
-        emit_json(result)
-    else:
-        out.print(
+        batch_id,
+        submission.retry,
+        as_json,
+        lambda result: (
             f"batch {batch_id} approved again by {approver}; it is submitted again under "
             f"{result['idempotency_key']}"
-        )
+        ),
+    )
 
 
 @app.command("report-payout-batches")

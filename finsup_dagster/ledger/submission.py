@@ -113,6 +113,10 @@ def _batch(conn: Connection, batch_id: str) -> Any:
     return batch
 
 
+def _set_batch(conn: Connection, batch_id: str, **values: Any) -> None:
+    conn.execute(sa.update(payout_batches).where(payout_batches.c.id == batch_id).values(**values))
+
+
 def method_of(conn: Connection, batch_id: str) -> str:
     """The batch's payout method (paypal | payoneer | bank): which gateway it goes through."""
     return str(_batch(conn, batch_id).method)
@@ -210,14 +214,12 @@ def prepare_attempt(
     holds.ensure_batch_funded(conn, batch_id)
     if not resumed:
         payouts.start_submission(conn, batch_id, approval_version, actor)
-    conn.execute(
-        sa.update(payout_batches)
-        .where(payout_batches.c.id == batch_id)
-        .values(
-            submission_hash=payload_hash,
-            submission_attempts=payout_batches.c.submission_attempts + 1,
-            updated_at=clock.now(),
-        )
+    _set_batch(
+        conn,
+        batch_id,
+        submission_hash=payload_hash,
+        submission_attempts=payout_batches.c.submission_attempts + 1,
+        updated_at=clock.now(),
     )
     return _attempt(conn, batch_id, resumed=resumed)
 
@@ -297,11 +299,7 @@ def record_gateway_batch_id(conn: Connection, batch_id: str, gateway_batch_id: s
             f"batch {batch_id} is {batch.status}; a gateway batch id is recorded only "
             "while it is submitting"
         )
-    conn.execute(
-        sa.update(payout_batches)
-        .where(payout_batches.c.id == batch_id)
-        .values(gateway_batch_id=gateway_batch_id, updated_at=clock.now())
-    )
+    _set_batch(conn, batch_id, gateway_batch_id=gateway_batch_id, updated_at=clock.now())
     audit_log.log(
         conn,
         "batch_gateway_id_recorded",
@@ -365,11 +363,7 @@ def record_submitted(
     record_gateway_batch_id(conn, batch_id, gateway_batch_id)
     now = clock.now()
     if batch.status == "submitting":
-        conn.execute(
-            sa.update(payout_batches)
-            .where(payout_batches.c.id == batch_id)
-            .values(submitted_at=now, status_reason=None)
-        )
+        _set_batch(conn, batch_id, submitted_at=now, status_reason=None)
         state_machine.move_batch(
             conn,
             batch_id,
@@ -404,9 +398,7 @@ def record_submission_failed(conn: Connection, batch_id: str, reason: str, actor
     state_machine.check(
         state_machine.BATCH_TRANSITIONS, f"batch {batch_id}", batch.status, "submission_failed"
     )
-    conn.execute(
-        sa.update(payout_batches).where(payout_batches.c.id == batch_id).values(status_reason=line)
-    )
+    _set_batch(conn, batch_id, status_reason=line)
     state_machine.move_batch(
         conn,
         batch_id,
@@ -438,9 +430,7 @@ def retry(conn: Connection, approver: Any, batch_id: str) -> dict[str, Any]:
             f"batch {batch_id} of {format_minor(batch.total_minor, batch.currency)} "
             f"{batch.currency} is over {approver.name}'s limit of {limit} {approver.limit_currency}"
         )
-    conn.execute(
-        sa.update(payout_batches).where(payout_batches.c.id == batch_id).values(status_reason=None)
-    )
+    _set_batch(conn, batch_id, status_reason=None)
     state_machine.move_batch(
         conn,
         batch_id,

@@ -1,13 +1,18 @@
-"""Builders for payout tests: funded books, beneficiaries, earnings, approvers."""
+"""Builders for payout tests: funded books, beneficiaries, earnings, batches, approvers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyotp
-from sqlalchemy.engine import Engine
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 
-from finsup_dagster.ledger import approvals, beneficiaries, db, earnings, revenue
+from finsup_dagster.ledger import approvals, beneficiaries, db, earnings, revenue, submission
+from finsup_dagster.ledger.batching import BatchPolicy, build_batches
+from finsup_dagster.ledger.schema import payout_batches, payout_items
 from finsup_dagster.ledger.secret_box import SecretBox
 
 BOX_KEY = "test-secret-key-material-at-least-32-chars"  # FINSUP_SECRET_KEY for CLI runs
@@ -85,9 +90,17 @@ def approver(
     return Approver(name, secret)
 
 
-def approve(
-    engine: Engine, who: Approver, batch_id: str, code: str | None = None, now: float | None = None
-) -> dict:
+def authorise(
+    engine: Engine,
+    who: Approver,
+    what: str,
+    batch_id: str,
+    step: Callable[[Connection, Any, str], Any],
+    code: str | None = None,
+    now: float | None = None,
+) -> Any:
+    """``step(conn, approver, batch_id)`` through ``approvals.authorised``, under ``code`` at
+    ``now``, or by default under ``who``'s next fresh code at its time."""
     if code is None:
         code, now = who.next_code()
     return approvals.authorised(
@@ -96,8 +109,77 @@ def approve(
         code,
         BOX,
         approvals.ApprovalPolicy(),
-        "batch_approval",
+        what,
         ("payout_batch", batch_id),
-        lambda conn, a: approvals.approve(conn, a, batch_id),
+        lambda conn, a: step(conn, a, batch_id),
         now=now,
     )
+
+
+def approve(
+    engine: Engine, who: Approver, batch_id: str, code: str | None = None, now: float | None = None
+) -> dict:
+    return authorise(engine, who, "batch_approval", batch_id, approvals.approve, code, now)
+
+
+def retry(
+    engine: Engine, who: Approver, batch_id: str, code: str | None = None, now: float | None = None
+) -> Any:
+    """An approver sends a submission_failed batch back to approved (``submission.retry``)."""
+    return authorise(engine, who, "batch_retry", batch_id, submission.retry, code, now)
+
+
+def cancel_with_code(engine: Engine, who: Approver, batch_id: str, reason: str) -> Any:
+    """An approver cancels an approved or submission_failed batch under a fresh code."""
+    return authorise(
+        engine,
+        who,
+        "batch_cancellation",
+        batch_id,
+        lambda conn, a, b: approvals.cancel(conn, a.name, b, reason, with_code=True),
+    )
+
+
+def funded_ann_and_bob(engine: Engine) -> str:
+    """USD 500 of confirmed sales (S1, its hash returned); ann accrues 150 (E1, E2), bob 50 (E3)."""
+    h = sale(engine, "S1", "500.00")
+    beneficiary(engine, "ann")
+    beneficiary(engine, "bob")
+    earning(engine, "E1", "ann", "100.00", h)
+    earning(engine, "E2", "ann", "50.00", h)
+    earning(engine, "E3", "bob", "50.00", h)
+    return h
+
+
+def pending_batch(engine: Engine, policy: BatchPolicy, amount: str) -> str:
+    """USD 100.00 confirmed (S1); one paypal batch paying ann ``amount`` (E1), pending approval."""
+    h = sale(engine, "S1", "100.00")
+    beneficiary(engine, "ann")
+    earning(engine, "E1", "ann", amount, h)
+    [batch] = build_batches(engine, policy, "maker").batches
+    batch_id: str = batch["batch_id"]
+    return batch_id
+
+
+def approved_batch(engine: Engine, policy: BatchPolicy, amount: str) -> tuple[str, Approver]:
+    """``pending_batch``, approved by a new approver carol (returned with it)."""
+    batch_id = pending_batch(engine, policy, amount)
+    carol = approver(engine, "carol")
+    approve(engine, carol, batch_id)
+    return batch_id, carol
+
+
+def batch_row(engine: Engine, batch_id: str) -> Any:
+    with db.read(engine) as conn:
+        return conn.execute(sa.select(payout_batches).where(payout_batches.c.id == batch_id)).one()
+
+
+def item_rows(engine: Engine, batch_id: str) -> list[Any]:
+    with db.read(engine) as conn:
+        return list(
+            conn.execute(
+                sa.select(payout_items)
+                .where(payout_items.c.batch_id == batch_id)
+                .order_by(payout_items.c.id)
+            )
+        )
