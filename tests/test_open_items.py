@@ -29,6 +29,7 @@ import duckdb
 import pytest
 
 from finsup_dagster.resources.dbt import dbt_command
+from finsup_dagster.sample_data.expected import MatchEvent
 from finsup_dagster.warehouse import raw, replica
 from tests.helpers.warehouse_rows import insert_raw_line, insert_replica_event
 
@@ -46,16 +47,21 @@ def day(n: int) -> str:
     return (START + timedelta(days=n)).isoformat()
 
 
-@dataclass(frozen=True)
-class Event:
-    event_hash: str
-    source: str
-    external_id: str
-    kind: str
-    amount_minor: int
-    currency: str
-    occurred: int  # day number
-    status: str = "projected"
+def event(
+    event_hash: str,
+    source: str,
+    external_id: str,
+    kind: str,
+    amount_minor: int,
+    currency: str,
+    occurred: int,
+    status: str = "projected",
+) -> MatchEvent:
+    """An event of day number ``occurred``, at 10:00 UTC (the matching rules' own event)."""
+    at = f"{day(occurred)}T10:00:00.000000Z"
+    return MatchEvent(
+        event_hash, source, external_id, kind, amount_minor, currency, occurred, at, status
+    )
 
 
 @dataclass
@@ -72,7 +78,7 @@ class Line:
 
 @dataclass
 class Scenario:
-    events: list[Event]
+    events: list[MatchEvent]
     copied_on: dict[str, int]  # event hash -> day first copied into the warehouse
     reversed_on: dict[str, int]  # event hash -> day its reversal was copied
     confirmed_on: dict[str, int]  # event hash -> day the gateway confirmed it, unsettled
@@ -81,14 +87,14 @@ class Scenario:
 
 def scenario(seed: int, days: int) -> Scenario:
     rng = random.Random(seed)
-    events: list[Event] = []
+    events: list[MatchEvent] = []
     copied_on: dict[str, int] = {}
     reversed_on: dict[str, int] = {}
     confirmed_on: dict[str, int] = {}
     lines: list[Line] = []
     for d in range(days):
         for n in range(14):
-            ev = Event(
+            ev = event(
                 event_hash=f"{seed:04d}{d:03d}{n:03d}".ljust(64, "0"),
                 source=rng.choice(["stripe", "paddle"]),
                 # A small pool of ids: some are named by two events (two sources, two days).
@@ -172,7 +178,7 @@ class Warehouse:
         self.land(plan.lines, d)
         self.copy([ev for ev in plan.events if plan.copied_on[ev.event_hash] == d])
 
-    def copy(self, rows: list[Event]) -> None:
+    def copy(self, rows: list[MatchEvent]) -> None:
         """One warehouse copy of the books: these events, new or changed."""
         if not rows:
             return
@@ -191,7 +197,7 @@ class Warehouse:
                 ).fetchall()
                 insert_replica_event(
                     conn,
-                    {**asdict(ev), "occurred_at": f"{day(ev.occurred)}T10:00:00.000000Z"}
+                    asdict(ev)
                     | {"replicated_seq": seq, "first_replicated_seq": first[0][0] if first else seq}
                     | {"event_key": first[0][1] if first else None},
                 )
@@ -322,7 +328,7 @@ def test_a_night_run_again_with_nothing_left_to_match_keeps_no_old_matches(
 ) -> None:
     # Night 0 pairs a sale with its line; the sale is then reversed in the books, so
     # night 0 run again pairs nothing. Its old match must go, not stay beside nothing.
-    sale = Event("a".ljust(64, "0"), "stripe", "T1", "sale", 500, "USD", 0)
+    sale = event("a".ljust(64, "0"), "stripe", "T1", "sale", 500, "USD", 0)
     wh = Warehouse(tmp_path / "warehouse")
     wh.land([Line("settlement_csv", "stripe", "T1", "sale", 500, "USD", 0, 0)], 0)
     wh.copy([sale])

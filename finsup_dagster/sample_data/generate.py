@@ -573,23 +573,22 @@ def _payoneer_day(plan: _Plan, day: int) -> None:
             description="Payoneer checkout (settled again)",
         )
     if day == 1:
-        jpy = sale("JPY", "payoneer_currency_mismatch", 4000)
-        settle(
-            jpy,
-            day + 1,
-            outcome="currency_mismatch",
-            gross=2667,
-            currency="USD",
-            description="Payoneer checkout (converted to USD)",
-        )
-        usd = sale("USD", "payoneer_amount_mismatch", 8000)
-        settle(
-            usd,
-            day + 1,
-            outcome="amount_mismatch",
-            gross=7850,
-            description="Payoneer checkout (partial capture)",
-        )
+        # (sold, scenario, amount; settled as: exception, gross, currency, description)
+        mismatches = (
+            ("JPY", "payoneer_currency_mismatch", 4000, "currency_mismatch", 2667, "USD",
+             "Payoneer checkout (converted to USD)"),
+            ("USD", "payoneer_amount_mismatch", 8000, "amount_mismatch", 7850, "USD",
+             "Payoneer checkout (partial capture)"),
+        )  # fmt: skip
+        for sold, scenario, amount, outcome, gross, paid_in, description in mismatches:
+            settle(
+                sale(sold, scenario, amount),
+                day + 1,
+                outcome=outcome,
+                gross=gross,
+                currency=paid_in,
+                description=description,
+            )
         record = revenue_record(
             source="payoneer",
             external_id=plan.payoneer_id(),
