@@ -580,9 +580,9 @@ def _payoneer_day(plan: _Plan, day: int) -> None:
             ("USD", "payoneer_amount_mismatch", 8000, "amount_mismatch", 7850, "USD",
              "Payoneer checkout (partial capture)"),
         )  # fmt: skip
-        for sold, scenario, amount, outcome, gross, paid_in, description in mismatches:
+        for sold_in, scenario, amount, outcome, gross, paid_in, description in mismatches:
             settle(
-                sale(sold, scenario, amount),
+                sale(sold_in, scenario, amount),
                 day + 1,
                 outcome=outcome,
                 gross=gross,
