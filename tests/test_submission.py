@@ -27,6 +27,7 @@ from finsup_dagster.ledger.batching import BatchPolicy, build_batches
 from finsup_dagster.ledger.errors import LedgerError, NotFound, PayoutsFrozen
 from finsup_dagster.ledger.schema import gateway_events, payout_batches
 from finsup_dagster.resources import LedgerResource
+from finsup_dagster.resources.bank import BankOutboxResource
 from finsup_dagster.resources.gateways import PayPalPayoutsResource, payout_gateway
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
 from tests.helpers.payout_sandbox import (
@@ -290,3 +291,17 @@ def test_bad_input_is_one_line_and_leaves_the_books_and_the_gateway_alone(
         assert batch_row(engine, batch_id).status == "approved"
         assert sandbox.requests(prefix="/v1/payments") == []
     assert books_state(engine)[0] == before[0]
+
+
+def test_an_unconfigured_bank_gateway_refuses_a_bank_batch_before_the_books_change(
+    engine: Engine, ledger: LedgerResource, tmp_path: Path
+) -> None:
+    [batch_id] = approved_batches(
+        engine, "bank", "EUR", ["20.05"], ["DE89370400440532013000/COBADEFFXXX"]
+    )
+    before = books_state(engine)
+    off = BankOutboxResource(outbox_dir="", debtor_name="", debtor_iban="", debtor_bic="")
+    with pytest.raises(LedgerError, match="FINSUP_BANK_OUTBOX is empty: bank payouts are off"):
+        submission.submit(ledger.engine, lambda m: payout_gateway(m, bank=off), batch_id, 1, "test")
+    assert books_state(engine) == before
+    assert batch_row(engine, batch_id).status == "approved"
