@@ -9,8 +9,8 @@ from finsup_dagster import submission
 from finsup_dagster.ledger.money import format_minor
 from finsup_dagster.ledger.verification import ensure_intact
 from finsup_dagster.resources import LedgerResource
-from finsup_dagster.resources.bank import BankOutboxResource
 from finsup_dagster.resources.gateways import (
+    BankOutboxResource,
     PayoneerResource,
     PayPalPayoutsResource,
     payout_gateway,

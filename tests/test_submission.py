@@ -27,8 +27,11 @@ from finsup_dagster.ledger.batching import BatchPolicy, build_batches
 from finsup_dagster.ledger.errors import LedgerError, NotFound, PayoutsFrozen
 from finsup_dagster.ledger.schema import gateway_events, payout_batches
 from finsup_dagster.resources import LedgerResource
-from finsup_dagster.resources.bank import BankOutboxResource
-from finsup_dagster.resources.gateways import PayPalPayoutsResource, payout_gateway
+from finsup_dagster.resources.gateways import (
+    BankOutboxResource,
+    PayPalPayoutsResource,
+    payout_gateway,
+)
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
 from tests.helpers.payout_sandbox import (
     CLIENT_SECRET,

@@ -4,9 +4,8 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
-from finsup_dagster.resources.bank import BankOutboxResource
 from finsup_dagster.resources.dbt import dbt_executable, dbt_project
-from finsup_dagster.resources.gateways import gateway_resources_from_env
+from finsup_dagster.resources.gateways import BankOutboxResource, gateway_resources_from_env
 from finsup_dagster.resources.ledger import LedgerResource
 from finsup_dagster.resources.payout_policy import PayoutPolicyResource
 from finsup_dagster.resources.paypal import PayPalReportingResource

@@ -7,15 +7,17 @@ the :class:`PayoutGateway` for a batch's payout method. Nothing here is
 wired into a job yet: the submission job takes these as its resources.
 """
 
+from pathlib import Path
+
 import dagster as dg
 from pydantic import Field
 
+from finsup_dagster.gateways.bank_pain001 import BankFileGateway
 from finsup_dagster.gateways.http_client import RetryPolicy
 from finsup_dagster.gateways.payoneer import PayoneerPayouts
 from finsup_dagster.gateways.payouts import PayoutGateway
 from finsup_dagster.gateways.paypal_payouts import PayPalPayouts
 from finsup_dagster.ledger.errors import LedgerError
-from finsup_dagster.resources.bank import BankOutboxResource
 
 
 class _RetrySettings(dg.ConfigurableResource):
@@ -39,8 +41,7 @@ class PayPalPayoutsResource(_RetrySettings):
     client_secret: str = Field(default="", description="FINSUP_PAYPAL_CLIENT_SECRET")
 
     def gateway(self) -> PayPalPayouts:
-        if not self.base_url.strip():
-            raise LedgerError("FINSUP_PAYPAL_PAYOUTS_BASE_URL is empty: PayPal payouts are off")
+        _switched_on(self.base_url, "FINSUP_PAYPAL_PAYOUTS_BASE_URL", "PayPal")
         return PayPalPayouts(
             self.base_url.strip(),
             self.client_id,
@@ -65,11 +66,8 @@ class PayoneerResource(_RetrySettings):
     program_id: str = Field(default="", description="FINSUP_PAYONEER_PROGRAM_ID")
 
     def gateway(self) -> PayoneerPayouts:
-        if not self.base_url.strip() or not self.program_id.strip():
-            raise LedgerError(
-                "FINSUP_PAYONEER_BASE_URL or FINSUP_PAYONEER_PROGRAM_ID is empty: "
-                "Payoneer payouts are off"
-            )
+        _switched_on(self.base_url, "FINSUP_PAYONEER_BASE_URL", "Payoneer")
+        _switched_on(self.program_id, "FINSUP_PAYONEER_PROGRAM_ID", "Payoneer")
         return PayoneerPayouts(
             self.base_url.strip(),
             self.client_id,
@@ -79,6 +77,27 @@ class PayoneerResource(_RetrySettings):
             timeout=self.timeout_seconds,
             retry=self.retry_policy(),
         )
+
+
+class BankOutboxResource(dg.ConfigurableResource):
+    """One pain.001.001.09 file per bank batch, for an operator to hand to the bank."""
+
+    outbox_dir: str = Field(default="", description="FINSUP_BANK_OUTBOX (…/outbox/bank)")
+    debtor_name: str = Field(default="", description="FINSUP_BANK_DEBTOR_NAME: the payer")
+    debtor_iban: str = Field(default="", description="FINSUP_BANK_DEBTOR_IBAN")
+    debtor_bic: str = Field(default="", description="FINSUP_BANK_DEBTOR_BIC")
+
+    def gateway(self) -> BankFileGateway:
+        _switched_on(self.outbox_dir, "FINSUP_BANK_OUTBOX", "bank")
+        return BankFileGateway(
+            Path(self.outbox_dir), self.debtor_name, self.debtor_iban, self.debtor_bic
+        )
+
+
+def _switched_on(value: str, variable: str, what: str) -> None:
+    """An empty setting turns a gateway off: its batches are refused before the books change."""
+    if not value.strip():
+        raise LedgerError(f"{variable} is empty: {what} payouts are off")
 
 
 def payout_gateway(

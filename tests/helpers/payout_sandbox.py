@@ -22,8 +22,11 @@ from finsup_dagster.gateways.sandbox import (
     serve_in_thread,
 )
 from finsup_dagster.resources import LedgerResource
-from finsup_dagster.resources.bank import BankOutboxResource
-from finsup_dagster.resources.gateways import PayoneerResource, PayPalPayoutsResource
+from finsup_dagster.resources.gateways import (
+    BankOutboxResource,
+    PayoneerResource,
+    PayPalPayoutsResource,
+)
 
 CLIENT_ID = "payout-test-client"
 CLIENT_SECRET = "payout-secret-never-shown-0x5EC"
