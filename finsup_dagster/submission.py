@@ -109,6 +109,22 @@ def submit(
     reached = checkpoint or (lambda stage: None)
     with db.read(engine) as conn:
         gateway = gateway_for(books.method_of(conn, batch_id))
+    try:
+        return _run_attempt(engine, gateway, batch_id, approval_version, actor, reached)
+    finally:
+        close = getattr(gateway, "close", None)
+        if callable(close):
+            close()  # the HTTP clients' connection pools
+
+
+def _run_attempt(
+    engine: Engine,
+    gateway: PayoutGateway,
+    batch_id: str,
+    approval_version: int,
+    actor: str,
+    reached: Checkpoint,
+) -> SubmissionResult:
     with db.write(engine) as conn:
         key = payouts.idempotency_key(batch_id, approval_version)
         request = request_for(batch_id, key, books.lines_for(conn, batch_id))
