@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
@@ -65,6 +66,9 @@ class SubmissionResult:
     read_back: bool  # the gateway already held it (a resumed attempt, or a duplicate create)
     reason: str | None = None
 
+
+# PayPal remembers a sender_batch_id for 30 days; a margin for clocks and slow resumes.
+DEDUPE_SAFE_DAYS = 25
 
 # A stage the crash test stops the process at (benchmarks/submission_crash.py); None in use.
 Checkpoint = Callable[[str], None]
@@ -131,6 +135,7 @@ def _run_attempt(
         attempt = books.prepare_attempt(
             conn, batch_id, approval_version, request.payload_hash(), actor
         )
+        since = books.submitting_since(conn, batch_id)
     reached("prepared")
     if attempt.status == "submitted":
         return _result(attempt, "submitted", attempt.gateway_batch_id, read_back=True)
@@ -138,17 +143,26 @@ def _run_attempt(
     try:
         held = gateway.find_batch(request, attempt.gateway_batch_id)
         reached("asked")
+        if held is None and attempt.gateway_batch_id is not None:
+            # The books hold its id: the gateway took it. Not finding it is a fault to
+            # look into, never a reason to create it again.
+            raise SubmissionInterrupted(
+                f"batch {batch_id}: the gateway does not find {attempt.gateway_batch_id}, "
+                "which the books recorded; it stays submitting for a person to look at"
+            )
         created = held is None
         if held is None:
+            _ensure_within_dedupe_window(batch_id, since)
             held = gateway.submit_batch(request)
         reached("answered")
     except GatewayRefused as exc:
         _keep_answer(engine, gateway, batch_id, "submit.error", exc)
-        if attempt.gateway_batch_id is not None:
-            # The provider took the batch before: a refusal now says nothing of that.
+        if not exc.nothing_accepted or attempt.gateway_batch_id is not None:
+            # A garbage success, a failed read-back, a later chunk, or a batch the
+            # provider took before: it may hold the money, so the batch is not given up.
             raise SubmissionInterrupted(
-                f"batch {batch_id}: {exc} (the gateway holds it as {attempt.gateway_batch_id}; "
-                "it stays submitting)"
+                f"batch {batch_id}: {exc}; the gateway may hold it, so it stays submitting "
+                "and the next attempt asks the gateway before sending"
             ) from None
         with db.write(engine) as conn:
             books.record_submission_failed(conn, batch_id, str(exc), actor)
@@ -160,7 +174,7 @@ def _run_attempt(
             "the gateway before sending"
         ) from None
 
-    with db.write(engine) as conn:
+    with db.write(engine) as conn:  # its own transaction: kept whatever follows
         books.record_gateway_answer(
             conn,
             gateway.name,
@@ -168,6 +182,7 @@ def _run_attempt(
             "submit.response" if created else "find.response",
             held.raw,
         )
+    with db.write(engine) as conn:
         books.record_gateway_batch_id(conn, batch_id, held.gateway_batch_id)
     reached("recorded_id")
     held = _with_items(engine, gateway, batch_id, held, request)
@@ -179,6 +194,24 @@ def _run_attempt(
     return _result(
         attempt, "submitted", held.gateway_batch_id, read_back=held.read_back or not created
     )
+
+
+def _ensure_within_dedupe_window(batch_id: str, since: str | None) -> None:
+    """Refuses to create a batch submitting for longer than the gateways remember a key.
+
+    PayPal refuses a reused ``sender_batch_id`` for 30 days: a create sent again
+    after that could be taken a second time. A batch stuck that long is for a
+    person to check at the gateway, not for another create.
+    """
+    if since is None:
+        return
+    age = datetime.now(UTC) - datetime.fromisoformat(since.replace("Z", "+00:00"))
+    if age > timedelta(days=DEDUPE_SAFE_DAYS):
+        raise SubmissionInterrupted(
+            f"batch {batch_id} has been submitting since {since[:10]}, past the "
+            f"{DEDUPE_SAFE_DAYS} days the gateways are trusted to recognise its key: it is "
+            "not sent again; check the gateway by hand"
+        )
 
 
 def _with_items(

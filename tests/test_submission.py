@@ -308,3 +308,61 @@ def test_an_unconfigured_bank_gateway_refuses_a_bank_batch_before_the_books_chan
         submission.submit(ledger.engine, lambda m: payout_gateway(m, bank=off), batch_id, 1, "test")
     assert books_state(engine) == before
     assert batch_row(engine, batch_id).status == "approved"
+
+
+def test_a_refusal_after_the_gateway_may_hold_the_batch_keeps_it_submitting(
+    engine: Engine, ledger: LedgerResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [batch_id] = approved_batches(engine, "paypal", "USD", ["10.00"], ["ann@example.com"])
+    with payout_sandbox(tmp_path) as sandbox:
+        paypal = submission_resources(sandbox, ledger, tmp_path / "outbox")["paypal_payouts"]
+
+        def gateway_for(method: str) -> Any:
+            return payout_gateway(method, paypal=paypal)
+
+        # A create that answers 201 with a body that is not a batch: maybe taken.
+        sandbox.fault(kind="raw", status=201, body="{}", path_prefix="/v1/payments/payouts")
+        with pytest.raises(submission.SubmissionInterrupted, match="may hold it"):
+            submission.submit(ledger.engine, gateway_for, batch_id, 1, "test")
+        assert batch_row(engine, batch_id).status == "submitting"
+
+        # Past the days the gateways remember a key, no create is sent again.
+        monkeypatch.setattr(submission, "DEDUPE_SAFE_DAYS", -1)
+        with pytest.raises(submission.SubmissionInterrupted, match="not sent again"):
+            submission.submit(ledger.engine, gateway_for, batch_id, 1, "test")
+        monkeypatch.undo()
+        creates = len(sandbox.requests("POST", "/v1/payments/payouts"))
+        result = submission.submit(ledger.engine, gateway_for, batch_id, 1, "test")
+        assert result.status == "submitted"
+        assert len(sandbox.requests("POST", "/v1/payments/payouts")) == creates + 1
+
+        # A batch whose recorded id the gateway no longer finds is not created again.
+        with sandbox.state.lock:
+            sandbox.state.paypal_batches.clear()
+        with db.write(engine) as conn:
+            conn.execute(
+                sa.update(payout_batches)
+                .where(payout_batches.c.id == batch_id)
+                .values(status="submitting")
+            )
+        with pytest.raises(submission.SubmissionInterrupted, match="does not find"):
+            submission.submit(ledger.engine, gateway_for, batch_id, 1, "test")
+        assert len(sandbox.requests("POST", "/v1/payments/payouts")) == creates + 1
+
+
+def test_a_payee_changed_after_approval_is_not_paid_at_the_new_destination(
+    engine: Engine, ledger: LedgerResource, tmp_path: Path
+) -> None:
+    [batch_id] = approved_batches(engine, "paypal", "USD", ["10.00"], ["ann@example.com"])
+    beneficiary(
+        engine, "paypal-usd-0", payout_method="paypal", destination="eve@example.com", country="DE"
+    )
+    before = books_state(engine)
+    with payout_sandbox(tmp_path) as sandbox:
+        paypal = submission_resources(sandbox, ledger, tmp_path / "outbox")["paypal_payouts"]
+        with pytest.raises(LedgerError, match="payee paypal-usd-0's destination changed after"):
+            submission.submit(
+                ledger.engine, lambda m: payout_gateway(m, paypal=paypal), batch_id, 1, "test"
+            )
+        assert sandbox.requests(prefix="/v1/payments") == []
+    assert books_state(engine) == before

@@ -351,21 +351,32 @@ class BankFileGateway:
         self, request: PayoutRequest, gateway_batch_id: str | None
     ) -> GatewayBatch | None:
         """The file already written for this request, or None; a different payload is refused."""
-        wanted = self._document(request)
         path = self._existing(gateway_batch_id or request.idempotency_key)
         if path is None:
             return None
-        return self._matching(path, wanted, read_back=False)
+        return self._matching(path, self._document(request), read_back=False)
 
     def submit_batch(self, request: PayoutRequest) -> GatewayBatch:
-        """Writes the batch's file; one already written for the same payload is read back."""
-        doc = self._document(request)
-        existing = self._existing(doc.msg_id)
+        """Writes the batch's file; one already written for the same payload is read back.
+
+        A batch refused before a file exists (a bad IBAN, a name the schema
+        refuses) is refused with ``nothing_accepted``: nothing can be paid from it.
+        """
+        existing = self._existing(request.idempotency_key)
+        try:
+            doc = self._document(request)
+        except GatewayRefused as exc:
+            exc.nothing_accepted = existing is None
+            raise
         if existing is not None:
             return self._matching(existing, doc, read_back=True)
         path = self._file(doc.msg_id)
         body = build_document(doc)
-        validate_document(body, doc.msg_id)
+        try:
+            validate_document(body, doc.msg_id)
+        except GatewayRefused as exc:
+            exc.nothing_accepted = True
+            raise
         try:
             written = write_atomically(self.outbox_dir, path.name, body)
         except OSError as exc:

@@ -26,6 +26,7 @@ from finsup_dagster.gateways.payouts import (
     GatewayRefused,
     PayoutLine,
     PayoutRequest,
+    create_refused,
 )
 from finsup_dagster.ledger.money import format_minor
 
@@ -102,7 +103,13 @@ class PayoneerPayouts(HttpGateway):
         lines = list(request.lines)
         for start in range(0, len(lines), CHUNK):
             chunk = lines[start : start + CHUNK]
-            got, was_read_back = self._submit_chunk(request, chunk)
+            try:
+                got, was_read_back = self._submit_chunk(request, chunk)
+            except GatewayRefused as exc:
+                # Only the first chunk's own refusal proves nothing was taken.
+                if start > 0 or read_back:
+                    exc.nothing_accepted = False
+                raise
             items.extend(got)
             read_back = read_back or was_read_back
         status = _batch_status(tuple(items)) if read_back else "PENDING"
@@ -166,11 +173,14 @@ class PayoneerPayouts(HttpGateway):
         self, request: PayoutRequest, lines: list[PayoutLine]
     ) -> tuple[list[GatewayItem], bool]:
         path = f"{self._program}/masspayouts"
-        answer = self._post(request, lines)
+        try:
+            answer = self._post(request, lines)
+        except GatewayRefused as exc:  # an answer the layer could not read
+            raise create_refused(exc) from None
         if answer.status == 200:
             return self._created(request, lines, answer), False
         if not _is_duplicate(answer):
-            raise self._http.refused(answer, "", path)
+            raise create_refused(self._http.refused(answer, "", path))
         # Some or all of these references are held already: read them back and
         # send what is missing once more.
         found = {

@@ -101,7 +101,35 @@ class TransientGatewayError(GatewayError):
 
 
 class GatewayRefused(GatewayError):
-    """The provider refused the request for good (4xx other than 429, garbage answers)."""
+    """The provider refused the request for good (4xx other than 429, garbage answers).
+
+    ``nothing_accepted`` is True only where the refusal proves the provider took
+    nothing: the batch's first create request answered with a client error (not
+    a duplicate). Anything else refused (a garbage 2xx, a failed read-back, a
+    later chunk) may have been taken, and is no ground to give the batch up.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw: str = "",
+        status_code: int | None = None,
+        nothing_accepted: bool = False,
+    ) -> None:
+        super().__init__(message, raw=raw, status_code=status_code)
+        self.nothing_accepted = nothing_accepted
+
+
+# Client errors that say the request itself was refused (not: slow, conflicting, throttled).
+REFUSING_STATUSES = frozenset(range(400, 500)) - {408, 409, 429}
+
+
+def create_refused(exc: GatewayRefused) -> GatewayRefused:
+    """``exc``, a refusal of a batch's first create request, marked as taking nothing when
+    its status says the request was refused."""
+    exc.nothing_accepted = exc.status_code in REFUSING_STATUSES
+    return exc
 
 
 class GatewayUnavailable(GatewayError):

@@ -27,6 +27,7 @@ from finsup_dagster.gateways.payouts import (
     GatewayItem,
     GatewayRefused,
     PayoutRequest,
+    create_refused,
 )
 from finsup_dagster.ledger.money import format_minor
 
@@ -94,17 +95,20 @@ class PayPalPayouts(HttpGateway):
                 f"PayPal payouts: batch {request.batch_id} has {len(request.lines)} items; "
                 f"PayPal takes at most {PAYPAL_MAX_ITEMS:,} in one payout"
             )
-        answer = self._http.call(
-            "POST",
-            BATCH_PATH,
-            content=json.dumps(self.payload(request), separators=(",", ":")),
-            what=f"creating batch {request.batch_id}",
-        )
+        try:
+            answer = self._http.call(
+                "POST",
+                BATCH_PATH,
+                content=json.dumps(self.payload(request), separators=(",", ":")),
+                what=f"creating batch {request.batch_id}",
+            )
+        except GatewayRefused as exc:  # a 4xx the layer could not read (an HTML page)
+            raise create_refused(exc) from None
         if answer.status in {200, 201}:
             return self._batch(answer, items=())
         original = _duplicate_link(answer)
         if original is None:
-            raise self._http.refused(answer, "", BATCH_PATH)
+            raise create_refused(self._http.refused(answer, "", BATCH_PATH))
         batch = self._read_batch(original.rsplit("/", 1)[-1], missing_ok=False)
         assert batch is not None
         self._check_same(request, batch)

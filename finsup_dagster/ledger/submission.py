@@ -35,6 +35,7 @@ the sensor asks for one run per retry row. See docs/payouts.md, "Submission".
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -55,6 +56,7 @@ from finsup_dagster.ledger.schema import (
     gateway_events,
     payout_batches,
     payout_items,
+    transaction_log,
 )
 
 SUBMITTABLE = frozenset({"approved", "submitting"})
@@ -65,6 +67,14 @@ _KIND = re.compile(r"[a-z]+(\.[a-z_]+)+")
 
 class PayloadChanged(LedgerError):
     """An attempt under a stored idempotency key would send another payload than the first."""
+
+
+class PayeeChangedSinceApproval(LedgerError):
+    """A payee's destination, method or name changed after the approver approved the batch."""
+
+
+# What the gateway is told about a payee: a change after approval is not what was approved.
+PAYMENT_FIELDS = ("destination", "payout_method", "name")
 
 
 class GatewayIdMismatch(LedgerError):
@@ -120,6 +130,60 @@ def _set_batch(conn: Connection, batch_id: str, **values: Any) -> None:
 def method_of(conn: Connection, batch_id: str) -> str:
     """The batch's payout method (paypal | payoneer | bank): which gateway it goes through."""
     return str(_batch(conn, batch_id).method)
+
+
+def ensure_payees_as_approved(conn: Connection, batch_id: str) -> None:
+    """Refuses a batch whose payees' payment details changed after its latest approval.
+
+    The approver approved paying these destinations; a beneficiaries import
+    since then must not redirect the money. Read from the transaction log, which
+    names every changed field of every update.
+    """
+    t = transaction_log.c
+    approved_at: str | None = conn.execute(
+        sa.select(sa.func.max(t.occurred_at)).where(
+            t.entity_type == "payout_batch",
+            t.entity_id == batch_id,
+            t.action.in_(["batch_approved", "batch_retry_approved"]),
+        )
+    ).scalar_one()
+    if approved_at is None:
+        return
+    payees = (
+        sa.select(beneficiaries.c.external_id)
+        .join(payout_items, payout_items.c.beneficiary_id == beneficiaries.c.id)
+        .where(payout_items.c.batch_id == batch_id)
+    )
+    updates = conn.execute(
+        sa.select(t.entity_id, t.detail)
+        .where(
+            t.entity_type == "beneficiary",
+            t.action == "beneficiary_updated",
+            t.entity_id.in_(payees.scalar_subquery()),
+            t.occurred_at > approved_at,
+        )
+        .order_by(t.seq)
+    ).all()
+    for payee, detail in updates:
+        changed = sorted(set(json.loads(str(detail)).get("changed", {})) & set(PAYMENT_FIELDS))
+        if changed:
+            raise PayeeChangedSinceApproval(
+                f"batch {batch_id}: payee {payee}'s {', '.join(changed)} changed after the batch "
+                "was approved; it is not sent (cancel it and build it again)"
+            )
+
+
+def submitting_since(conn: Connection, batch_id: str) -> str | None:
+    """When the batch last became ``submitting`` (canonical UTC text), from the log."""
+    t = transaction_log.c
+    since: str | None = conn.execute(
+        sa.select(sa.func.max(t.occurred_at)).where(
+            t.entity_type == "payout_batch",
+            t.entity_id == batch_id,
+            t.action == "batch_submitting",
+        )
+    ).scalar_one()
+    return since
 
 
 def approval_version_of(conn: Connection, batch_id: str) -> int:
@@ -212,6 +276,7 @@ def prepare_attempt(
     ensure_not_frozen(conn, f"submitting batch {batch_id}")
     ensure_batch_payable(conn, batch_id)
     holds.ensure_batch_funded(conn, batch_id)
+    ensure_payees_as_approved(conn, batch_id)
     if not resumed:
         payouts.start_submission(conn, batch_id, approval_version, actor)
     _set_batch(

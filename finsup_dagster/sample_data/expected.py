@@ -143,7 +143,7 @@ def match_night(
     # 1. The line names the event: the earliest settled line, then the first landed;
     #    of two events for one line, the smaller event hash.
     by_id = [
-        (e.event_hash, ln.key, (ln.day, *ln.order), (e.event_hash,))
+        (e.event_hash, ln.key, (ln.day, *ln.order, str(ln.key)), (e.event_hash,))
         for e in evs
         for ln in lns
         if ln.gateway_txn_id == e.external_id and close(e, ln) and same_gateway(e, ln)
@@ -156,7 +156,7 @@ def match_night(
         (
             e.event_hash,
             ln.key,
-            (ln.day - e.day, *ln.order),
+            (ln.day - e.day, *ln.order, str(ln.key)),
             (ln.day - e.day, e.occurred_at, e.event_hash),
         )
         for e in evs

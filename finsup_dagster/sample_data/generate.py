@@ -750,7 +750,8 @@ def _apply_matching_rules(plan: _Plan, lines: list[_Line]) -> _Plan:
                 ev.kind,
                 ev.amount_minor,
                 ev.currency,
-                ev.day,
+                # Its UTC day, as the warehouse takes it from the instant.
+                (date.fromisoformat(canonical.occurred_at[:10]) - plan.start).days,
                 canonical.occurred_at,
                 ev.status,
             )
@@ -790,6 +791,11 @@ def _apply_matching_rules(plan: _Plan, lines: list[_Line]) -> _Plan:
             raise RuntimeError(
                 f"sample plan: the matching rules pair {line.key} ({line.scenario}) "
                 f"with {ev.external_id}, not as the plan means ({line.outcome})"
+            )
+        if ev.settlement is not None and ev.settlement is not line:
+            raise RuntimeError(
+                f"sample plan: {ev.external_id} is meant as {ev.outcome} on "
+                f"{ev.settlement.key}, but the matching rules pair it with {line.key}"
             )
         line.outcome = f"matched:{shown_rule(rule, line.batch_ref)}"
         ev.settlement, ev.outcome = line, line.outcome

@@ -11,7 +11,8 @@ repeated (or a cursor lost) cannot submit a batch twice for one decision.
 
 A batch left ``submitting`` and unchanged for ``RESUME_AFTER_SECONDS`` (its run's
 process died) gets one more run, key ``<batch id>:v<version>:resume<attempts>``:
-that attempt asks the gateway what it holds before sending anything.
+that attempt asks the gateway what it holds before sending anything. After
+``MAX_ATTEMPTS_RESUMED`` attempts it is left for a person.
 """
 
 import json
@@ -27,6 +28,8 @@ from finsup_dagster.resources import LedgerResource
 
 # A batch submitting this long with no change is taken as abandoned by its process.
 RESUME_AFTER_SECONDS = 15 * 60
+# Attempts after which the sensor stops resuming: the batch needs a person (the stuck list).
+MAX_ATTEMPTS_RESUMED = 6
 
 # The log actions that ask for a submission run, and the run key's suffix for each.
 RUN_KEY_SUFFIX = {"batch_approved": "", "batch_retry_approved": ":retry{seq}"}
@@ -70,7 +73,9 @@ def approved_batches_sensor(
     with db.read(ledger.engine) as conn:
         stuck = conn.execute(
             sa.select(b.id, b.approval_version, b.submission_attempts).where(
-                b.status == "submitting", b.updated_at < quiet_since
+                b.status == "submitting",
+                b.updated_at < quiet_since,
+                b.submission_attempts < MAX_ATTEMPTS_RESUMED,
             )
         ).all()
     requests += [
