@@ -102,12 +102,11 @@ def load_secrets_file() -> list[str]:
         return []
     path = Path(path_text)
     try:
-        mode = path.stat().st_mode
+        if path.stat().st_mode & 0o077:  # asked before a byte of it is read
+            raise LedgerError(f"{SECRETS_FILE_VAR}: {path} is readable by others; chmod 600 it")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise LedgerError(f"{SECRETS_FILE_VAR}: cannot read {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise LedgerError(f"{SECRETS_FILE_VAR}: {path} is readable by others; chmod 600 it")
     names = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -118,8 +117,11 @@ def load_secrets_file() -> list[str]:
         if not sep or not name.isidentifier():
             # The line may hold a secret: say where it is, never what it says.
             raise LedgerError(f"{SECRETS_FILE_VAR}: {path} line {number} is not NAME=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]  # NAME="value", as env files often write it
         if name not in os.environ:
-            os.environ[name] = value.strip()
+            os.environ[name] = value
             names.append(name)
     return names
 

@@ -26,12 +26,14 @@ def test_unset_variables_come_from_the_file_and_a_set_one_wins(
 ) -> None:
     path = secrets_file(
         tmp_path,
-        f"# gateway credentials\n\nFINSUP_PAYPAL_CLIENT_SECRET = {SECRET}\nFINSUP_PAYONEER_CLIENT_ID=from-file\n",
+        f'# gateway credentials\n\nFINSUP_PAYPAL_CLIENT_SECRET = {SECRET}\nFINSUP_PAYONEER_CLIENT_ID=from-file\nFINSUP_QUOTED="a b"\n',
     )
     monkeypatch.setenv("FINSUP_SECRETS_FILE", str(path))
     monkeypatch.delenv("FINSUP_PAYPAL_CLIENT_SECRET", raising=False)
     monkeypatch.setenv("FINSUP_PAYONEER_CLIENT_ID", "from-env")
-    assert load_secrets_file() == ["FINSUP_PAYPAL_CLIENT_SECRET"]
+    monkeypatch.delenv("FINSUP_QUOTED", raising=False)
+    assert load_secrets_file() == ["FINSUP_PAYPAL_CLIENT_SECRET", "FINSUP_QUOTED"]
+    assert os.environ.pop("FINSUP_QUOTED") == "a b"  # quotes as env files write them
     assert os.environ["FINSUP_PAYPAL_CLIENT_SECRET"] == SECRET
     assert os.environ["FINSUP_PAYONEER_CLIENT_ID"] == "from-env"
 
