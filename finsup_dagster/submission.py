@@ -131,9 +131,10 @@ def _run_attempt(
 ) -> SubmissionResult:
     with db.write(engine) as conn:
         key = payouts.idempotency_key(batch_id, approval_version)
-        request = request_for(batch_id, key, books.lines_for(conn, batch_id))
+        lines = books.lines_for(conn, batch_id)
+        request = request_for(batch_id, key, lines)
         attempt = books.prepare_attempt(
-            conn, batch_id, approval_version, request.payload_hash(), actor
+            conn, batch_id, approval_version, request.payload_hash(), actor, lines
         )
         since = books.submitting_since(conn, batch_id)
     reached("prepared")

@@ -29,7 +29,7 @@ from finsup_dagster.ledger import (
 )
 from finsup_dagster.ledger.errors import FundingReversed, InvalidInput
 from finsup_dagster.ledger.journal import Account
-from finsup_dagster.ledger.schema import earnings, payout_items, transaction_log
+from finsup_dagster.ledger.schema import earnings, transaction_log
 from tests.helpers import payouts as fx
 
 POLICY = batching.BatchPolicy(min_item={"*": "1.00"})
@@ -92,20 +92,13 @@ def decide(engine: Engine, who: fx.Approver, what: str, key: str, action: Any) -
     )
 
 
-def items_of(engine: Engine, batch_id: str) -> list[Any]:
-    with db.read(engine) as conn:
-        return list(
-            conn.execute(sa.select(payout_items).where(payout_items.c.batch_id == batch_id)).all()
-        )
-
-
 def submit(engine: Engine, batch_id: str, approver: fx.Approver) -> list[Any]:
     """Approve and submit: every item is at the gateway, none reported yet."""
     result = fx.approve(engine, approver, batch_id)
     with db.write(engine) as conn:
         payouts.start_submission(conn, batch_id, result["approval_version"], "submitter")
         state_machine.move_batch(conn, batch_id, "submitted", "gateway")
-        items = items_of(engine, batch_id)
+        items = fx.item_rows(engine, batch_id)
         for item in items:
             state_machine.move_item(conn, item.id, "submitted", "gateway")
     return items
@@ -315,7 +308,7 @@ def test_paid_earning_is_clawed_back_and_netted_from_the_next_payout(
     t = fx.sale(engine, "T-1", "300.00")
     fx.earning(engine, "e-2", "ana", "250.00", t)
     [second] = build(engine).batches
-    [item] = items_of(engine, second["batch_id"])
+    [item] = fx.item_rows(engine, second["batch_id"])
     assert (item.amount_minor, item.netted_minor) == (15000, 10000)  # paid 150.00, 100.00 netted
     assert second["total_minor"] == 15000 and second["netted_minor"] == 10000
     [pending] = batching.pending_batches(engine)
@@ -376,7 +369,7 @@ def test_returned_payment_clears_its_clawback(books: tuple[Engine, fx.Approver])
     ingest(engine, event("S-1", "100.00", status="reversed"))
     assert usd(engine).clawback_receivable_minor == 7000
 
-    [item] = items_of(engine, batch["batch_id"])
+    [item] = fx.item_rows(engine, batch["batch_id"])
     with db.write(engine) as conn:
         state_machine.move_item(conn, item.id, "returned", "gateway")
     bal = usd(engine)

@@ -510,7 +510,7 @@ def submit_payout_batch(
         },
     )
     with db.read(engine()) as conn:
-        [row] = [r for r in reports.payout_batches_report(conn) if r["batch_id"] == batch_id]
+        [row] = reports.payout_batches_report(conn, batch_id=batch_id)
     if as_json:
         emit_json({"run_id": result.run_id, "succeeded": result.success, "batch": row})
     if not result.success:

@@ -51,8 +51,11 @@ def revenue_counts(conn: Connection) -> list[dict[str, Any]]:
     ]
 
 
-def payout_batches_report(conn: Connection, status: str | None = None) -> list[dict[str, Any]]:
-    """Every payout batch (or those in ``status``), newest first, with why it is where it is."""
+def payout_batches_report(
+    conn: Connection, status: str | None = None, batch_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Every payout batch (or those in ``status``, or the one ``batch_id``), newest first,
+    with why it is where it is."""
     b = payout_batches.c
     stmt = sa.select(
         b.id,
@@ -70,6 +73,8 @@ def payout_batches_report(conn: Connection, status: str | None = None) -> list[d
     ).order_by(b.updated_at.desc(), b.id)
     if status:
         stmt = stmt.where(b.status == status)
+    if batch_id is not None:
+        stmt = stmt.where(b.id == batch_id)
     return [
         {
             "batch_id": r.id,

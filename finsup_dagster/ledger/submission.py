@@ -235,7 +235,12 @@ def lines_for(conn: Connection, batch_id: str) -> tuple[AttemptLine, ...]:
 
 
 def prepare_attempt(
-    conn: Connection, batch_id: str, approval_version: int, payload_hash: str, actor: str
+    conn: Connection,
+    batch_id: str,
+    approval_version: int,
+    payload_hash: str,
+    actor: str,
+    lines: tuple[AttemptLine, ...] | None = None,
 ) -> Attempt:
     """Starts (or resumes) one submission attempt; commit it before calling the gateway.
 
@@ -245,12 +250,13 @@ def prepare_attempt(
     counted, the payload hash stored the first time and compared every time
     after, and the kill switch, screening and funding are checked again now.
     A batch already ``submitted`` under that key is returned as it is:
-    nothing to send, nothing counted.
+    nothing to send, nothing counted. ``lines``: ``lines_for`` as the caller
+    already read it in this transaction (to hash the payload), not read again.
     """
     batch = _batch(conn, batch_id)
     key = payouts.idempotency_key(batch_id, approval_version)
     if batch.status == "submitted" and batch.idempotency_key == key:
-        return _attempt(conn, batch_id, resumed=True)
+        return _attempt(conn, batch_id, resumed=True, lines=lines)
     if batch.status not in SUBMITTABLE:
         raise IllegalTransition(
             f"batch {batch_id} is {batch.status}; only an approved or submitting batch "
@@ -286,10 +292,12 @@ def prepare_attempt(
         submission_attempts=payout_batches.c.submission_attempts + 1,
         updated_at=clock.now(),
     )
-    return _attempt(conn, batch_id, resumed=resumed)
+    return _attempt(conn, batch_id, resumed=resumed, lines=lines)
 
 
-def _attempt(conn: Connection, batch_id: str, *, resumed: bool) -> Attempt:
+def _attempt(
+    conn: Connection, batch_id: str, *, resumed: bool, lines: tuple[AttemptLine, ...] | None
+) -> Attempt:
     batch = _batch(conn, batch_id)
     return Attempt(
         batch_id=batch_id,
@@ -302,7 +310,7 @@ def _attempt(conn: Connection, batch_id: str, *, resumed: bool) -> Attempt:
         gateway_batch_id=batch.gateway_batch_id,
         attempts=int(batch.submission_attempts),
         resumed=resumed,
-        lines=lines_for(conn, batch_id),
+        lines=lines if lines is not None else lines_for(conn, batch_id),
     )
 
 

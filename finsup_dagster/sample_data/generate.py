@@ -737,7 +737,7 @@ def _apply_matching_rules(plan: _Plan, lines: list[_Line]) -> _Plan:
     (expected.match_night), not by what the plan meant: a line the plan declares no
     exception for must match the event it was written for, and a declared exception
     must stay unmatched, or the plan and the rules disagree and nothing is written."""
-    events: dict[Any, _Event] = {}
+    events: dict[str, _Event] = {}  # by canonical event hash
     match_events = []
     for ev in plan.events:
         canonical = parse_event(_revenue_record(ev))
@@ -769,15 +769,15 @@ def _apply_matching_rules(plan: _Plan, lines: list[_Line]) -> _Plan:
         )
         for n, line in enumerate(lines)
     ]
-    matched: dict[Any, tuple[_Event, str]] = {}  # line number -> (event, rule)
+    matched: dict[Any, tuple[str, str]] = {}  # line number -> (event hash, rule)
     for night in range(plan.days):
-        taken = {id(ev) for ev, _ in matched.values()}
+        taken = {event_hash for event_hash, _ in matched.values()}
         pairs = match_night(
-            [e for e in match_events if id(events[e.event_hash]) not in taken],
+            [e for e in match_events if e.event_hash not in taken],
             [ln for ln in match_lines if ln.key not in matched],
             night,
         )
-        matched |= {ln: (events[e], rule) for e, ln, rule in pairs}
+        matched |= {ln: (e, rule) for e, ln, rule in pairs}
     for n, line in enumerate(lines):
         if n not in matched:
             if line.outcome is None:
@@ -786,7 +786,8 @@ def _apply_matching_rules(plan: _Plan, lines: list[_Line]) -> _Plan:
                     "but the matching rules leave it open"
                 )
             continue
-        ev, rule = matched[n]
+        event_hash, rule = matched[n]
+        ev = events[event_hash]
         if line.outcome is not None or line.event is not ev:
             raise RuntimeError(
                 f"sample plan: the matching rules pair {line.key} ({line.scenario}) "
