@@ -8,9 +8,11 @@ from finsup_dagster.jobs import (
     nightly_reconciliation_job,
     submit_payout_batch,
 )
+from finsup_dagster.jobs_statuses import sync_payout_statuses
 from finsup_dagster.resources import resources_from_env
 from finsup_dagster.schedules import nightly_reconciliation_schedule
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
+from finsup_dagster.sensors.payout_status import payout_status_sensor
 from finsup_dagster.settings import load_secrets_file
 
 # Before the resources read their EnvVars: the webserver, daemon and run workers of a
@@ -22,8 +24,13 @@ defs = dg.Definitions(
         [raw, revenue, ledger_replica, reconciliation, balances, payouts]
     ),
     asset_checks=dg.load_asset_checks_from_modules([balances]),
-    jobs=[nightly_reconciliation_job, create_payout_batches_job, submit_payout_batch],
+    jobs=[
+        nightly_reconciliation_job,
+        create_payout_batches_job,
+        submit_payout_batch,
+        sync_payout_statuses,
+    ],
     schedules=[nightly_reconciliation_schedule],
-    sensors=[approved_batches_sensor],
+    sensors=[approved_batches_sensor, payout_status_sensor],
     resources=resources_from_env(),
 )

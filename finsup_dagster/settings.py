@@ -10,6 +10,7 @@ nothing is filled in: every variable must be set.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from finsup_dagster.ledger.approvals import ApprovalPolicy
@@ -34,6 +35,11 @@ POLICY_DEFAULTS = {
 RECONCILIATION_DEFAULTS = {
     "FINSUP_TIMEZONE": "UTC",
     "FINSUP_UNMATCHED_RATE_THRESHOLD": "0.05",
+}
+# Status polling defaults: documented in docs/statuses.md.
+STATUS_DEFAULTS = {
+    "FINSUP_STATUS_POLL_SECONDS": "300",
+    "FINSUP_UNCLAIMED_RELEASE_DAYS": "30",
 }
 # The bundled sandbox's credentials (finsup sandbox serve); never PayPal's.
 SANDBOX_CLIENT_ID = "sandbox-client"
@@ -82,6 +88,7 @@ def local_defaults(home: Path) -> dict[str, str]:
         "FINSUP_AUDIT_KEY": "",
         **POLICY_DEFAULTS,
         **RECONCILIATION_DEFAULTS,
+        **STATUS_DEFAULTS,
     }
 
 
@@ -205,3 +212,27 @@ def audit_key() -> bytes | None:
     return resolve_key(
         os.environ.get("FINSUP_AUDIT_KEY", ""), home, production=deployment() == "production"
     )
+
+
+def status_poll_seconds() -> int:
+    """``FINSUP_STATUS_POLL_SECONDS``: how often the status sensor may start a poll (>= 30)."""
+    raw = os.environ.get("FINSUP_STATUS_POLL_SECONDS", "").strip() or "300"
+    if not raw.isdigit() or int(raw) < 30:
+        # Below 30 s a poll of every open batch would outrun the gateways' rate limits.
+        raise LedgerError(f"FINSUP_STATUS_POLL_SECONDS={raw!r:.20} must be a whole number >= 30")
+    return int(raw)
+
+
+def unclaimed_release_after() -> timedelta:
+    """``FINSUP_UNCLAIMED_RELEASE_DAYS``: how long an item may stay unclaimed before it is
+    cancelled at the provider and its money released (days, decimals allowed)."""
+    raw = os.environ.get("FINSUP_UNCLAIMED_RELEASE_DAYS", "").strip() or "30"
+    try:
+        days = float(raw)
+    except ValueError:
+        days = -1.0
+    if not 0 <= days <= 3650:
+        raise LedgerError(
+            f"FINSUP_UNCLAIMED_RELEASE_DAYS={raw!r:.20} must be a number of days from 0 to 3650"
+        )
+    return timedelta(days=days)
