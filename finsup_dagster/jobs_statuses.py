@@ -6,8 +6,6 @@ Started by ``payout_status_sensor`` every ``FINSUP_STATUS_POLL_SECONDS`` while
 batches are open, or by ``finsup sync-payout-statuses``.
 """
 
-from __future__ import annotations
-
 from functools import partial
 from pathlib import Path
 

@@ -30,6 +30,11 @@ from finsup_dagster.statuses import open_batch_ids
 POLL_SECONDS = settings.status_poll_seconds()
 
 
+def _now() -> float:
+    """The tick's epoch time (a function, so a test can pin the bucket)."""
+    return time.time()
+
+
 def poll_request(
     open_ids: list[str], now: float, interval: int, cursor: str | None
 ) -> tuple[dg.RunRequest | dg.SkipReason, str | None]:
@@ -63,7 +68,7 @@ def payout_status_sensor(
 ) -> dg.SensorResult:
     with db.read(ledger.engine) as conn:
         open_ids = open_batch_ids(conn)
-    decision, cursor = poll_request(open_ids, time.time(), POLL_SECONDS, context.cursor)
+    decision, cursor = poll_request(open_ids, _now(), POLL_SECONDS, context.cursor)
     if isinstance(decision, dg.SkipReason):
         return dg.SensorResult(skip_reason=decision, cursor=cursor)
     return dg.SensorResult(run_requests=[decision], cursor=cursor)
