@@ -179,8 +179,8 @@ def test_a_gateway_fault_on_one_batch_leaves_it_as_it_was_and_the_others_are_boo
 
         result = statuses.sync(engine, gateway_for)
         by_batch = {b.batch_id: b for b in result.batches}
-        assert by_batch[usd].error is not None and by_batch[usd].transient
-        assert "\n" not in by_batch[usd].error
+        error = by_batch[usd].error
+        assert error is not None and "\n" not in error and by_batch[usd].transient
         assert by_batch[eur].status_after == "completed"
         assert batch_row(engine, usd).status == "submitted"
         assert item_statuses(engine, usd) == {"ann": ("submitted", None)}

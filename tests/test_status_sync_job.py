@@ -121,7 +121,7 @@ def test_a_gateway_that_stays_down_fails_the_run_in_one_line_after_its_retries(
         polls = sandbox.requests("GET", "/v1/payments/payouts/")[asked_before:]
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
-    data = failure.step_failure_data.user_failure_data  # type: ignore[union-attr]
+    data = failure.step_failure_data.user_failure_data
     assert data is not None and data.description is not None
     assert data.description.startswith(f"polling payout statuses: batch {batch_id}: ")
     assert "\n" not in data.description and "secret" not in data.description.lower()
