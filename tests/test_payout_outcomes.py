@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from finsup_dagster.gateways.sandbox.outcomes import PAYONEER_STATUS, PAYPAL_STATUS
-from finsup_dagster.ledger import balance, db, migrate, payouts, state_machine
+from finsup_dagster.ledger import balance, db, migrate, payouts, seals, state_machine
 from finsup_dagster.ledger.batching import BatchPolicy, build_batches
 from finsup_dagster.ledger.journal import Account, account_balances
 from finsup_dagster.ledger.payout_status import (
@@ -31,10 +31,12 @@ from finsup_dagster.ledger.payout_status import (
 from finsup_dagster.ledger.schema import (
     earnings,
     journal_entries,
+    payout_items,
     postings,
     transaction_log,
 )
 from tests.helpers import payouts as fx
+from tests.helpers.migrations import ledger_at
 
 
 def report(item: Any, word: str, source: str = "webhook", gateway: str = "paypal") -> StatusReport:
@@ -307,3 +309,28 @@ def test_any_interleaving_of_one_items_reports_ends_the_same(
         assert sum(account_balances(conn).values()) == 0
     assert statuses == ({"paid"} if money == "paid" else {"accrued"})
     assert fx.batch_row(engine, batch_id).status == ("completed" if money == "paid" else "failed")
+
+
+def test_migration_0005_renames_success_to_paid_and_keeps_the_seals(ledger_url: str) -> None:
+    eng = ledger_at(ledger_url, "0002_revenue_changed_index")
+    with eng.begin() as conn:  # a batch paid under the old name, sealed by 0003 and 0004
+        conn.execute(
+            sa.text(
+                "INSERT INTO payout_batches (id, method, currency, total_minor, item_count, "
+                "status, required_approvals, approval_version, created_by, created_at, "
+                "updated_at) VALUES ('pb_old', 'paypal', 'USD', 100, 1, 'completed', 1, 1, "
+                "'maker', '2026-11-20T10:00:00.000000Z', '2026-11-20T10:00:00.000000Z')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO payout_items (batch_id, amount_minor, currency, status, updated_at)"
+                " VALUES ('pb_old', 100, 'USD', 'success', '2026-11-20T10:00:00.000000Z')"
+            )
+        )
+    migrate.upgrade(eng)
+    with db.read(eng) as conn:
+        assert seals.verify(conn).ok
+        row = conn.execute(sa.select(payout_items)).one()
+    assert (row.status, row.provider_status) == ("paid", None)
+    eng.dispose()
