@@ -499,8 +499,10 @@ def _replay_unprocessed(engine: Engine, actor: str) -> tuple[list[Replay], list[
                 payout_status.apply_report(conn, _from_event(r, int(row.id)), actor)
                 for r in reports
             )
-            if "unknown_item" not in outcomes:
+            if payout_status.RETRY_LATER.isdisjoint(outcomes):
                 payout_status.mark_processed(conn, int(row.id), _summary(outcomes))
+            else:  # its item is not submitted yet: it waits for the next pass, with why
+                payout_status.note_outcome(conn, int(row.id), "unknown_item")
         replays.append(Replay(int(row.id), row.gateway, outcomes))
     notes = [
         f"{gateway}: no webhook parser installed; its stored events wait"
