@@ -10,18 +10,24 @@ cancelled at the provider before its money is released, never the other way.
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from finsup_dagster import statuses
+from finsup_dagster.ledger import db, payout_status
 from finsup_dagster.ledger.errors import NotFound
+from finsup_dagster.ledger.schema import gateway_events
 from finsup_dagster.resources import LedgerResource
 from tests.helpers.payout_sandbox import payout_sandbox, submission_resources
-from tests.helpers.payouts import batch_row
+from tests.helpers.payouts import batch_row, item_rows
 from tests.helpers.status_sync import (
     available,
     counts,
@@ -242,3 +248,60 @@ def test_a_bank_batch_is_skipped_with_a_note_and_an_unknown_batch_is_refused(
         assert asked == [], "a bank file has nobody to ask"
         with pytest.raises(NotFound, match="no payout batch 'nope'"):
             statuses.sync(engine, gateway_for, batch_id="nope")
+
+
+def test_stored_webhook_events_left_waiting_are_applied_by_the_next_poll(
+    engine: Engine, ledger: LedgerResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in for the webhook module's parser (gateways/webhooks_paypal.py): this test is
+    # about the poll finding stored events, not about PayPal's webhook shape.
+    def parse(body: str) -> list[payout_status.StatusReport]:
+        event = json.loads(body)
+        return [
+            payout_status.StatusReport("paypal", event["status"], event["item"], None, "webhook")
+        ]
+
+    monkeypatch.setitem(
+        sys.modules, "finsup_dagster.gateways.webhooks_paypal", SimpleNamespace(parse=parse)
+    )
+    monkeypatch.setitem(sys.modules, "finsup_dagster.gateways.webhooks_payoneer", None)
+    with payout_sandbox(tmp_path, outcome_delay=60) as sandbox:  # PayPal says PENDING
+        gateway_for = gateways(submission_resources(sandbox, ledger, tmp_path / "outbox"))
+        batch_id = submitted_batch(engine, gateway_for, {"ann": ("ann@example.com", "10.00")})
+        [item] = item_rows(engine, batch_id)
+        with db.write(engine) as conn:
+            rows = [
+                payout_status.store_event(
+                    conn,
+                    gateway=gateway,
+                    event_id=event_id,
+                    event_type="PAYMENT.PAYOUTS-ITEM.SUCCEEDED",
+                    resource_id=None,
+                    body=json.dumps({"item": item_id, "status": "SUCCESS"}),
+                    headers={},
+                    signature_valid=True,
+                )
+                for gateway, event_id, item_id in (
+                    ("paypal", "WH-1", item.id),  # came before the submission committed
+                    ("paypal", "WH-2", 999_999),  # an item the books do not know (yet)
+                    ("payoneer", "WH-3", item.id),
+                )
+            ]
+        result = statuses.sync(engine, gateway_for)
+
+    assert [(r.event_row_id, r.outcomes) for r in result.replays] == [
+        (rows[0], ("applied",)),
+        (rows[1], ("unknown_item",)),
+    ]
+    assert result.notes == ("payoneer: no webhook parser installed; its stored events wait",)
+    assert item_statuses(engine, batch_id) == {"ann": ("paid", "SUCCESS")}
+    assert batch_row(engine, batch_id).status == "completed"
+    with db.read(engine) as conn:
+        waiting = [(r.id, r.outcome) for r in payout_status.unprocessed_events(conn)]
+        done = conn.execute(
+            sa.select(gateway_events.c.outcome, gateway_events.c.processed_at).where(
+                gateway_events.c.id == rows[0]
+            )
+        ).one()
+    assert waiting == [(rows[1], "unknown_item"), (rows[2], None)]
+    assert done.outcome == "applied" and done.processed_at is not None
