@@ -36,6 +36,9 @@ from typing import Any, ParamSpec, TextIO, TypeVar
 P = ParamSpec("P")
 R = TypeVar("R")
 log = logging.getLogger("finsup.trail")
+# The trail is for a configured JSON handler (``configure``) or Dagster's; with none, Python's
+# last-resort handler would print its warnings to a CLI user's stderr, which is for errors.
+log.addHandler(logging.NullHandler())
 
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "finsup_log_context", default=None

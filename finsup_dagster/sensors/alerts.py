@@ -43,11 +43,16 @@ def stuck_payouts_sensor(
 
 
 def failure_line(context: dg.RunFailureSensorContext) -> str:
-    """The first failed step's error, as the CLI shows it; else the run's own message."""
+    """The first failed step's own error (the innermost cause: Dagster wraps user code's
+    exceptions), first line, class without its module; else the run's own message."""
     for event in context.get_step_failure_events():
-        data = event.step_failure_data
-        if data.error is not None and data.error.message.strip():
-            return one_line(data.error.message.strip().splitlines()[-1])
+        error = event.step_failure_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None and error.message.strip():
+            first = error.message.strip().splitlines()[0]
+            name, sep, rest = first.partition(": ")
+            return one_line(f"{name.rsplit('.', 1)[-1]}: {rest}" if sep else first)
     return one_line(context.failure_event.message or "the run failed")
 
 
