@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from finsup_dagster import logs
 from finsup_dagster.assets import balances, ledger_replica, payouts, raw, reconciliation, revenue
 from finsup_dagster.jobs import (
     create_payout_batches_job,
@@ -18,6 +19,7 @@ from finsup_dagster.settings import load_secrets_file
 # Before the resources read their EnvVars: the webserver, daemon and run workers of a
 # deployment get the gateways' credentials from FINSUP_SECRETS_FILE when it is set.
 load_secrets_file()
+logs.configure_from_env()  # FINSUP_LOG_FORMAT=json: JSON lines from every Dagster process
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(

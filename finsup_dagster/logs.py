@@ -166,3 +166,14 @@ def configure(
     logger.addHandler(handler)
     logger.setLevel(level)
     return handler
+
+
+def configure_from_env() -> logging.Handler | None:
+    """``configure()`` when ``FINSUP_LOG_FORMAT=json`` (level ``FINSUP_LOG_LEVEL``, default
+    INFO); off by default, so a CLI user's stderr stays for one-line errors."""
+    import os
+
+    if os.environ.get("FINSUP_LOG_FORMAT", "").strip().lower() != "json":
+        return None
+    level = os.environ.get("FINSUP_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    return configure(level if level in logging.getLevelNamesMapping() else logging.INFO)

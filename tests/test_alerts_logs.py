@@ -80,3 +80,18 @@ def test_a_submission_logs_its_trail_under_its_batch_id(
     # The gateway client's own lines, logged inside the submission, carry it too.
     assert any(line["logger"] == "finsup.gateways" for line in lines)
     assert all(line["batch_id"] == batch_id for line in lines)
+
+
+def test_json_logs_are_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FINSUP_LOG_FORMAT", raising=False)
+    assert logs.configure_from_env() is None
+    monkeypatch.setenv("FINSUP_LOG_FORMAT", "json")
+    monkeypatch.setenv("FINSUP_LOG_LEVEL", "warning")
+    handler = logs.configure_from_env()
+    try:
+        assert handler is not None and isinstance(handler.formatter, logs.JsonFormatter)
+        assert logs.configure_from_env() is handler  # once, however often it is asked
+        assert logging.getLogger("finsup").level == logging.WARNING
+    finally:
+        logging.getLogger("finsup").removeHandler(handler)
+        logging.getLogger("finsup").setLevel(logging.NOTSET)
