@@ -28,6 +28,7 @@ def json_lines() -> Iterator[io.StringIO]:
         yield stream
     finally:
         logging.getLogger("finsup").removeHandler(handler)
+        logging.getLogger("finsup").setLevel(logging.NOTSET)
 
 
 def parsed(stream: io.StringIO) -> list[dict]:
