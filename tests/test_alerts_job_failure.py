@@ -19,7 +19,6 @@ from finsup_dagster.resources import LedgerResource
 from finsup_dagster.resources.alerts import AlertsResource
 from finsup_dagster.sensors.alerts import money_job_failure_alert
 from tests.helpers.alert_receiver import Receiver, alert_receiver
-from tests.helpers.stuck import ensure_alerts_table
 
 KEY = "R0UTINGKEY-never-shown-0123456789"
 
@@ -74,7 +73,6 @@ def evaluate(
 def test_a_failed_money_job_is_told_once_with_run_job_and_error(
     engine: Engine, ledger_url: str, tmp_path: Path
 ) -> None:
-    ensure_alerts_table(engine)
     ledger = LedgerResource(url=ledger_url, home=str(tmp_path))
     with dg.DagsterInstance.ephemeral() as instance, alert_receiver() as receiver:
         result = failed_run(failing_nightly, instance)

@@ -22,7 +22,7 @@ from finsup_dagster.resources import LedgerResource
 from finsup_dagster.resources.alerts import AlertsResource
 from finsup_dagster.sensors.alerts import stuck_payouts_sensor
 from tests.helpers.alert_receiver import Receiver, alert_receiver, closed_port_url
-from tests.helpers.stuck import ensure_alerts_table, hours_later, move_on, submitted_batch
+from tests.helpers.stuck import hours_later, move_on, submitted_batch
 
 KEY = "R0UTINGKEY-never-shown-0123456789"
 DAY = timedelta(hours=24)
@@ -59,7 +59,6 @@ def rows(engine: Engine) -> dict[str, Any]:
 def test_once_per_item_a_reminder_after_the_period_and_a_resolve_when_it_moves_on(
     engine: Engine, ledger_url: str, tmp_path: Path
 ) -> None:
-    ensure_alerts_table(engine)
     batch_id, (ann, bob) = submitted_batch(engine, tmp_path)
     ledger = LedgerResource(url=ledger_url, home=str(tmp_path))
     keys = [f"stuck:item:{ann}", f"stuck:item:{bob}"]
@@ -98,7 +97,7 @@ def test_once_per_item_a_reminder_after_the_period_and_a_resolve_when_it_moves_o
         [resolve] = receiver.at("pagerduty")
         assert resolve == {"routing_key": KEY, "event_action": "resolve", "dedup_key": keys[0]}
         [note] = receiver.at("slack/SECRETPATH")
-        assert "no longer stuck: it is failed" in note["text"]
+        assert "no longer stuck: it is paid" in note["text"]
         state = rows(engine)
         assert state[keys[0]].resolved_at is not None and state[keys[1]].resolved_at is None
 
@@ -110,7 +109,6 @@ def alerts_resource_dispatcher(settings: AlertsResource) -> Any:
 def test_a_dead_channel_is_recorded_retried_next_tick_and_never_fails_the_tick(
     engine: Engine, ledger_url: str, tmp_path: Path
 ) -> None:
-    ensure_alerts_table(engine)
     _, (ann, bob) = submitted_batch(engine, tmp_path)
     ledger = LedgerResource(url=ledger_url, home=str(tmp_path))
     with alert_receiver() as receiver:
@@ -143,7 +141,6 @@ def test_a_dead_channel_is_recorded_retried_next_tick_and_never_fails_the_tick(
 def test_no_channel_configured_is_said_and_nothing_is_recorded(
     engine: Engine, ledger_url: str, tmp_path: Path
 ) -> None:
-    ensure_alerts_table(engine)
     submitted_batch(engine, tmp_path)
     ledger = LedgerResource(url=ledger_url, home=str(tmp_path))
     line = tick(ledger, AlertsResource(stuck_after_hours="0"))

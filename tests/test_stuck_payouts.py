@@ -16,9 +16,9 @@ from finsup_dagster.ledger import db
 from finsup_dagster.ledger.stuck import current_status, stuck_items
 from tests.helpers.cli import assert_one_line_error, run, run_json
 from tests.helpers.stuck import (
-    ensure_alerts_table,
     hours_later,
     move_on,
+    report,
     submitted_batch,
     submitting_batch,
 )
@@ -47,11 +47,16 @@ def test_submitted_items_are_stuck_only_past_the_threshold_and_until_they_move_o
     shown = first.as_dict()
     assert shown["age_hours"] == pytest.approx(49, abs=0.1) and shown["key"] == first.key
 
-    move_on(engine, ann)
+    # The provider's PENDING (our processing) is not an answer: still stuck, same age.
+    assert report(engine, bob, "PENDING") == "applied"
+    assert report(engine, bob, "PENDING") == "unchanged"
+    move_on(engine, ann)  # SUCCESS: paid
     with db.read(engine) as conn:
-        assert [s.item_id for s in stuck_items(conn, THRESHOLD, hours_later(49))] == [bob]
-        assert current_status(conn, "item", str(ann)) == "failed"
+        [left] = stuck_items(conn, THRESHOLD, hours_later(49))
+        assert current_status(conn, "item", str(ann)) == "paid"
         assert current_status(conn, "batch", batch_id) == "submitted"
+    assert (left.item_id, left.status, left.provider_status) == (bob, "processing", "PENDING")
+    assert left.since == first.since and left.status_changed_at > first.status_changed_at
 
 
 def test_a_batch_left_submitting_is_stuck_as_a_whole(engine: Engine, tmp_path: Path) -> None:
@@ -65,12 +70,8 @@ def test_a_batch_left_submitting_is_stuck_as_a_whole(engine: Engine, tmp_path: P
 
 
 @pytest.fixture
-def books(finsup_env: Path, ledger_url: str) -> Engine:
-    engine = db.make_engine(ledger_url)
-    from finsup_dagster.ledger import migrate
-
-    migrate.upgrade(engine)
-    ensure_alerts_table(engine)
+def books(finsup_env: Path, engine: Engine) -> Engine:
+    """The CLI's books: ``engine`` is on the URL ``finsup_env`` points the CLI at."""
     return engine
 
 

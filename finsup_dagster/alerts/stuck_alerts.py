@@ -54,6 +54,7 @@ def stuck_alert(s: StuckItem, now: str, reminder: bool = False) -> Alert:
         ("Amount", amount),
         ("Method", s.method),
         ("Status", f"{s.status} since {s.status_changed_at}"),
+        ("Provider says", s.provider_status or "nothing yet"),
         ("Provider batch", s.gateway_batch_id or "none yet"),
         ("Provider item", s.gateway_item_id or "none yet"),
         ("Age", f"{s.age_hours:g}h (since {s.since})"),

@@ -368,19 +368,3 @@ audit_chain_head = sa.Table(
     sa.Column("row_hash", sa.String(64), nullable=False),
     sa.CheckConstraint("id = 1", name="single_row"),
 )
-
-# TEMPORARY (alerts branch): the lead's migration 0005 adds this table on main;
-# this copy of the shared interface (/work/spec13.md) is dropped at the merge.
-alerts = sa.Table(
-    "alerts",
-    metadata,
-    sa.Column("key", sa.String(160), primary_key=True),
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("subject_id", sa.String(128), nullable=False),
-    _instant("opened_at"),
-    _instant("last_sent_at", nullable=True),
-    _instant("resolved_at", nullable=True),
-    sa.Column("send_count", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("last_error", sa.String(512)),
-    sa.Column("detail", sa.Text),
-)

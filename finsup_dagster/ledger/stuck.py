@@ -47,6 +47,7 @@ class StuckItem:
     amount_minor: int
     currency: str
     status: str  # the last status the books hold
+    provider_status: str | None  # the provider's own last word ("PENDING", "In Process", ...)
     status_changed_at: str  # when it became that status (canonical UTC text)
     since: str  # when the payout left: submitted_at, or when the batch became submitting
     age_seconds: int  # now - since
@@ -98,6 +99,7 @@ def _items(conn: Connection, cutoff: str, now: datetime) -> list[StuckItem]:
             i.amount_minor,
             i.currency,
             i.status,
+            i.provider_status,
             i.updated_at,
             since.label("since"),
         )
@@ -115,6 +117,7 @@ def _items(conn: Connection, cutoff: str, now: datetime) -> list[StuckItem]:
             amount_minor=int(r.amount_minor),
             currency=r.currency,
             status=r.status,
+            provider_status=r.provider_status,
             status_changed_at=r.updated_at,
             since=r.since,
             age_seconds=_age(r.since, now),
@@ -158,6 +161,7 @@ def _batches(conn: Connection, cutoff: str, now: datetime) -> list[StuckItem]:
             amount_minor=int(r.total_minor),
             currency=r.currency,
             status=r.status,
+            provider_status=None,
             status_changed_at=r.updated_at,
             since=r.since,
             age_seconds=_age(r.since, now),

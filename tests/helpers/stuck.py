@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from finsup_dagster import submission
-from finsup_dagster.ledger import db, state_machine
+from finsup_dagster.ledger import db
 from finsup_dagster.ledger import submission as books
 from finsup_dagster.ledger.batching import BatchPolicy, build_batches
+from finsup_dagster.ledger.payout_status import StatusReport, apply_report
 from tests.helpers.payout_sandbox import payout_sandbox
 from tests.helpers.payouts import approve, approver, funded_ann_and_bob, item_rows
 
@@ -48,18 +49,26 @@ def submitting_batch(engine: Engine, tmp_path: Path) -> str:
     return batch_id
 
 
-def move_on(engine: Engine, item_id: int, target: str = "failed") -> None:
-    """The provider's final word on an item (``failed``: a status before and after 0005)."""
+def report(engine: Engine, item_id: int, provider_status: str) -> str:
+    """PayPal's word on an item, applied as a poll would (``payout_status.apply_report``)."""
     with db.write(engine) as conn:
-        state_machine.move_item(conn, item_id, target, "test", reason="provider answered")
+        return apply_report(
+            conn,
+            StatusReport(
+                gateway="paypal",
+                provider_status=provider_status,
+                item_id=item_id,
+                gateway_item_id=None,
+                source="poll",
+            ),
+            "test",
+        )
+
+
+def move_on(engine: Engine, item_id: int, provider_status: str = "SUCCESS") -> None:
+    """The provider's final word on an item (paid, by default)."""
+    assert report(engine, item_id, provider_status) == "applied"
 
 
 def hours_later(hours: float) -> datetime:
     return datetime.now(UTC) + timedelta(hours=hours)
-
-
-def ensure_alerts_table(engine: Engine) -> None:
-    """TEMPORARY until migration 0005 (main) creates the alerts table: create it here."""
-    from finsup_dagster.ledger.schema import alerts
-
-    alerts.create(engine, checkfirst=True)
