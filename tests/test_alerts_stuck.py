@@ -146,3 +146,16 @@ def test_no_channel_configured_is_said_and_nothing_is_recorded(
     line = tick(ledger, AlertsResource(stuck_after_hours="0"))
     assert line.startswith("no alert channel configured")
     assert rows(engine) == {}
+
+
+def test_a_tick_sends_at_most_its_limit_and_the_rest_on_the_next(
+    engine: Engine, tmp_path: Path
+) -> None:
+    _, (ann, bob) = submitted_batch(engine, tmp_path)
+    with alert_receiver() as receiver, resource(receiver).dispatcher() as send:
+        first = check_stuck(engine, send, timedelta(0), DAY, max_alerts=1)
+        assert first.opened == [f"stuck:item:{ann}"] and first.deferred == 1
+        assert first.line() == "2 stuck, 1 alerted, 1 deferred to the next tick"
+        second = check_stuck(engine, send, timedelta(0), DAY, max_alerts=1)
+        assert second.opened == [f"stuck:item:{bob}"] and second.deferred == 0
+        assert len(receiver.at("pagerduty")) == 2

@@ -13,7 +13,10 @@ write lock (the money flow never waits for Slack):
 3. write: every outcome in one short transaction.
 
 A channel that is down is retried on the next tick (``pending``), never in a
-storm: the dispatcher tries it once per tick.
+storm: the dispatcher tries it once per tick. At most ``MAX_ALERTS_PER_TICK``
+alerts go out per tick (resolves first, then the oldest stuck): a thousand
+items stuck at once must not outlast the sensor's time limit or a channel's
+rate limit; the rest are simply due on the next tick.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from finsup_dagster.ledger.stuck import StuckItem, current_status, stuck_items
 
 KINDS = {"item": "stuck_item", "batch": "stuck_batch"}
 RUNBOOK = "finsup report-stuck-payouts; runbook in docs/alerts.md"
+MAX_ALERTS_PER_TICK = 25
 
 
 def _instant(text: str) -> datetime:
@@ -100,6 +104,7 @@ class TickSummary:
     retried: list[str] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # key -> errors line
+    deferred: int = 0  # due, but past this tick's limit: sent on the next tick
 
     def line(self) -> str:
         parts = [f"{self.stuck} stuck"]
@@ -111,6 +116,8 @@ class TickSummary:
         ):
             if keys:
                 parts.append(f"{len(keys)} {label}")
+        if self.deferred:
+            parts.append(f"{self.deferred} deferred to the next tick")
         if self.failed:
             parts.append(f"{len(self.failed)} not delivered everywhere (see alerts.last_error)")
         return ", ".join(parts)
@@ -130,6 +137,7 @@ def check_stuck(
     older_than: timedelta,
     remind_after: timedelta,
     now: datetime | None = None,
+    max_alerts: int = MAX_ALERTS_PER_TICK,
 ) -> TickSummary:
     """One tick of the stuck-payout alerts (see the module's docstring)."""
     moment = now or datetime.now(UTC)
@@ -145,17 +153,19 @@ def check_stuck(
             for key, st in live.items()
             if key not in stuck_keys
         }
+    # Resolves first (good news closes incidents), then the stuck, oldest first.
     steps = [
-        step
-        for s in stuck
-        if (step := _for_stuck(s, live.get(s.key), dispatcher.names, remind_after, moment, stamp))
-    ]
-    steps += [
         step
         for key, status in gone.items()
         if (step := _for_gone(live[key], status, stamp)) is not None
     ]
-    summary = TickSummary(stuck=len(stuck))
+    steps += [
+        step
+        for s in stuck
+        if (step := _for_stuck(s, live.get(s.key), dispatcher.names, remind_after, moment, stamp))
+    ]
+    summary = TickSummary(stuck=len(stuck), deferred=max(len(steps) - max_alerts, 0))
+    steps = steps[:max_alerts]
     for step in steps:
         outcome = dispatcher.send(step.alert, step.only) if step.only != [] else {}
         _apply(step, outcome, stamp)
