@@ -7,6 +7,7 @@ the first ticks; later ticks call ``check_stuck`` with a later ``now``.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from finsup_dagster.resources import LedgerResource
 from finsup_dagster.resources.alerts import AlertsResource
 from finsup_dagster.sensors.alerts import stuck_payouts_sensor
 from tests.helpers.alert_receiver import Receiver, alert_receiver, closed_port_url
+from tests.helpers.cli import run, run_json
 from tests.helpers.stuck import hours_later, move_on, submitted_batch
 
 KEY = "R0UTINGKEY-never-shown-0123456789"
@@ -159,3 +161,21 @@ def test_a_tick_sends_at_most_its_limit_and_the_rest_on_the_next(
         second = check_stuck(engine, send, timedelta(0), DAY, max_alerts=1)
         assert second.opened == [f"stuck:item:{bob}"] and second.deferred == 0
         assert len(receiver.at("pagerduty")) == 2
+
+
+def test_report_alerts_shows_what_is_open_and_what_failed_to_go_out(
+    finsup_env: Path, engine: Engine, ledger_url: str, tmp_path: Path
+) -> None:
+    _, (ann, bob) = submitted_batch(engine, tmp_path)
+    ledger = LedgerResource(url=ledger_url, home=str(tmp_path))
+    with alert_receiver() as receiver:
+        receiver.on("pagerduty", 500)
+        tick(ledger, resource(receiver))
+    rows = run_json("report-alerts")
+    assert sorted(r["key"] for r in rows) == [f"stuck:item:{ann}", f"stuck:item:{bob}"]
+    assert all(
+        r["pending"] == ["pagerduty"] and r["delivered"] == ["slack", "webhook"] for r in rows
+    )
+    assert all("pagerduty: " in r["last_error"] and KEY not in r["last_error"] for r in rows)
+    table = run("report-alerts", env={**os.environ, "COLUMNS": "300"})
+    assert table.returncode == 0 and f"stuck:item:{ann}" in table.stdout

@@ -92,3 +92,33 @@ def report_stuck_payouts(
         f"{len(rows)} stuck past {hours:g}h: check each at its provider, then "
         "`finsup sync-payout-statuses --batch ID` (runbook: docs/alerts.md)"
     )
+
+
+@app.command("report-alerts")
+def report_alerts(
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Resolved alerts too, not only open or failing ones.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Alerts the sensors sent: open ones, and any a channel failed to take (and why)."""
+    with db.read(engine()) as conn:
+        rows = alert_state.report(conn, open_only=not show_all)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        out.print("no alert is open and every alert was delivered")
+        return
+    table = Table("key", "opened", "last sent", "resolved", "sends", "delivered to", "last error")
+    for r in rows:
+        table.add_row(
+            r["key"],
+            r["opened_at"],
+            r["last_sent_at"] or "never",
+            r["resolved_at"] or "",
+            str(r["send_count"]),
+            ", ".join(r["delivered"]),
+            r["last_error"] or "",
+        )
+    out.print(table)
