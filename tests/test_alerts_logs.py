@@ -81,6 +81,15 @@ def test_a_submission_logs_its_trail_under_its_batch_id(
     # The gateway client's own lines, logged inside the submission, carry it too.
     assert any(line["logger"] == "finsup.gateways" for line in lines)
     assert all(line["batch_id"] == batch_id for line in lines)
+    # Every status change on the way, from the state machine, under the same id.
+    moves = [
+        (line.get("item_id"), line["from_status"], line["to_status"])
+        for line in lines
+        if line["logger"] == "finsup.trail" and "from_status" in line
+    ]
+    assert (None, "approved", "submitting") in moves
+    assert (None, "submitting", "submitted") in moves
+    assert any(to == "submitted" and item is not None for item, _, to in moves)
 
 
 def test_json_logs_are_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
