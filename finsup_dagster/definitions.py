@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from finsup_dagster import logs
 from finsup_dagster.assets import balances, ledger_replica, payouts, raw, reconciliation, revenue
 from finsup_dagster.jobs import (
     create_payout_batches_job,
@@ -10,7 +11,9 @@ from finsup_dagster.jobs import (
 )
 from finsup_dagster.jobs_statuses import sync_payout_statuses
 from finsup_dagster.resources import resources_from_env
+from finsup_dagster.resources.alerts import alerts_resource_from_env
 from finsup_dagster.schedules import nightly_reconciliation_schedule
+from finsup_dagster.sensors.alerts import money_job_failure_alert, stuck_payouts_sensor
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
 from finsup_dagster.sensors.payout_status import payout_status_sensor
 from finsup_dagster.settings import load_secrets_file
@@ -18,6 +21,7 @@ from finsup_dagster.settings import load_secrets_file
 # Before the resources read their EnvVars: the webserver, daemon and run workers of a
 # deployment get the gateways' credentials from FINSUP_SECRETS_FILE when it is set.
 load_secrets_file()
+logs.configure_from_env()  # FINSUP_LOG_FORMAT=json: JSON lines from every Dagster process
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
@@ -31,6 +35,11 @@ defs = dg.Definitions(
         sync_payout_statuses,
     ],
     schedules=[nightly_reconciliation_schedule],
-    sensors=[approved_batches_sensor, payout_status_sensor],
-    resources=resources_from_env(),
+    sensors=[
+        approved_batches_sensor,
+        payout_status_sensor,
+        stuck_payouts_sensor,
+        money_job_failure_alert,
+    ],
+    resources={**resources_from_env(), "alerts": alerts_resource_from_env()},
 )

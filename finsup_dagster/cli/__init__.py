@@ -11,8 +11,9 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from finsup_dagster import settings
+from finsup_dagster import logs, settings
 from finsup_dagster.cli import (  # noqa: F401 - registers the commands
+    alerts,
     books,
     payouts,
     reconcile,
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings.load_secrets_file()
         settings.apply_local_defaults()
+        logs.configure_from_env()
         code = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code
