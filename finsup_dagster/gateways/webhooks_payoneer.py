@@ -27,31 +27,18 @@ from finsup_dagster.gateways.webhook_events import (
     ParsedEvent,
     text_field,
 )
+from finsup_dagster.gateways.webhook_names import (
+    PAYONEER_ITEM_EVENTS,
+    PAYONEER_STATUS_WORDS,
+    payoneer_event_type,
+)
 from finsup_dagster.ledger.payout_status import StatusReport
 
 GATEWAY = "payoneer"
 EVENT_TYPE_KEY = "event_type"
-# Payoneer's status words (the sandbox's PAYONEER_STATUS), one event type each.
-STATUS_WORDS = (
-    "Pending",
-    "Transferred",
-    "Pending Payee Approval",
-    "Failed",
-    "Returned",
-    "Blocked",
-    "Refunded",
-    "On Hold",
-    "Declined",
-    "Cancelled",
-)
-
-
-def event_type_for(status: str) -> str:
-    """``"Pending Payee Approval"`` -> ``"payout.pending_payee_approval"``."""
-    return "payout." + "_".join(status.lower().split())
-
-
-ITEM_EVENTS = frozenset(event_type_for(word) for word in STATUS_WORDS)
+STATUS_WORDS = PAYONEER_STATUS_WORDS
+ITEM_EVENTS = PAYONEER_ITEM_EVENTS
+event_type_for = payoneer_event_type
 
 
 def item_id_of(client_reference_id: str) -> int | None:

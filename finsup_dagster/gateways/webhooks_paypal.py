@@ -38,36 +38,23 @@ from finsup_dagster.gateways.webhook_events import (
     ParsedEvent,
     text_field,
 )
+from finsup_dagster.gateways.webhook_names import (
+    PAYPAL_BATCH_EVENTS,
+    PAYPAL_BATCH_PREFIX,
+    PAYPAL_ITEM_EVENTS,
+    PAYPAL_TRANSMISSION_HEADERS,
+    PAYPAL_VERIFY_PATH,
+)
 from finsup_dagster.gateways.webhook_signing import ACCEPTED, Verdict
 from finsup_dagster.ledger.payout_status import StatusReport
 
 GATEWAY = "paypal"
-BATCH_PREFIX = "PAYMENT.PAYOUTSBATCH."
-ITEM_PREFIX = "PAYMENT.PAYOUTS-ITEM."
-BATCH_EVENTS = frozenset(BATCH_PREFIX + s for s in ("PROCESSING", "SUCCESS", "DENIED"))
-# Event name -> the transaction_status it reports, for an item resource without one.
-ITEM_EVENTS = {
-    ITEM_PREFIX + "SUCCEEDED": "SUCCESS",
-    ITEM_PREFIX + "FAILED": "FAILED",
-    ITEM_PREFIX + "UNCLAIMED": "UNCLAIMED",
-    ITEM_PREFIX + "RETURNED": "RETURNED",
-    ITEM_PREFIX + "BLOCKED": "BLOCKED",
-    ITEM_PREFIX + "REFUNDED": "REFUNDED",
-    ITEM_PREFIX + "HELD": "ONHOLD",
-    ITEM_PREFIX + "CANCELED": "CANCELED",
-    ITEM_PREFIX + "DENIED": "DENIED",
-}
+BATCH_PREFIX = PAYPAL_BATCH_PREFIX
+BATCH_EVENTS = PAYPAL_BATCH_EVENTS
+ITEM_EVENTS = PAYPAL_ITEM_EVENTS
 EVENT_TYPE_KEY = "event_type"
-
-VERIFY_PATH = "/v1/notifications/verify-webhook-signature"
-# The transmission headers PayPal sends, and the verify request's field for each.
-TRANSMISSION_HEADERS = {
-    "paypal-auth-algo": "auth_algo",
-    "paypal-cert-url": "cert_url",
-    "paypal-transmission-id": "transmission_id",
-    "paypal-transmission-sig": "transmission_sig",
-    "paypal-transmission-time": "transmission_time",
-}
+VERIFY_PATH = PAYPAL_VERIFY_PATH
+TRANSMISSION_HEADERS = PAYPAL_TRANSMISSION_HEADERS
 TIME_HEADER = "paypal-transmission-time"
 
 
