@@ -27,7 +27,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -43,13 +43,10 @@ from finsup_dagster.gateways.webhook_signing import Verdict, verify_hmac
 from finsup_dagster.ledger import db, payout_status
 from finsup_dagster.web.config import WebhookSettings
 from finsup_dagster.web.metrics import WebhookMetrics
+from finsup_dagster.web.pending import apply_event
 
 log = logging.getLogger("finsup.web.webhooks")
 
-# What an accepted event's row says when nothing in it is applied per item.
-NO_REPORT_OUTCOME = {"batch": "batch_event", "unknown": "unknown_event_type"}
-# apply_report's answers that leave the event for a later pass.
-RETRY_LATER = frozenset({"unknown_item"})
 APPLY_FAILED = "apply_failed"
 
 
@@ -220,24 +217,12 @@ class WebhookReceiver:
         self, gateway: str, parsed: ParsedEvent, body: str, headers: Mapping[str, str]
     ) -> str:
         """Stores and applies one accepted event; returns what came of it (committed)."""
-        actor = f"webhook:{gateway}"
         try:
             with db.write(self.engine) as conn:
                 row_id = self._store(conn, gateway, parsed, body, headers)
                 if row_id is None:
                     return "duplicate"
-                if not parsed.reports:
-                    outcome = NO_REPORT_OUTCOME[parsed.kind]
-                    payout_status.mark_processed(conn, row_id, outcome)
-                    return outcome
-                results = [
-                    payout_status.apply_report(conn, replace(r, event_row_id=row_id), actor)
-                    for r in parsed.reports
-                ]
-                outcome = results[0] if len(set(results)) == 1 else "+".join(sorted(set(results)))
-                if not RETRY_LATER.intersection(results):
-                    payout_status.mark_processed(conn, row_id, outcome[:64])
-                return outcome
+                return apply_event(conn, gateway, row_id, parsed)
         except Exception:
             log.exception(
                 "webhook %s %s: applying failed; storing it alone", gateway, parsed.event_id
