@@ -52,10 +52,12 @@ def settings(**overrides: Any) -> WebhookSettings:
 
 
 @contextmanager
-def receiver(engine: Engine, config: WebhookSettings | None = None, **kw: Any) -> Iterator[str]:
+def receiver(
+    engine: Engine, config: WebhookSettings | None = None, *, port: int = 0, **kw: Any
+) -> Iterator[str]:
     """The finsup web app over ``engine``, served in a thread; yields its base URL."""
     app = create_app(engine, config or settings(), **kw)
-    with serve_in_thread(app) as url:
+    with serve_in_thread(app, port=port) as url:
         yield url
 
 

@@ -245,7 +245,8 @@ class WebhookSender:
                 )
             if self.hold_target > 0:
                 self.held.extend(queued)
-                if len(self.held) >= self.hold_target:
+                # Counted in events, not deliveries: a duplicate rides with its original.
+                if sum(o.copy_of is None for o in self.held) >= self.hold_target:
                     self._release_held()
             else:
                 self.outbox.extend(queued)
