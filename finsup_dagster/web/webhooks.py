@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -44,6 +44,7 @@ from finsup_dagster.ledger import db, payout_status
 from finsup_dagster.web.config import WebhookSettings
 from finsup_dagster.web.metrics import WebhookMetrics
 from finsup_dagster.web.pending import apply_event
+from finsup_dagster.web.writer import GroupWriter
 
 log = logging.getLogger("finsup.web.webhooks")
 
@@ -103,6 +104,7 @@ class WebhookReceiver:
         self.metrics = metrics
         self.clock = clock
         self.paypal_verifier = paypal_verifier
+        self.writer = GroupWriter(engine)
         if settings.paypal_verify == "api" and paypal_verifier is None:
             self.paypal_verifier = webhooks_paypal.PayPalApiVerifier(
                 settings.paypal_base_url,
@@ -112,6 +114,7 @@ class WebhookReceiver:
             )
 
     def close(self) -> None:
+        self.writer.close()
         if self.paypal_verifier is not None:
             self.paypal_verifier.close()
 
@@ -143,7 +146,12 @@ class WebhookReceiver:
             return await self._refuse(
                 provider, Verdict.refuse("malformed", 400), body, headers, event, str(exc)
             )
-        outcome = await run_in_threadpool(self.record, provider.name, parsed, _text(body), headers)
+        text = _text(body)
+        outcome = await run_in_threadpool(
+            self.writer.run,
+            lambda conn: self._store_and_apply(conn, provider.name, parsed, text, headers),
+            lambda: self.record(provider.name, parsed, text, headers),
+        )
         self.metrics.accepted.labels(provider.name, outcome).inc()
         return JSONResponse({"status": outcome, "event_id": parsed.event_id})
 
@@ -182,9 +190,14 @@ class WebhookReceiver:
         reason = verdict.reason or "refused"
         self.metrics.refused.labels(provider.name, reason).inc()
         event_type = best_effort_type(event, provider.type_key)
+        text = _text(kept)
         try:
             await run_in_threadpool(
-                self.keep_refused, provider.name, reason, event_type, _text(kept), headers
+                self.writer.run,
+                lambda conn: self._store_refused(
+                    conn, provider.name, reason, event_type, text, headers
+                ),
+                lambda: self.keep_refused(provider.name, reason, event_type, text, headers),
             )
         except Exception as exc:
             # The refusal stands either way; the sender gets no 2xx and will retry.
@@ -201,28 +214,37 @@ class WebhookReceiver:
         self, gateway: str, reason: str, event_type: str, body: str, headers: Mapping[str, str]
     ) -> None:
         with db.write(self.engine) as conn:
-            payout_status.store_event(
-                conn,
-                gateway=gateway,
-                event_id=f"refused:{uuid.uuid4()}",
-                event_type=event_type,
-                resource_id=None,
-                body=body,
-                headers=headers,
-                signature_valid=False,
-                outcome=f"refused:{reason}",
-            )
+            self._store_refused(conn, gateway, reason, event_type, body, headers)
+
+    @staticmethod
+    def _store_refused(
+        conn: Connection,
+        gateway: str,
+        reason: str,
+        event_type: str,
+        body: str,
+        headers: Mapping[str, str],
+    ) -> None:
+        payout_status.store_event(
+            conn,
+            gateway=gateway,
+            event_id=f"refused:{uuid.uuid4()}",
+            event_type=event_type,
+            resource_id=None,
+            body=body,
+            headers=headers,
+            signature_valid=False,
+            outcome=f"refused:{reason}",
+        )
 
     def record(
         self, gateway: str, parsed: ParsedEvent, body: str, headers: Mapping[str, str]
     ) -> str:
-        """Stores and applies one accepted event; returns what came of it (committed)."""
+        """Stores and applies one accepted event in transactions of its own; returns what
+        came of it (committed)."""
         try:
             with db.write(self.engine) as conn:
-                row_id = self._store(conn, gateway, parsed, body, headers)
-                if row_id is None:
-                    return "duplicate"
-                return apply_event(conn, gateway, row_id, parsed)
+                return self._store_and_apply(conn, gateway, parsed, body, headers)
         except Exception:
             log.exception(
                 "webhook %s %s: applying failed; storing it alone", gateway, parsed.event_id
@@ -232,9 +254,22 @@ class WebhookReceiver:
             row_id = self._store(conn, gateway, parsed, body, headers, outcome=APPLY_FAILED)
         return "duplicate" if row_id is None else "stored"
 
+    def _store_and_apply(
+        self,
+        conn: Connection,
+        gateway: str,
+        parsed: ParsedEvent,
+        body: str,
+        headers: Mapping[str, str],
+    ) -> str:
+        row_id = self._store(conn, gateway, parsed, body, headers)
+        if row_id is None:
+            return "duplicate"
+        return apply_event(conn, gateway, row_id, parsed)
+
     @staticmethod
     def _store(
-        conn: Any,
+        conn: Connection,
         gateway: str,
         parsed: ParsedEvent,
         body: str,
