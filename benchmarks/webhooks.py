@@ -4,8 +4,9 @@ What it does, per backend (SQLite file and/or PostgreSQL):
 
 1. Creates fresh books (a SQLite file in a temp dir, or ``finsup_bench_<random>``
    on the local PostgreSQL, dropped afterwards) and serves ``finsup serve``'s
-   app (``web.create_app``) with uvicorn on a free loopback port, in this
-   process, with the bare endpoint on (``/_bench/bare``).
+   app (``web.create_app``) with uvicorn on a free loopback port in a child
+   process (so the client threads do not share its interpreter lock), with
+   the bare endpoint on (``/_bench/bare``).
 2. Prepares N signed PayPal item events (distinct event ids, HMAC signature
    and timestamp headers, ~500 bytes each) before timing anything.
 3. Baseline, same server, same run: the N bodies POSTed to ``/_bench/bare``,
@@ -36,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import secrets
+import socket
 import statistics
 import sys
 import tempfile
@@ -56,7 +59,6 @@ from finsup_dagster.ledger import db, migrate
 from finsup_dagster.ledger.schema import gateway_events
 from finsup_dagster.web import WebhookSettings, create_app
 from finsup_dagster.web.app import BARE_PATH
-from finsup_dagster.web.serving import serve_in_thread
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432"
@@ -155,14 +157,46 @@ def books(backend: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def serve(url: str, port: int) -> None:
+    """The child process: the app over the books at ``url`` on ``port``."""
+    import uvicorn
+
+    engine = db.make_engine(url)
+    app = create_app(engine, WebhookSettings(secrets={"paypal": SECRET}), bare_endpoint=True)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+@contextmanager
+def server(url: str) -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    child = multiprocessing.get_context("spawn").Process(target=serve, args=(url, port))
+    child.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or not child.is_alive():
+                raise RuntimeError("the benchmark server did not start")
+            time.sleep(0.1)
+        yield base
+    finally:
+        child.terminate()
+        child.join(timeout=10)
+
+
 def run_backend(backend: str, n: int, threads: int) -> bool:
     with books(backend) as url:
         engine = db.make_engine(url)
         migrate.upgrade(engine)
-        settings = WebhookSettings(secrets={"paypal": SECRET})
-        app = create_app(engine, settings, bare_endpoint=True)
         warmup, work, bare_work = bodies(200), bodies(n), bodies(n)
-        with serve_in_thread(app) as base:
+        with server(url) as base:
             drive(base, "/webhooks/paypal", warmup, threads)
             drive(base, BARE_PATH, warmup, threads)
             bare = drive(base, BARE_PATH, bare_work, threads)
