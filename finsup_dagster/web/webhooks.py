@@ -8,7 +8,8 @@ The order of a request, and why:
    or for PayPal in production its verify API (``webhooks_paypal``). Missing
    or wrong -> 401; genuine but older than ``max_age_seconds`` -> 401 replay.
 3. The JSON and the event's shape -> 400 if broken.
-4. One ``db.write`` transaction: the raw event stored (a provider event id
+4. One ``db.write`` transaction (shared with the events that arrived at the
+   same time: ``writer.GroupWriter``): the raw event stored (a provider event id
    already stored -> 200 ``duplicate``, nothing applied), its status
    reports applied through ``payout_status.apply_report`` and the event
    marked processed. An event for an item the books do not know yet (its
