@@ -93,18 +93,10 @@ def decide(engine: Engine, who: fx.Approver, what: str, key: str, action: Any) -
 
 
 def submit(engine: Engine, batch_id: str, approver: fx.Approver) -> list[Any]:
-    """Approve and submit: every item is at the gateway, none reported yet."""
-    result = fx.approve(engine, approver, batch_id)
-    with db.write(engine) as conn:
-        payouts.start_submission(conn, batch_id, result["approval_version"], "submitter")
-        state_machine.move_batch(conn, batch_id, "submitted", "gateway")
-        items = fx.item_rows(engine, batch_id)
-        for item in items:
-            state_machine.move_item(conn, item.id, "submitted", "gateway")
-    return items
+    return fx.submitted_batch(engine, batch_id, approver)
 
 
-def pay(engine: Engine, batch_id: str, approver: fx.Approver, outcome: str = "success") -> None:
+def pay(engine: Engine, batch_id: str, approver: fx.Approver, outcome: str = "paid") -> None:
     """Approve, submit and have the gateway report every item."""
     items = submit(engine, batch_id, approver)
     with db.write(engine) as conn:
@@ -393,7 +385,7 @@ def test_payment_in_flight_when_funding_goes_is_clawed_back_when_paid(
     assert status(engine, "e-1")[0] == "batched"  # at the gateway already: flagged
     assert usd(engine).clawback_receivable_minor == 0
     with db.write(engine) as conn:
-        state_machine.move_item(conn, item.id, "success", "gateway")
+        state_machine.move_item(conn, item.id, "paid", "gateway")
     assert usd(engine).clawback_receivable_minor == 9000
     assert balanced(engine)
 
@@ -413,7 +405,7 @@ def test_a_partial_refund_is_clawed_back_once_over_payments_paid_at_different_ti
     ingest(engine, event("S-1", "30.00", kind="refund"))
     assert usd(engine).clawback_receivable_minor == 3000  # all of it on the paid earning
     with db.write(engine) as conn:
-        state_machine.move_item(conn, item.id, "success", "gateway")
+        state_machine.move_item(conn, item.id, "paid", "gateway")
     with db.read(engine) as conn:
         rows = clawbacks.report(conn)
     # The second payment lands later; the 30.00 refunded is owed back once, not twice.

@@ -63,7 +63,7 @@ machine_idents = idents(
 # current status, or the next step of a payout that goes through, so runs reach deep states.
 move_modes = st.sampled_from(("any", "edge", "edge", "happy", "happy"))
 BATCH_HAPPY_PATH = ("approved", "submitting", "submitted", "completed")
-ITEM_HAPPY_PATH = ("submitted", "success", "returned")
+ITEM_HAPPY_PATH = ("submitted", "paid", "returned")
 
 
 def pick_move(

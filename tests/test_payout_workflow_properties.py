@@ -839,7 +839,7 @@ class PayoutWorkflow(BooksMachine):
 
     def gateway_item(self, item_id: int, choice: int) -> None:
         edges = ITEM_TRANSITIONS[self.model.items[item_id].status]
-        targets = ["success"] * 3 * ("success" in edges) + sorted(edges)  # mostly paid
+        targets = ["paid"] * 3 * ("paid" in edges) + sorted(edges)  # mostly paid
         target = targets[choice % len(targets)]
         with db.write(self.engine) as conn:
             state_machine.move_item(conn, item_id, target, "gateway")
@@ -847,7 +847,7 @@ class PayoutWorkflow(BooksMachine):
         event(f"gateway: item {target}")
 
     def gateway_closes(self, batch_id: str) -> None:
-        paid = [self.model.items[i].status == "success" for i in self.model.batches[batch_id].items]
+        paid = [self.model.items[i].status == "paid" for i in self.model.batches[batch_id].items]
         target = "completed" if all(paid) else "partially_completed" if any(paid) else "failed"
         with db.write(self.engine) as conn:
             state_machine.move_batch(conn, batch_id, target, "gateway")
@@ -862,7 +862,7 @@ class PayoutWorkflow(BooksMachine):
         if b.status == "submitted":
             open_items = [i for i in b.items if self.model.items[i].status in OPEN_ITEM]
             return ("item", open_items[0]) if open_items else ("close", batch_id)
-        paid = [i for i in b.items if self.model.items[i].status == "success"]
+        paid = [i for i in b.items if self.model.items[i].status == "paid"]
         if refund_paid and paid and b.status in ("completed", "partially_completed"):
             return ("item", paid[0])  # paid, then returned or refunded
         return None

@@ -126,7 +126,7 @@ def test_paid_items_stay_committed_and_returned_items_release(engine: Engine) ->
             state_machine.move_batch(conn, batch, target, "system")
         for item in (first, second):
             state_machine.move_item(conn, item, "submitted", "system")
-        state_machine.move_item(conn, first, "success", "gateway")
+        state_machine.move_item(conn, first, "paid", "gateway")
         state_machine.move_item(conn, second, "failed", "gateway")
     b = usd(engine)
     assert (b.committed_minor, b.available_minor) == (3000, 7000)

@@ -156,7 +156,7 @@ _STATUS_VALUES = {
         "cancelled",
         "pending",
         "submitted",
-        "success",
+        "paid",
         "projected",
         "confirmed",
         "reversed",

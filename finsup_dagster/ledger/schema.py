@@ -186,6 +186,8 @@ payout_items = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("gateway_item_id", sa.String(128)),
     _instant("updated_at"),
+    # The provider's own word for the item's status as last reported (webhook or poll).
+    sa.Column("provider_status", sa.String(32)),
     # Clawbacks recovered by netting them from this item (amount_minor is what is paid).
     sa.Column("netted_minor", sa.BigInteger, nullable=False, server_default="0"),
     sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
@@ -260,7 +262,30 @@ gateway_events = sa.Table(
     sa.Column("status_code", sa.Integer),
     _instant("received_at"),
     _instant("processed_at", nullable=True),
+    # A webhook's request headers (JSON, secrets removed): what a signature was checked on.
+    sa.Column("headers", sa.Text),
+    # What receiving or applying it came to: applied, duplicate, unknown_item, refused:<why>...
+    sa.Column("outcome", sa.String(64)),
     sa.UniqueConstraint("gateway", "event_id", name="uq_gateway_events_gateway_event"),
+    # Webhook processing and polling look for accepted events not yet applied.
+    sa.Index("ix_gateway_events_processed_at", "processed_at"),
+)
+
+# Alerts sent to people (stuck payouts, failed money jobs): operational state, not
+# books, so not sealed. One row per thing alerted on, so it is alerted once, reminded
+# after a while, and resolved when it moves on.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("key", sa.String(160), primary_key=True),  # e.g. stuck:item:42
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("subject_id", sa.String(128), nullable=False),
+    _instant("opened_at"),
+    _instant("last_sent_at", nullable=True),
+    _instant("resolved_at", nullable=True),
+    sa.Column("send_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.String(512)),
+    sa.Column("detail", sa.Text),
 )
 
 # Files ingested without a single rejected row, by content: the same bytes

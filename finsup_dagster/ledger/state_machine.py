@@ -41,40 +41,50 @@ BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
     # idempotency key) or cancels (released). See docs/payouts.md, "Submission".
     "submitting": frozenset({"submitted", "submission_failed"}),
     "submission_failed": frozenset({"approved", "cancelled"}),
+    # Derived from the items once none is committed (payout_status.derived_batch_status);
+    # a paid item returned later derives it again, so completed can become partial or failed.
     "submitted": frozenset({"completed", "partially_completed", "failed"}),
-    "completed": frozenset(),
-    "partially_completed": frozenset(),
+    "completed": frozenset({"partially_completed", "failed"}),
+    "partially_completed": frozenset({"failed"}),
     "failed": frozenset(),
     "denied": frozenset(),
     "cancelled": frozenset(),
 }
 
+# Every status the provider can still report after submission, in the order of meaning:
+# a move only ever goes up this order (tests/test_payout_outcomes.py holds the two
+# tables to each other), so a late or repeated report can never move an item back.
+ITEM_RANK: dict[str, int] = {
+    "pending": 0,  # not yet sent
+    "submitted": 1,
+    "processing": 2,  # the provider's PENDING: it has the item and is working on it
+    "held": 3,
+    "unclaimed": 4,
+    "paid": 5,
+    "failed": 5,
+    "blocked": 5,
+    "denied": 5,
+    "cancelled": 5,
+    "returned": 6,  # money came back after it had been paid (or unclaimed)
+    "refunded": 6,
+}
+_RELEASED = ("failed", "returned", "refunded", "blocked", "denied", "cancelled")
+_AFTER_SENT = frozenset({"held", "unclaimed", "paid", *_RELEASED})
+
 ITEM_TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"submitted", "cancelled", "failed"}),
-    "submitted": frozenset(
-        {"unclaimed", "held", "success", "failed", "returned", "blocked", "refunded"}
-    ),
-    "unclaimed": frozenset({"success", "returned", "failed", "refunded"}),
-    "held": frozenset({"success", "failed", "blocked", "returned"}),
-    "success": frozenset({"returned", "refunded"}),
-    "failed": frozenset(),
-    "returned": frozenset(),
-    "blocked": frozenset(),
-    "refunded": frozenset(),
-    "cancelled": frozenset(),
+    "submitted": frozenset({"processing"} | _AFTER_SENT),
+    "processing": _AFTER_SENT,
+    "held": _AFTER_SENT - {"held"},
+    "unclaimed": frozenset({"paid", "failed", "returned", "refunded", "cancelled"}),
+    "paid": frozenset({"returned", "refunded"}),
+    **{status: frozenset() for status in _RELEASED},
 }
 
 ITEM_MONEY_CLASS: dict[str, str] = {
-    "pending": "committed",
-    "submitted": "committed",
-    "unclaimed": "committed",
-    "held": "committed",
-    "success": "paid",
-    "failed": "released",
-    "returned": "released",
-    "blocked": "released",
-    "refunded": "released",
-    "cancelled": "released",
+    **dict.fromkeys(("pending", "submitted", "processing", "held", "unclaimed"), "committed"),
+    "paid": "paid",
+    **dict.fromkeys(_RELEASED, "released"),
 }
 
 _CLASS_POSTINGS: dict[tuple[str, str], tuple[str, str]] = {

@@ -36,9 +36,11 @@ STATUS_RANK = {"projected": 0, "confirmed": 1, "reversed": 2}
 # Where an item's money is (state_machine docstring), pinned here rather than read from
 # the module under test: reserved for the beneficiary, gone out, or given back.
 ITEM_MONEY_CLASS = {
-    **dict.fromkeys(("pending", "submitted", "unclaimed", "held"), "committed"),
-    "success": "paid",
-    **dict.fromkeys(("failed", "returned", "blocked", "refunded", "cancelled"), "released"),
+    **dict.fromkeys(("pending", "submitted", "processing", "unclaimed", "held"), "committed"),
+    "paid": "paid",
+    **dict.fromkeys(
+        ("failed", "returned", "blocked", "refunded", "denied", "cancelled"), "released"
+    ),
 }
 # A batch that ends without paying cancels its open items (state_machine docstring).
 BATCH_ITEM_CASCADE = {"denied": "cancelled", "cancelled": "cancelled"}

@@ -10,7 +10,16 @@ import pyotp
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from finsup_dagster.ledger import approvals, beneficiaries, db, earnings, revenue, submission
+from finsup_dagster.ledger import (
+    approvals,
+    beneficiaries,
+    db,
+    earnings,
+    payouts,
+    revenue,
+    state_machine,
+    submission,
+)
 from finsup_dagster.ledger.batching import BatchPolicy, build_batches
 from finsup_dagster.ledger.schema import payout_batches, payout_items
 from finsup_dagster.ledger.secret_box import SecretBox
@@ -167,6 +176,19 @@ def approved_batch(engine: Engine, policy: BatchPolicy, amount: str) -> tuple[st
     carol = approver(engine, "carol")
     approve(engine, carol, batch_id)
     return batch_id, carol
+
+
+def submitted_batch(engine: Engine, batch_id: str, who: Approver) -> list[Any]:
+    """Approve and submit ``batch_id`` in the books only (no gateway): every item is
+    ``submitted``, none reported yet; returns the item rows."""
+    result = approve(engine, who, batch_id)
+    with db.write(engine) as conn:
+        payouts.start_submission(conn, batch_id, result["approval_version"], "submitter")
+        state_machine.move_batch(conn, batch_id, "submitted", "gateway")
+        items = item_rows(engine, batch_id)
+        for item in items:
+            state_machine.move_item(conn, item.id, "submitted", "gateway")
+    return items
 
 
 def batch_row(engine: Engine, batch_id: str) -> Any:

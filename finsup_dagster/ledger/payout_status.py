@@ -1,0 +1,289 @@
+"""Statuses coming back from the providers: one mapping, one way into the books.
+
+A webhook and a status poll say the same thing in different envelopes: "this
+item is now X" in the provider's own word. Both are turned into a
+:class:`StatusReport` by the provider's module and handed to
+:func:`apply_report`, so the mapping provider status → item status lives in
+one table here and a status can reach the books only one way.
+
+Why reports are applied by rank and not in arrival order: webhooks come late,
+twice, or out of order, and polls race them. ``state_machine.ITEM_TRANSITIONS``
+only ever moves up ``ITEM_RANK``, so a report of a status at or below where the
+item already is changes nothing (a repeat is ``unchanged``, a late earlier
+status is ``ignored`` and logged), and any interleaving of one item's reports
+ends in the same status with the same balances.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from finsup_dagster.ledger import audit_log, clock, state_machine
+from finsup_dagster.ledger.schema import gateway_events, payout_batches, payout_items
+
+# The provider's word → finsup's item status. PayPal's words are its
+# transaction_status values; Payoneer's are the sandbox's (docs/gateways.md).
+ITEM_STATUS_FROM_PROVIDER: dict[str, dict[str, str]] = {
+    "paypal": {
+        "NEW": "processing",
+        "PENDING": "processing",
+        "ONHOLD": "held",
+        "UNCLAIMED": "unclaimed",
+        "SUCCESS": "paid",
+        "FAILED": "failed",
+        "RETURNED": "returned",
+        "BLOCKED": "blocked",
+        "REFUNDED": "refunded",
+        "DENIED": "denied",
+        "CANCELED": "cancelled",
+        "REVERSED": "returned",
+    },
+    "payoneer": {
+        "Pending": "processing",
+        "In Process": "processing",
+        "On Hold": "held",
+        "Pending Payee Approval": "unclaimed",
+        "Transferred": "paid",
+        "Failed": "failed",
+        "Returned": "returned",
+        "Blocked": "blocked",
+        "Refunded": "refunded",
+        "Declined": "denied",
+        "Cancelled": "cancelled",
+    },
+}
+
+# What apply_report can come to. The first two leave a webhook to be applied again later.
+RETRY_LATER = frozenset({"unknown_item"})
+OUTCOMES = frozenset({"applied", "unchanged", "ignored", "unknown_status", *RETRY_LATER})
+
+# Header names never stored: credentials a provider or a proxy may pass along.
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
+)
+_SECRET_WORDS = ("secret", "token", "password")
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """One provider's word about one item, from a webhook, a poll or a cancel."""
+
+    gateway: str  # "paypal" | "payoneer": the batch's payout method
+    provider_status: str  # the provider's own word: "SUCCESS", "Transferred", ...
+    item_id: int | None  # finsup's item id, when the provider echoes it back
+    gateway_item_id: str | None  # the provider's item id
+    source: str  # "webhook" | "poll" | "cancel"
+    event_row_id: int | None = None  # the gateway_events row it came from
+
+
+def item_status_for(gateway: str, provider_status: str) -> str | None:
+    """finsup's item status for a provider's word, or None when the word is not known."""
+    table = ITEM_STATUS_FROM_PROVIDER.get(gateway, {})
+    if provider_status in table:
+        return table[provider_status]
+    # PayPal documents upper case; tolerate a provider that changes case, never spelling.
+    folded = {word.casefold(): status for word, status in table.items()}
+    return folded.get(provider_status.casefold())
+
+
+def derived_batch_status(item_statuses: list[str]) -> str | None:
+    """A submitted batch's status from its items; None while any item is still committed."""
+    classes = [state_machine.ITEM_MONEY_CLASS[s] for s in item_statuses]
+    if not classes or "committed" in classes:
+        return None
+    if all(c == "paid" for c in classes):
+        return "completed"
+    return "failed" if "paid" not in classes else "partially_completed"
+
+
+def apply_report(conn: Connection, report: StatusReport, actor: str) -> str:
+    """Applies one report inside the caller's write transaction; returns its outcome.
+
+    ``applied``: the item moved (postings, earnings and log through the state
+    machine) and its batch was derived again. ``unchanged``: the item is
+    already there. ``ignored``: the report would move the item back or sideways;
+    logged as ``item_status_ignored``, the books otherwise unchanged.
+    ``unknown_status``: the provider's word is not in the mapping.
+    ``unknown_item``: no item of this gateway matches, or it has not been
+    submitted yet (a webhook can overtake our own record of the submission).
+    """
+    target = item_status_for(report.gateway, report.provider_status)
+    item = _find_item(conn, report)
+    if item is None or item.status == "pending":
+        return "unknown_item"
+    if target is None:
+        _log_ignored(conn, item, report, actor, "status not in the mapping")
+        return "unknown_status"
+    if report.gateway_item_id and item.gateway_item_id not in (None, report.gateway_item_id):
+        _log_ignored(conn, item, report, actor, "gateway item id differs from the one recorded")
+        return "ignored"
+    values: dict[str, Any] = {"provider_status": report.provider_status[:32]}
+    if report.gateway_item_id and item.gateway_item_id is None:
+        values["gateway_item_id"] = report.gateway_item_id
+    if target == item.status:
+        if any(getattr(item, k) != v for k, v in values.items()):
+            conn.execute(
+                sa.update(payout_items).where(payout_items.c.id == item.id).values(**values)
+            )
+        return "unchanged"
+    if target not in state_machine.ITEM_TRANSITIONS[item.status]:
+        _log_ignored(conn, item, report, actor, f"{item.status} cannot become {target}")
+        return "ignored"
+    conn.execute(sa.update(payout_items).where(payout_items.c.id == item.id).values(**values))
+    state_machine.move_item(
+        conn,
+        int(item.id),
+        target,
+        actor,
+        reason=f"{report.source}: {report.gateway} {report.provider_status}",
+    )
+    derive_batch(conn, item.batch_id, actor)
+    return "applied"
+
+
+def derive_batch(conn: Connection, batch_id: str, actor: str) -> str:
+    """Moves a submitted (or finished) batch to the status its items derive; returns it."""
+    status: str = conn.execute(
+        sa.select(payout_batches.c.status).where(payout_batches.c.id == batch_id)
+    ).scalar_one()
+    items: list[str] = list(
+        conn.execute(
+            sa.select(payout_items.c.status).where(payout_items.c.batch_id == batch_id)
+        ).scalars()
+    )
+    derived = derived_batch_status(items)
+    if derived is None or derived == status:
+        return status
+    if derived in state_machine.BATCH_TRANSITIONS.get(status, frozenset()):
+        state_machine.move_batch(conn, batch_id, derived, actor, reason="derived from its items")
+        return derived
+    return status
+
+
+def _find_item(conn: Connection, report: StatusReport) -> Row[Any] | None:
+    query = (
+        sa.select(payout_items)
+        .join(payout_batches, payout_batches.c.id == payout_items.c.batch_id)
+        .where(payout_batches.c.method == report.gateway)
+    )
+    if report.item_id is not None:
+        return conn.execute(query.where(payout_items.c.id == report.item_id)).first()
+    if report.gateway_item_id:
+        return conn.execute(
+            query.where(payout_items.c.gateway_item_id == report.gateway_item_id)
+        ).first()
+    return None
+
+
+def _log_ignored(
+    conn: Connection, item: Row[Any], report: StatusReport, actor: str, why: str
+) -> None:
+    audit_log.log(
+        conn,
+        "item_status_ignored",
+        "payout_item",
+        str(item.id),
+        actor=actor,
+        detail={
+            "batch_id": item.batch_id,
+            "status": item.status,
+            "provider_status": report.provider_status[:64],
+            "source": report.source,
+            "event_row_id": report.event_row_id,
+            "why": why,
+        },
+    )
+
+
+def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers worth keeping with an event: everything but credentials, names lower-cased."""
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key in _SECRET_HEADERS or any(word in key for word in _SECRET_WORDS):
+            continue
+        kept[key] = value[:1024]
+    return dict(sorted(kept.items()))
+
+
+def refused_event_id() -> str:
+    """A refused webhook's own id: never the id it claims, which a forgery could spend."""
+    return f"refused:{uuid.uuid4()}"
+
+
+def store_event(
+    conn: Connection,
+    *,
+    gateway: str,
+    event_id: str,
+    event_type: str,
+    resource_id: str | None,
+    body: str,
+    headers: Mapping[str, str],
+    signature_valid: bool,
+    outcome: str | None = None,
+    processed: bool = False,
+) -> int | None:
+    """Keeps one received event; returns its row id, or None when it is already held."""
+    duplicate = conn.execute(
+        sa.select(gateway_events.c.id).where(
+            gateway_events.c.gateway == gateway, gateway_events.c.event_id == event_id
+        )
+    ).first()
+    if duplicate is not None:
+        return None
+    now = clock.now()
+    row_id: int = conn.execute(
+        sa.insert(gateway_events)
+        .values(
+            gateway=gateway,
+            event_id=event_id[:128],
+            event_type=event_type[:64],
+            resource_id=resource_id[:128] if resource_id else None,
+            payload=body,
+            headers=json.dumps(safe_headers(headers), sort_keys=True),
+            signature_valid=signature_valid,
+            received_at=now,
+            processed_at=now if processed else None,
+            outcome=outcome[:64] if outcome else None,
+        )
+        .returning(gateway_events.c.id)
+    ).scalar_one()
+    return row_id
+
+
+def mark_processed(conn: Connection, event_row_id: int, outcome: str) -> None:
+    """Records what an event came to; it is not looked at again."""
+    conn.execute(
+        sa.update(gateway_events)
+        .where(gateway_events.c.id == event_row_id)
+        .values(processed_at=clock.now(), outcome=outcome[:64])
+    )
+
+
+def note_outcome(conn: Connection, event_row_id: int, outcome: str) -> None:
+    """Records why an event is still waiting (e.g. unknown_item) without closing it."""
+    conn.execute(
+        sa.update(gateway_events)
+        .where(gateway_events.c.id == event_row_id)
+        .values(outcome=outcome[:64])
+    )
+
+
+def unprocessed_events(conn: Connection, gateway: str | None = None) -> list[Row[Any]]:
+    """Accepted webhooks not yet applied, oldest first."""
+    query = (
+        sa.select(gateway_events)
+        .where(gateway_events.c.processed_at.is_(None), gateway_events.c.signature_valid)
+        .order_by(gateway_events.c.id)
+    )
+    if gateway is not None:
+        query = query.where(gateway_events.c.gateway == gateway)
+    return list(conn.execute(query))
