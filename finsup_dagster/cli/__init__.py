@@ -12,7 +12,7 @@ import typer
 from sqlalchemy.exc import DBAPIError
 
 from finsup_dagster import logs, settings
-from finsup_dagster.cli import alerts, books, payouts, reconcile, sandbox  # noqa: F401 - registers the commands
+from finsup_dagster.cli import alerts, books, payouts, reconcile, sandbox, serve  # noqa: F401 - registers the commands
 from finsup_dagster.cli.common import app
 from finsup_dagster.ledger import db
 from finsup_dagster.ledger.errors import LedgerError
