@@ -57,6 +57,10 @@ SANDBOX_CLIENT_SECRET = "sandbox-secret"
 # Where `finsup sandbox serve` listens by default, and its one Payoneer program.
 SANDBOX_URL = "http://127.0.0.1:8765"
 SANDBOX_PAYONEER_PROGRAM_ID = "100000001"
+# The sandbox's webhook signing secrets and PayPal webhook id (docs/webhooks.md); never PayPal's.
+SANDBOX_WEBHOOK_SECRET_PAYPAL = "sandbox-webhook-secret-paypal"
+SANDBOX_WEBHOOK_SECRET_PAYONEER = "sandbox-webhook-secret-payoneer"
+SANDBOX_PAYPAL_WEBHOOK_ID = "WHSANDBOX0000000000000001"
 
 
 def deployment() -> str:
@@ -94,6 +98,13 @@ def local_defaults(home: Path) -> dict[str, str]:
         "FINSUP_BANK_DEBTOR_NAME": "finsup demo",
         "FINSUP_BANK_DEBTOR_IBAN": "GB82WEST12345698765432",
         "FINSUP_BANK_DEBTOR_BIC": "WESTGB2L",
+        # Webhooks (finsup serve): the sandbox's signatures, refused when older than 5 minutes.
+        "FINSUP_WEBHOOK_SECRET_PAYPAL": SANDBOX_WEBHOOK_SECRET_PAYPAL,
+        "FINSUP_WEBHOOK_SECRET_PAYONEER": SANDBOX_WEBHOOK_SECRET_PAYONEER,
+        "FINSUP_WEBHOOK_MAX_AGE_SECONDS": "300",
+        "FINSUP_WEBHOOK_MAX_BYTES": str(256 * 1024),
+        "FINSUP_PAYPAL_WEBHOOK_VERIFY": "hmac",
+        "FINSUP_PAYPAL_WEBHOOK_ID": SANDBOX_PAYPAL_WEBHOOK_ID,
         # Empty: checkpoints are signed with a key file under FINSUP_HOME/audit/.
         "FINSUP_AUDIT_KEY": "",
         **POLICY_DEFAULTS,

@@ -18,6 +18,7 @@ from finsup_dagster.cli import (  # noqa: F401 - registers the commands
     payouts,
     reconcile,
     sandbox,
+    serve,
     statuses,
 )
 from finsup_dagster.cli.common import app
