@@ -58,8 +58,8 @@ def sync_statuses(
     metadata = _metadata(result)
     for line in result.errors:
         context.log.warning(line)
-    for note in result.notes:
-        context.log.info(note)
+    if result.webhooks:
+        context.log.info(f"stored webhook events: {result.webhooks}")
     failures = result.failures
     if failures and result.unreachable and context.retry_number < config.retries:
         # Whatever was booked stays booked; the retry polls again and changes nothing twice.

@@ -18,7 +18,8 @@ only orders them (no Dagster here: the op in ``jobs_statuses.py`` and the
    (``source="cancel"``) moves them, so money is never released while the
    provider could still pay it. A refused cancel leaves the item as it is.
 3. Webhook events stored but not yet applied (an event that came before its
-   item's submission committed) are parsed again and applied.
+   item's submission committed) are applied by the receiver's own later
+   pass (``web/pending.py``): one parser, one way in.
 
 Polling the same answer twice changes nothing: ``apply_report`` answers
 ``unchanged`` for a status the item already has.
@@ -26,9 +27,8 @@ Polling the same answer twice changes nothing: ``apply_report`` answers
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -100,21 +100,11 @@ class Release:
 
 
 @dataclass(frozen=True)
-class Replay:
-    """One stored webhook event applied again (it came before its item could take it)."""
-
-    event_row_id: int
-    gateway: str
-    outcomes: tuple[str, ...]
-    error: str | None = None
-
-
-@dataclass(frozen=True)
 class SyncResult:
     batches: tuple[BatchSync, ...] = ()
     releases: tuple[Release, ...] = ()
-    replays: tuple[Replay, ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    # Stored webhook events applied by this pass: outcome -> count (web/pending.py's words).
+    webhooks: dict[str, int] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[str]:
@@ -125,7 +115,9 @@ class SyncResult:
             for r in self.releases
             if r.outcome in ("refused", "error")
         ]
-        found += [f"webhook event {r.event_row_id}: {r.error}" for r in self.replays if r.error]
+        malformed = self.webhooks.get("malformed", 0)
+        if malformed:
+            found.append(f"{malformed} stored webhook events could not be parsed (kept, closed)")
         return found
 
     @property
@@ -150,7 +142,7 @@ class SyncResult:
         return (
             sum(len(b.applied) for b in self.batches)
             + sum(1 for r in self.releases if r.outcome == "applied")
-            + sum(r.outcomes.count("applied") for r in self.replays)
+            + sum(n for outcome, n in self.webhooks.items() if "applied" in outcome.split("+"))
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -188,16 +180,7 @@ class SyncResult:
                 }
                 for r in self.releases
             ],
-            "replays": [
-                {
-                    "event_row_id": r.event_row_id,
-                    "gateway": r.gateway,
-                    "outcomes": list(r.outcomes),
-                    "error": r.error,
-                }
-                for r in self.replays
-            ],
-            "notes": list(self.notes),
+            "webhooks": dict(self.webhooks),
             "applied": self.applied,
             "errors": self.errors,
         }
@@ -247,8 +230,8 @@ def sync(
             close = getattr(gateway, "close", None)
             if callable(close):
                 close()  # the HTTP clients' connection pools
-    replays, notes = _replay_unprocessed(engine, actor) if batch_id is None else ([], [])
-    return SyncResult(tuple(synced), tuple(releases), tuple(replays), tuple(notes))
+    webhooks = _apply_stored_webhooks(engine) if batch_id is None else {}
+    return SyncResult(tuple(synced), tuple(releases), webhooks)
 
 
 # ---------------------------------------------------------------------- batches
@@ -465,61 +448,10 @@ def _release(
 # ---------------------------------------------------------------------- stored webhooks
 
 
-def _parser(gateway: str) -> Callable[[str], Iterable[Any]] | None:
-    """The webhook module's ``parse(body) -> list[StatusReport]`` for ``gateway``, if any."""
-    try:
-        module = importlib.import_module(f"finsup_dagster.gateways.webhooks_{gateway}")
-    except ModuleNotFoundError:
-        return None
-    parse = getattr(module, "parse", None)
-    return parse if callable(parse) else None
+def _apply_stored_webhooks(engine: Engine) -> dict[str, int]:
+    """Accepted webhook events not yet applied (one that overtook its item's submission),
+    applied now by the receiver's own later pass: one parser and one way into the books
+    for an event, whoever applies it. Returns outcome -> count."""
+    from finsup_dagster.web.pending import apply_stored
 
-
-def _replay_unprocessed(engine: Engine, actor: str) -> tuple[list[Replay], list[str]]:
-    """Applies accepted webhook events left unprocessed (each in its own transaction).
-
-    An event whose item is still unknown stays unprocessed for a later pass.
-    """
-    with db.read(engine) as conn:
-        rows = list(payout_status.unprocessed_events(conn))
-    replays: list[Replay] = []
-    missing: set[str] = set()
-    for row in rows:
-        parse = _parser(row.gateway)
-        if parse is None:
-            missing.add(row.gateway)
-            continue
-        try:
-            reports = list(parse(row.payload))
-        except (LedgerError, ValueError, KeyError, TypeError) as exc:
-            replays.append(Replay(int(row.id), row.gateway, (), f"cannot be parsed: {exc}"))
-            continue
-        with db.write(engine) as conn:
-            outcomes = tuple(
-                payout_status.apply_report(conn, _from_event(r, int(row.id)), actor)
-                for r in reports
-            )
-            if payout_status.RETRY_LATER.isdisjoint(outcomes):
-                payout_status.mark_processed(conn, int(row.id), _summary(outcomes))
-            else:  # its item is not submitted yet: it waits for the next pass, with why
-                payout_status.note_outcome(conn, int(row.id), "unknown_item")
-        replays.append(Replay(int(row.id), row.gateway, outcomes))
-    notes = [
-        f"{gateway}: no webhook parser installed; its stored events wait"
-        for gateway in sorted(missing)
-    ]
-    return replays, notes
-
-
-def _from_event(report: Any, event_row_id: int) -> Any:
-    """The report as parsed, naming the stored event it came from."""
-    if getattr(report, "event_row_id", None) == event_row_id:
-        return report
-    return replace(report, event_row_id=event_row_id)
-
-
-def _summary(outcomes: tuple[str, ...]) -> str:
-    """One word for the event's row: applied if anything moved, else the first answer."""
-    if "applied" in outcomes:
-        return "applied"
-    return outcomes[0] if outcomes else "no_status"
+    return dict(sorted(apply_stored(engine).items()))

@@ -94,11 +94,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
             else f"not cancelled ({r['outcome']}: {r['detail']})"
         )
         out.print(f"item {r['item_id']} unclaimed since {r['unclaimed_since'][:10]}: {what}")
-    replayed = [r for r in summary["replays"] if "applied" in r["outcomes"]]
-    if replayed:
-        out.print(f"{len(replayed)} stored webhook events applied")
-    for note in summary["notes"]:
-        out.print(note)
+    if summary["webhooks"]:
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in summary["webhooks"].items())
+        out.print(f"stored webhook events: {counts}")
 
 
 @app.command("report-payouts")
