@@ -124,7 +124,8 @@ class SyncResult:
     def failures(self) -> list[str]:
         """The faults that fail a run: a batch the gateway could not answer for, and a
         cancel that could not reach it. A refused cancel is a normal race (the payee
-        claimed it meanwhile) and an event that cannot be parsed waits: both only warn."""
+        claimed it meanwhile) and a stored event that cannot be parsed (kept, closed as
+        malformed) only warn."""
         found = [f"batch {b.batch_id}: {b.error}" for b in self.batches if b.error]
         return found + [
             f"item {r.item_id} (batch {r.batch_id}): cancel {r.outcome}: {r.detail}"
