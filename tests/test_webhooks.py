@@ -278,7 +278,10 @@ def test_secrets_never_reach_the_stored_headers(engine: Engine, submitted: tuple
     assert "0x5EC" not in row.headers and PAYPAL_SECRET not in row.headers
 
 
-def test_healthz_and_metrics(engine: Engine, submitted: tuple[int, str]) -> None:
+def test_healthz_and_metrics(
+    engine: Engine, submitted: tuple[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FINSUP_STUCK_AFTER_HOURS", "0")  # the submitted item counts as stuck
     with receiver(engine) as url:
         post_signed(f"{url}/webhooks/paypal", b"not json")
         health = httpx.get(f"{url}/healthz")
@@ -287,3 +290,5 @@ def test_healthz_and_metrics(engine: Engine, submitted: tuple[int, str]) -> None
     assert 'finsup_webhooks_refused_total{gateway="paypal",reason="malformed"} 1.0' in metrics
     assert 'finsup_payout_items{status="submitted"} 1.0' in metrics
     assert "finsup_available_balance_minor" in metrics
+    assert 'finsup_payout_batches{method="paypal",status="submitted"} 1.0' in metrics
+    assert 'finsup_stuck_payouts{kind="item",method="paypal"} 1.0' in metrics

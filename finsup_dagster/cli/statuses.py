@@ -29,13 +29,6 @@ def sync_payout_statuses(batch: BatchOption = None, as_json: JsonFlag = False) -
             submission.method_of(conn, batch)  # an unknown batch: one line, no run
     from finsup_dagster.demo import run_job  # Dagster loads only for a run
 
-    if as_json:
-        import stamina.instrumentation
-
-        # stdout is one JSON document: stamina's retry notices (structlog prints them to
-        # stdout) would break it. The retries still happen; the result says how it ended.
-        stamina.instrumentation.set_on_retry_hooks([])
-
     config: dict[str, Any] = {"retries": 0}  # by hand, a person decides when to try again
     if batch is not None:
         config["batch_id"] = batch

@@ -31,6 +31,7 @@ from typing import Any, Self
 
 import httpx
 import stamina
+import stamina.instrumentation
 
 from finsup_dagster.gateways.exact_json import loads_exact
 from finsup_dagster.gateways.payouts import (
@@ -40,6 +41,22 @@ from finsup_dagster.gateways.payouts import (
 )
 
 log = logging.getLogger("finsup.gateways")
+
+
+def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    # The cause's type only: an httpx error's text holds the URL, which may carry a key.
+    log.info(
+        "retrying %s (retry %d in %.2f s) after %s",
+        details.name,
+        details.retry_num,
+        details.wait_for,
+        type(details.caused_by).__name__,
+    )
+
+
+# stamina's default hook prints through structlog when it is installed, which writes to
+# stdout: that would break a CLI's --json document. Retries go to the gateway log instead.
+stamina.instrumentation.set_on_retry_hooks([_log_retry])
 
 REDACTED = "[redacted]"
 MAX_DETAIL = 200

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -25,8 +26,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from finsup_dagster.ledger import balance, db
-from finsup_dagster.ledger.schema import payout_items
+from finsup_dagster import settings
+from finsup_dagster.ledger import balance, db, stuck
+from finsup_dagster.ledger.schema import payout_batches, payout_items
 
 log = logging.getLogger("finsup.web")
 
@@ -77,7 +79,47 @@ def available_balance(conn: Connection) -> Metric:
     return gauge
 
 
-DEFAULT_LEDGER_GAUGES: tuple[LedgerGauge, ...] = (items_by_status, available_balance)
+def batches_by_status(conn: Connection) -> Metric:
+    # Submissions run in Dagster, not in this process: what they came to is in the books
+    # (submitting, submitted, submission_failed, completed, ...), read at scrape time.
+    gauge = GaugeMetricFamily(
+        "finsup_payout_batches",
+        "Payout batches in the books, by status: submissions by outcome.",
+        labels=["status", "method"],
+    )
+    rows = conn.execute(
+        sa.select(payout_batches.c.status, payout_batches.c.method, sa.func.count()).group_by(
+            payout_batches.c.status, payout_batches.c.method
+        )
+    )
+    for row in rows:
+        gauge.add_metric([str(row[0]), str(row[1])], float(row[2]))
+    return gauge
+
+
+def stuck_payouts(conn: Connection) -> Metric:
+    hours = settings.stuck_after_hours()
+    gauge = GaugeMetricFamily(
+        "finsup_stuck_payouts",
+        f"Items submitted or processing (and batches submitting) for over {hours:g} h "
+        "(FINSUP_STUCK_AFTER_HOURS), by method.",
+        labels=["method", "kind"],
+    )
+    counts: dict[tuple[str, str], int] = {}
+    for found in stuck.stuck_items(conn, timedelta(hours=hours)):
+        key = (found.method, found.kind)
+        counts[key] = counts.get(key, 0) + 1
+    for (method, kind), n in sorted(counts.items()):
+        gauge.add_metric([method, kind], float(n))
+    return gauge
+
+
+DEFAULT_LEDGER_GAUGES: tuple[LedgerGauge, ...] = (
+    items_by_status,
+    batches_by_status,
+    stuck_payouts,
+    available_balance,
+)
 
 
 class LedgerCollector(Collector):
