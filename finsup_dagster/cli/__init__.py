@@ -12,7 +12,13 @@ import typer
 from sqlalchemy.exc import DBAPIError
 
 from finsup_dagster import settings
-from finsup_dagster.cli import books, payouts, reconcile, sandbox  # noqa: F401 - registers the commands
+from finsup_dagster.cli import (  # noqa: F401 - registers the commands
+    audit,
+    books,
+    payouts,
+    reconcile,
+    sandbox,
+)
 from finsup_dagster.cli.common import app
 from finsup_dagster.ledger import db
 from finsup_dagster.ledger.errors import LedgerError
