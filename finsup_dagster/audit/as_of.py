@@ -38,8 +38,8 @@ def _lit(text: str) -> str:
 def cutoff_seq(duck: duckdb.DuckDBPyConnection, as_of: str) -> int:
     row = duck.execute(
         "SELECT coalesce(max(seq), 0) FROM stage.transaction_log WHERE occurred_at <= ?", [as_of]
-    ).fetchone()
-    return int(row[0]) if row else 0
+    ).fetchall()[:1]
+    return int(row[0][0]) if row else 0
 
 
 def statements(as_of: str, seq: int, beneficiary_columns: dict[str, str]) -> list[str]:

@@ -47,9 +47,8 @@ def hash_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
 
 def table_columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     rows = conn.execute(
-        "SELECT column_name FROM information_schema.columns"
-        " WHERE table_schema = 'main' AND table_catalog = current_database() AND table_name = ?"
-        " ORDER BY ordinal_position",
+        "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main'"
+        " AND database_name = current_database() AND table_name = ? ORDER BY column_index",
         [table],
     ).fetchall()
     return [str(r[0]) for r in rows]
@@ -60,9 +59,35 @@ def table_hash(
 ) -> tuple[int, str, list[str]]:
     """(row count, hash, columns) of ``table`` as it is in the file now."""
     columns = table_columns(conn, table)
-    row = conn.execute(hash_sql(table, columns, key)).fetchone()
-    assert row is not None
-    return int(row[0]), str(row[1]), columns
+    # fetchall: DuckDB 2.0 refuses the next statement while a result is unread.
+    [(count, digest)] = conn.execute(hash_sql(table, columns, key)).fetchall()
+    return int(count), str(digest), columns
+
+
+def all_columns(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Every main table's columns in order, in one catalog query."""
+    out: dict[str, list[str]] = {}
+    for table, column in conn.execute(
+        "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main'"
+        " AND database_name = current_database() ORDER BY table_name, column_index"
+    ).fetchall():
+        out.setdefault(str(table), []).append(str(column))
+    return out
+
+
+def table_hashes(
+    conn: duckdb.DuckDBPyConnection, keys: dict[str, Sequence[str]]
+) -> dict[str, tuple[int, str, list[str]]]:
+    """``table_hash`` of many tables in one query (each part is that table's ``hash_sql``)."""
+    columns = all_columns(conn)
+    names = [t for t in keys if t in columns]
+    if not names:
+        return {}
+    sql = " UNION ALL ".join(
+        f"SELECT {i} AS n, * FROM ({hash_sql(t, columns[t], keys[t])})" for i, t in enumerate(names)
+    )
+    rows = conn.execute(sql).fetchall()
+    return {names[int(n)]: (int(c), str(h), columns[names[int(n)]]) for n, c, h in rows}
 
 
 def manifest_digest(conn: duckdb.DuckDBPyConnection) -> str:

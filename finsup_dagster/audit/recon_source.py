@@ -30,8 +30,8 @@ def has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main'"
         " AND table_name = ?",
         [name],
-    ).fetchone()
-    return bool(row and row[0])
+    ).fetchall()[:1]
+    return bool(row and row[0][0])
 
 
 def copy_results(duck: duckdb.DuckDBPyConnection, warehouse: Path | None, as_of: str | None) -> str:
@@ -47,7 +47,7 @@ def copy_results(duck: duckdb.DuckDBPyConnection, warehouse: Path | None, as_of:
             if not has_table(wh, name):
                 duck.execute(f"CREATE TABLE {name} ({cols})")
                 continue
-            data = wh.execute(f"SELECT * FROM {name}{where}", params).fetch_arrow_table()
+            data = wh.sql(f"SELECT * FROM {name}{where}", params=params).to_arrow_table()
             duck.register("finsup_recon", data)
             try:
                 duck.execute(f"CREATE TABLE {name} AS SELECT * FROM finsup_recon")

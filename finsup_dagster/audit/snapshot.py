@@ -61,8 +61,9 @@ def product_version() -> str:
 
 def public_url(engine: Engine) -> str:
     """The ledger URL without user, password or query (which may carry a password)."""
-    url = engine.url.set(username=None, password=None, query={})
-    return url.render_as_string(hide_password=True)
+    url = engine.url
+    bare = sa.engine.URL.create(url.drivername, host=url.host, port=url.port, database=url.database)
+    return bare.render_as_string(hide_password=True)
 
 
 def export_snapshot(
@@ -137,8 +138,8 @@ def _copy_ledger(
         duck.execute(f"DROP TABLE temp.{temp}")
     found = duck.execute(
         "SELECT seq, row_hash FROM transaction_log ORDER BY seq DESC LIMIT 1"
-    ).fetchone()
-    return (int(found[0]), str(found[1])) if found else (0, GENESIS_HASH)
+    ).fetchall()[:1]
+    return (int(found[0][0]), str(found[0][1])) if found else (0, GENESIS_HASH)
 
 
 def _trial_balance(duck: duckdb.DuckDBPyConnection) -> None:
@@ -173,16 +174,16 @@ def _manifest(duck: duckdb.DuckDBPyConnection, info: dict[str, str]) -> None:
     names = [
         str(r[0])
         for r in duck.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
-            " AND table_catalog = current_database() AND table_name <> 'manifest'"
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
+            " AND database_name = current_database() AND table_name <> 'manifest'"
             " ORDER BY table_name"
         ).fetchall()
     ]
-    rows = []
-    for name in names:
-        key = _keys(name)
-        count, digest, columns = canonical.table_hash(duck, name, key)
-        rows.append((name, count, digest, ",".join(columns), ",".join(key)))
+    hashes = canonical.table_hashes(duck, {name: _keys(name) for name in names})
+    rows = [
+        (name, hashes[name][0], hashes[name][1], ",".join(hashes[name][2]), ",".join(_keys(name)))
+        for name in names
+    ]
     duck.executemany("INSERT INTO manifest VALUES (?, ?, ?, ?, ?)", rows)
 
 

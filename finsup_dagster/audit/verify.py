@@ -75,35 +75,41 @@ class VerifyReport:
 
 
 def verify_snapshot(path: Path) -> VerifyReport:
-    report = VerifyReport(path)
+    """Verifies the snapshot at ``path``, opened read-only."""
     conn = duckdb.connect(str(path), read_only=True)
     try:
-        tables = {
-            str(r[0])
-            for r in conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
-                " AND table_catalog = current_database()"
-            ).fetchall()
-        }
-        if "manifest" not in tables:
-            report.problems.append(Problem("manifest", "the snapshot has no manifest table"))
-            return report
-        for check in (_check_manifest, _check_chain, _check_journal, _check_trial_balance):
-            try:
-                check(conn, tables, report)
-            except duckdb.Error as exc:
-                # A table altered in shape (a column dropped, a type changed) fails the query.
-                name = check.__name__.removeprefix("_check_")
-                first = str(exc).strip().splitlines()[0]
-                report.problems.append(
-                    Problem(_TABLE_OF.get(name, name), f"cannot be checked: {first}")
-                )
-        try:
-            report.digest = canonical.manifest_digest(conn)
-        except duckdb.Error:
-            report.digest = None
+        return verify_open(conn, path)
     finally:
         conn.close()
+
+
+def verify_open(conn: duckdb.DuckDBPyConnection, path: Path) -> VerifyReport:
+    """Verifies the snapshot that is ``conn``'s current database."""
+    report = VerifyReport(path)
+    tables = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
+            " AND database_name = current_database()"
+        ).fetchall()
+    }
+    if "manifest" not in tables:
+        report.problems.append(Problem("manifest", "the snapshot has no manifest table"))
+        return report
+    for check in (_check_manifest, _check_chain, _check_journal, _check_trial_balance):
+        try:
+            check(conn, tables, report)
+        except duckdb.Error as exc:
+            # A table altered in shape (a column dropped, a type changed) fails the query.
+            name = check.__name__.removeprefix("_check_")
+            first = str(exc).strip().splitlines()[0]
+            report.problems.append(
+                Problem(_TABLE_OF.get(name, name), f"cannot be checked: {first}")
+            )
+    try:
+        report.digest = canonical.manifest_digest(conn)
+    except duckdb.Error:
+        report.digest = None
     return report
 
 
@@ -117,7 +123,15 @@ def _check_manifest(
         "SELECT table_name, row_count, sha256, columns, key_columns FROM manifest ORDER BY table_name"
     ).fetchall()
     listed: set[str] = set()
-    for name, count, digest, columns, key in rows:
+    keys: dict[str, list[str]] = {}
+    for name, _count, _digest, _columns, key in rows:
+        if str(name) in tables:
+            keys[str(name)] = [k for k in str(key or "").split(",") if k]
+    try:
+        actual = canonical.table_hashes(conn, dict(keys))
+    except duckdb.Error:
+        actual = {}  # one table fails to hash: hash them one by one to name it
+    for name, count, digest, columns, _key in rows:
         name = str(name)
         if name in listed:
             report.problems.append(Problem("manifest", f"lists {name} twice"))
@@ -126,9 +140,10 @@ def _check_manifest(
         if name not in tables:
             report.problems.append(Problem(name, "is in the manifest but not in the snapshot"))
             continue
-        keys = [k for k in str(key or "").split(",") if k]
         try:
-            actual_count, actual_hash, actual_columns = canonical.table_hash(conn, name, keys)
+            actual_count, actual_hash, actual_columns = actual.get(name) or canonical.table_hash(
+                conn, name, keys[name]
+            )
         except duckdb.Error as exc:
             first = str(exc).strip().splitlines()[0]
             report.problems.append(Problem(name, f"cannot be hashed: {first}"))

@@ -7,6 +7,7 @@ clawback is recorded; bob's batch is approved only after ``before_approval``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -82,3 +83,43 @@ def build(engine: Engine) -> AuditBooks:
     )
     revenue.ingest(engine, [(1, ev)])
     return AuditBooks(first["batch_id"], late["batch_id"], before, balances)
+
+
+def fake_warehouse(path: Path) -> Path:
+    """A warehouse of this schema version holding two nights of reconciliation results, in
+    the marts' shape (the columns the exports and the snapshot read)."""
+    import duckdb
+
+    from finsup_dagster.warehouse import version
+
+    conn = duckdb.connect(str(path))
+    try:
+        version.ensure(conn)
+        conn.execute(
+            "CREATE TABLE reconciliation_matches (event_hash VARCHAR, source VARCHAR,"
+            " external_id VARCHAR, revenue_amount_minor BIGINT, revenue_currency VARCHAR,"
+            " settlement_line_id VARCHAR, settled_on VARCHAR, gross_minor BIGINT,"
+            " fee_minor BIGINT, match_rule VARCHAR, run_date VARCHAR)"
+        )
+        conn.execute(
+            "INSERT INTO reconciliation_matches VALUES"
+            " ('h1', 'paypal', 'S1', 50000, 'USD', 'L1', '2026-11-20', 50000, 150,"
+            "  'exact_id', '2026-11-20'),"
+            " ('h2', 'paypal', 'S2', 8000, 'EUR', 'L2', '2026-11-21', 8000, 20,"
+            "  'amount_date', '2026-11-21')"
+        )
+        conn.execute(
+            "CREATE TABLE reconciliation_exceptions (run_date VARCHAR, exception_kind VARCHAR,"
+            " event_hash VARCHAR, external_id VARCHAR, revenue_amount_minor BIGINT,"
+            " record_ref VARCHAR, gross_minor BIGINT, detail VARCHAR)"
+        )
+        conn.execute(
+            "INSERT INTO reconciliation_exceptions VALUES"
+            " ('2026-11-20', 'unmatched_settlement', NULL, NULL, NULL, 'R9', 700,"
+            "  'no revenue event'),"
+            " ('2026-11-21', 'amount_mismatch', 'h3', 'S3', 1000, 'R10', 990, 'off by 10'),"
+            " ('2026-11-22', 'stale_projected', 'h4', 'S4', 300, NULL, NULL, 'projected 9 days')"
+        )
+    finally:
+        conn.close()
+    return path
