@@ -1,8 +1,7 @@
 """The reconciliation export: matched pairs and exceptions of a range of nights, one file.
 
-One row per matched pair or open exception, with a ``kind`` column first
-(``matched``, or the exception kind of docs/reconciliation.md), then
-``run_date`` and ``rule`` (the rule that matched a pair; empty for an
+One row per matched pair or open exception: ``run_date``, a ``kind`` column
+(``matched``, or the exception kind of docs/reconciliation.md), ``rule`` (the rule that matched a pair; empty for an
 exception), then every other column of the two marts by name (a column one of
 them lacks is empty). One file rather than one per kind: a filter on ``kind``
 gives any one of them, and the totals of a night add up in one place.
@@ -43,18 +42,18 @@ def export_reconciliation(
         parts = []
         if has_table(wh, MATCHES):
             parts.append(
-                f"SELECT 'matched' AS kind, run_date, match_rule AS rule, * EXCLUDE (run_date, match_rule) FROM {MATCHES}"
+                f"SELECT run_date, 'matched' AS kind, match_rule AS rule, * EXCLUDE (run_date, match_rule) FROM {MATCHES}"
             )
         if has_table(wh, EXCEPTIONS):
             parts.append(
-                f"SELECT exception_kind AS kind, run_date, CAST(NULL AS VARCHAR) AS rule, * EXCLUDE (run_date, exception_kind) FROM {EXCEPTIONS}"
+                f"SELECT run_date, exception_kind AS kind, CAST(NULL AS VARCHAR) AS rule, * EXCLUDE (run_date, exception_kind) FROM {EXCEPTIONS}"
             )
         if not parts:
             raise InvalidInput(f"nothing reconciled yet in {warehouse}")
         body = " UNION ALL BY NAME ".join(parts)
         query = (
             f"SELECT * FROM ({body}) WHERE CAST(run_date AS VARCHAR) BETWEEN '{first}' AND '{last}'"
-            " ORDER BY run_date, kind, ALL"
+            " ORDER BY ALL"
         )
         try:
             wh.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' ({_COPY_OPTIONS[fmt]})")
