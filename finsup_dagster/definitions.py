@@ -2,14 +2,25 @@
 
 import dagster as dg
 
-from finsup_dagster.assets import balances, ledger_replica, payouts, raw, reconciliation, revenue
+from finsup_dagster.assets import (
+    audit,
+    balances,
+    ledger_replica,
+    payouts,
+    raw,
+    reconciliation,
+    revenue,
+)
 from finsup_dagster.jobs import (
     create_payout_batches_job,
     nightly_reconciliation_job,
     submit_payout_batch,
 )
 from finsup_dagster.resources import resources_from_env
-from finsup_dagster.schedules import nightly_reconciliation_schedule
+from finsup_dagster.schedules import (
+    monthly_audit_snapshot_schedule,
+    nightly_reconciliation_schedule,
+)
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
 from finsup_dagster.settings import load_secrets_file
 
@@ -19,11 +30,16 @@ load_secrets_file()
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
-        [raw, revenue, ledger_replica, reconciliation, balances, payouts]
+        [raw, revenue, ledger_replica, reconciliation, balances, payouts, audit]
     ),
     asset_checks=dg.load_asset_checks_from_modules([balances]),
-    jobs=[nightly_reconciliation_job, create_payout_batches_job, submit_payout_batch],
-    schedules=[nightly_reconciliation_schedule],
+    jobs=[
+        nightly_reconciliation_job,
+        create_payout_batches_job,
+        submit_payout_batch,
+        audit.audit_snapshot_job,
+    ],
+    schedules=[nightly_reconciliation_schedule, monthly_audit_snapshot_schedule],
     sensors=[approved_batches_sensor],
     resources=resources_from_env(),
 )
