@@ -228,13 +228,19 @@ def test_a_manifest_edit_is_found_and_named(
 
 
 def test_as_of_shows_the_books_of_that_instant(
-    books: tuple[Engine, AuditBooks, Path], tmp_path: Path
+    books: tuple[Engine, AuditBooks, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine, state, warehouse = books
-    result = snapshot.export_snapshot(
-        engine, tmp_path / "then.duckdb", as_of=state.before_approval, warehouse=warehouse
-    )
-    assert verify_snapshot(result.path).ok
+    monkeypatch.setenv("FINSUP_LEDGER_URL", engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("FINSUP_WAREHOUSE_PATH", str(warehouse))
+    monkeypatch.setenv("FINSUP_HOME", str(tmp_path))
+    out = tmp_path / "then.duckdb"
+    with pytest.raises(SystemExit) as exit_:
+        main(["export-audit-snapshot", "--out", str(out), "--as-of", state.before_approval])
+    assert exit_.value.code == 0
+    report = verify_snapshot(out)
+    assert report.ok, report.problems
+    result = report
     trial = {
         (a, c): b
         for a, c, b in _query(
@@ -277,3 +283,15 @@ def test_a_failed_export_leaves_no_file(
     with pytest.raises(RuntimeError):
         snapshot.export_snapshot(engine, tmp_path / "half.duckdb")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_no_snapshot_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    junk = tmp_path / "junk.duckdb"
+    junk.write_text("not a database")
+    with pytest.raises(SystemExit) as exit_:
+        main(["verify-audit-snapshot", str(junk)])
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ")

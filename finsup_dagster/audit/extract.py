@@ -49,15 +49,11 @@ def copy_table(
     duck: duckdb.DuckDBPyConnection,
     spec: LedgerTable,
     target: str,
-    where: sa.ColumnElement[bool] | None = None,
 ) -> int:
     """Creates ``target`` in DuckDB and fills it with the spec's columns; returns the rows."""
     duck.execute(create_sql(target, spec))
     columns = spec.columns
-    stmt = sa.select(*columns)
-    if where is not None:
-        stmt = stmt.where(where)
-    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    sql = str(sa.select(*columns).compile(dialect=conn.dialect))
     types = [duckdb_type(c) for c in columns]
     schema = pa.schema([(c.name, _ARROW[t]) for c, t in zip(columns, types, strict=True)])
     booleans = [i for i, t in enumerate(types) if t == "BOOLEAN"]
