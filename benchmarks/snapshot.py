@@ -102,7 +102,7 @@ def run_backend(backend: str, url: str, csv_path: Path, runs: int, folder: Path)
         f"{time.perf_counter() - start:.1f} s"
     )
     with db.read(engine) as conn:
-        times = list(conn.execute(sa.select(transaction_log.c.occurred_at)).scalars())
+        times: list[str] = list(conn.execute(sa.select(transaction_log.c.occurred_at)).scalars())
     halfway = sorted(times)[len(times) // 2]
     extension = scanner(backend)
     how = f"DuckDB {extension} scanner (ATTACH)" if extension else "driver cursor → Arrow → DuckDB"
