@@ -19,7 +19,9 @@ and ``S`` the last transaction-log row at or before it:
 Where the log does not record a column's history it is rebuilt from what it
 implies, and docs/audit.md lists those columns: an earning's status follows
 its payout item as of then (committed: batched, paid: paid, none: accrued unless
-a hold logged before ``A`` still stands), an item's provider status is NULL when
+a hold logged before ``A`` still stands; an earning whose item was released after
+``A`` has lost the link, which no log row records, and shows accrued), an item's
+provider status is NULL when
 its status changed after ``A``, ``updated_at`` is the last log row about the row
 at or before ``A``.
 """
