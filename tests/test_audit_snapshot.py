@@ -126,9 +126,11 @@ def test_the_documented_sql_recomputes_the_manifest(exported: snapshot.SnapshotR
         exported.path, "SELECT row_count, sha256 FROM manifest WHERE table_name = 'postings'"
     )
     assert (count, digest) == (m_count, m_digest)
-    columns = canonical.table_columns(
-        duckdb.connect(str(exported.path), read_only=True), "postings"
-    )
+    conn = duckdb.connect(str(exported.path), read_only=True)
+    try:
+        columns = canonical.table_columns(conn, "postings")
+    finally:
+        conn.close()
     assert canonical.hash_sql("postings", columns, ["id"]).strip() == " ".join(sql.group(1).split())
 
 
