@@ -3,7 +3,15 @@
 import dagster as dg
 
 from finsup_dagster import logs
-from finsup_dagster.assets import balances, ledger_replica, payouts, raw, reconciliation, revenue
+from finsup_dagster.assets import (
+    audit,
+    balances,
+    ledger_replica,
+    payouts,
+    raw,
+    reconciliation,
+    revenue,
+)
 from finsup_dagster.jobs import (
     create_payout_batches_job,
     nightly_reconciliation_job,
@@ -12,7 +20,10 @@ from finsup_dagster.jobs import (
 from finsup_dagster.jobs_statuses import sync_payout_statuses
 from finsup_dagster.resources import resources_from_env
 from finsup_dagster.resources.alerts import alerts_resource_from_env
-from finsup_dagster.schedules import nightly_reconciliation_schedule
+from finsup_dagster.schedules import (
+    monthly_audit_snapshot_schedule,
+    nightly_reconciliation_schedule,
+)
 from finsup_dagster.sensors.alerts import money_job_failure_alert, stuck_payouts_sensor
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
 from finsup_dagster.sensors.payout_status import payout_status_sensor
@@ -25,7 +36,7 @@ logs.configure_from_env()  # FINSUP_LOG_FORMAT=json: JSON lines from every Dagst
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
-        [raw, revenue, ledger_replica, reconciliation, balances, payouts]
+        [raw, revenue, ledger_replica, reconciliation, balances, payouts, audit]
     ),
     asset_checks=dg.load_asset_checks_from_modules([balances]),
     jobs=[
@@ -33,8 +44,9 @@ defs = dg.Definitions(
         create_payout_batches_job,
         submit_payout_batch,
         sync_payout_statuses,
+        audit.audit_snapshot_job,
     ],
-    schedules=[nightly_reconciliation_schedule],
+    schedules=[nightly_reconciliation_schedule, monthly_audit_snapshot_schedule],
     sensors=[
         approved_batches_sensor,
         payout_status_sensor,

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from finsup_dagster import logs, settings
 from finsup_dagster.cli import (  # noqa: F401 - registers the commands
     alerts,
+    audit,
     books,
     payouts,
     reconcile,
