@@ -80,7 +80,8 @@ class StatusReport:
     item_id: int | None  # finsup's item id, when the provider echoes it back
     gateway_item_id: str | None  # the provider's item id
     source: str  # "webhook" | "poll" | "cancel"
-    event_row_id: int | None = None  # the gateway_events row it came from
+    event_row_id: int | None = None  # the gateway_events row it came from, once stored
+    event_id: str | None = None  # the provider's event id it came in (webhooks)
 
 
 def item_status_for(gateway: str, provider_status: str) -> str | None:
@@ -197,6 +198,7 @@ def _log_ignored(
             "provider_status": report.provider_status[:64],
             "source": report.source,
             "event_row_id": report.event_row_id,
+            "event_id": report.event_id,
             "why": why,
         },
     )
@@ -230,14 +232,14 @@ def store_event(
     signature_valid: bool,
     outcome: str | None = None,
     processed: bool = False,
+    known_new: bool = False,
 ) -> int | None:
-    """Keeps one received event; returns its row id, or None when it is already held."""
-    duplicate = conn.execute(
-        sa.select(gateway_events.c.id).where(
-            gateway_events.c.gateway == gateway, gateway_events.c.event_id == event_id
-        )
-    ).first()
-    if duplicate is not None:
+    """Keeps one received event; returns its row id, or None when it is already held.
+
+    ``known_new``: the caller asked :func:`is_stored` in this same transaction (the
+    writer lock held), so the question is not asked twice.
+    """
+    if not known_new and is_stored(conn, gateway, event_id):
         return None
     now = clock.now()
     row_id: int = conn.execute(
@@ -257,6 +259,16 @@ def store_event(
         .returning(gateway_events.c.id)
     ).scalar_one()
     return row_id
+
+
+def is_stored(conn: Connection, gateway: str, event_id: str) -> bool:
+    """Whether this provider's event is already held (a duplicate delivery)."""
+    row = conn.execute(
+        sa.select(gateway_events.c.id).where(
+            gateway_events.c.gateway == gateway, gateway_events.c.event_id == event_id[:128]
+        )
+    ).first()
+    return row is not None
 
 
 def mark_processed(conn: Connection, event_row_id: int, outcome: str) -> None:

@@ -40,22 +40,30 @@ def apply_stored(engine: Engine, gateway: str | None = None) -> Counter[str]:
     return counts
 
 
+def evaluate(
+    conn: Connection, gateway: str, parsed: ParsedEvent, row_id: int | None = None
+) -> tuple[str, bool]:
+    """Applies an event's reports in the caller's transaction: (outcome, whether its row is
+    closed). Not closed when an item was not known yet: a later pass tries again."""
+    if not parsed.reports:
+        return NO_REPORT_OUTCOME[parsed.kind], True
+    results = {
+        payout_status.apply_report(
+            conn, replace(r, event_row_id=row_id, event_id=parsed.event_id), f"webhook:{gateway}"
+        )
+        for r in parsed.reports
+    }
+    return "+".join(sorted(results)), not results & payout_status.RETRY_LATER
+
+
 def apply_event(conn: Connection, gateway: str, row_id: int, parsed: ParsedEvent) -> str:
     """Applies a stored event's reports (in the caller's transaction) and closes its row,
     unless an item was not known yet: then the row stays open for a later pass."""
-    if not parsed.reports:
-        outcome = NO_REPORT_OUTCOME[parsed.kind]
+    outcome, closed = evaluate(conn, gateway, parsed, row_id)
+    if closed:
         payout_status.mark_processed(conn, row_id, outcome)
-        return outcome
-    results = {
-        payout_status.apply_report(conn, replace(r, event_row_id=row_id), f"webhook:{gateway}")
-        for r in parsed.reports
-    }
-    outcome = "+".join(sorted(results))
-    if results & payout_status.RETRY_LATER:
-        payout_status.note_outcome(conn, row_id, outcome)  # why it waits, still open
     else:
-        payout_status.mark_processed(conn, row_id, outcome)
+        payout_status.note_outcome(conn, row_id, outcome)  # why it waits, still open
     return outcome
 
 

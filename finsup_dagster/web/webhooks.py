@@ -44,7 +44,7 @@ from finsup_dagster.gateways.webhook_signing import Verdict, verify_hmac
 from finsup_dagster.ledger import db, payout_status
 from finsup_dagster.web.config import WebhookSettings
 from finsup_dagster.web.metrics import WebhookMetrics
-from finsup_dagster.web.pending import apply_event
+from finsup_dagster.web.pending import evaluate
 from finsup_dagster.web.writer import GroupWriter
 
 log = logging.getLogger("finsup.web.webhooks")
@@ -263,10 +263,16 @@ class WebhookReceiver:
         body: str,
         headers: Mapping[str, str],
     ) -> str:
-        row_id = self._store(conn, gateway, parsed, body, headers)
-        if row_id is None:
+        if payout_status.is_stored(conn, gateway, parsed.event_id):
             return "duplicate"
-        return apply_event(conn, gateway, row_id, parsed)
+        # Applied first, then stored with what it came to, in the same transaction: one
+        # write of the event row instead of an insert and an update (the writer lock is
+        # held, so nobody can store the same event in between).
+        outcome, closed = evaluate(conn, gateway, parsed)
+        self._store(
+            conn, gateway, parsed, body, headers, outcome=outcome, processed=closed, known_new=True
+        )
+        return outcome
 
     @staticmethod
     def _store(
@@ -276,6 +282,8 @@ class WebhookReceiver:
         body: str,
         headers: Mapping[str, str],
         outcome: str | None = None,
+        processed: bool = False,
+        known_new: bool = False,
     ) -> int | None:
         result: int | None = payout_status.store_event(
             conn,
@@ -287,6 +295,8 @@ class WebhookReceiver:
             headers=headers,
             signature_valid=True,
             outcome=outcome,
+            processed=processed,
+            known_new=known_new,
         )
         return result
 
