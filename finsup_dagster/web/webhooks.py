@@ -9,11 +9,12 @@ The order of a request, and why:
    or wrong -> 401; genuine but older than ``max_age_seconds`` -> 401 replay.
 3. The JSON and the event's shape -> 400 if broken.
 4. One ``db.write`` transaction (shared with the events that arrived at the
-   same time: ``writer.GroupWriter``): the raw event stored (a provider event id
-   already stored -> 200 ``duplicate``, nothing applied), its status
-   reports applied through ``payout_status.apply_report`` and the event
-   marked processed. An event for an item the books do not know yet (its
-   submission not committed) stays unprocessed for a later pass.
+   same time: ``writer.GroupWriter``): a provider event id already stored ->
+   200 ``duplicate``, nothing applied; otherwise its status reports applied
+   through ``payout_status.apply_report`` and the raw event stored with what
+   that came to, processed (one insert, no update: both commit together or
+   not at all). An event for an item the books do not know yet (its
+   submission not committed) is stored unprocessed for a later pass.
 5. Only after that commit: the 2xx. If applying raises, the transaction rolls
    back and the event is stored alone (unprocessed) in a second one before
    answering; if even that fails the answer is 500 and the provider retries.
