@@ -51,7 +51,7 @@ lint: install
 # Two workers: the suite is mostly waiting on databases and subprocesses.
 test: lint
 	DAGSTER_HOME=$$(mktemp -d) $(BIN)/dagster definitions validate -w workspace.yaml
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --durations=15
 
 fmt: install
 	$(BIN)/ruff check --fix .
