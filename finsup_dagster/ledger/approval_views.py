@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,11 +44,11 @@ def _approval_counts(conn: Connection, batch_ids: list[str]) -> dict[str, int]:
     if not batch_ids:
         return {}
     a = approvals.c
-    rows = conn.execute(
+    rows: Iterable[tuple[str, int]] = conn.execute(
         sa.select(a.batch_id, sa.func.count())
         .where(a.batch_id.in_(batch_ids), a.decision == "approve")
         .group_by(a.batch_id)
-    ).all()
+    )
     return {batch_id: int(n) for batch_id, n in rows}
 
 
@@ -228,11 +229,12 @@ def other_batches(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
     statuses: dict[str, Counter[str]] = defaultdict(Counter)
     if rows:
         i = payout_items.c
-        for batch_id, status, n in conn.execute(
+        counted: Iterable[tuple[str, str, int]] = conn.execute(
             sa.select(i.batch_id, i.status, sa.func.count())
             .where(i.batch_id.in_([r.id for r in rows]))
             .group_by(i.batch_id, i.status)
-        ):
+        )
+        for batch_id, status, n in counted:
             statuses[batch_id][status] = int(n)
     return [
         {
@@ -274,12 +276,17 @@ def entity_types(conn: Connection) -> list[str]:
     t = transaction_log.c
     return list(
         conn.execute(
-            sa.select(t.entity_type).where(t.action != "rows_sealed").distinct().order_by(t.entity_type)
+            sa.select(t.entity_type)
+            .where(t.action != "rows_sealed")
+            .distinct()
+            .order_by(t.entity_type)
         ).scalars()
     )
 
 
-def stuck_list(conn: Connection, older_than: timedelta, now: datetime) -> list[dict[str, Any]] | None:
+def stuck_list(
+    conn: Connection, older_than: timedelta, now: datetime
+) -> list[dict[str, Any]] | None:
     """Stuck payouts from ``ledger.stuck`` (``finsup report-stuck-payouts``'s list), or None
     in a build that does not have that module yet: the page then says so instead of guessing."""
     try:

@@ -78,9 +78,7 @@ def freeze(engine: Engine, approver: str, reason: str) -> None:
         controls.set_payouts_frozen(conn, True, approver, reason)
 
 
-def unfreeze(
-    engine: Engine, cfg: ApprovalsSettings, approver: str, code: str, reason: str
-) -> None:
+def unfreeze(engine: Engine, cfg: ApprovalsSettings, approver: str, code: str, reason: str) -> None:
     _authorised(
         engine,
         cfg,

@@ -11,6 +11,7 @@ from starlette.responses import PlainTextResponse, Response
 from finsup_dagster.web.approvals.config import ApprovalsSettings
 from finsup_dagster.web.approvals.routes import Pages
 from finsup_dagster.web.approvals.security import SecurityHeaders
+
 # Forms are a few short fields; nothing larger is ever read.
 MAX_BODY_BYTES = 64 * 1024
 

@@ -85,9 +85,7 @@ class Pages:
             Route("/sign-out", self.signed_in(self.sign_out), methods=["POST"], name="sign_out"),
             Route("/", self.signed_in(self.pending), methods=["GET"], name="pending"),
             Route("/batches", self.signed_in(self.batches), methods=["GET"], name="batches"),
-            Route(
-                "/batches/{batch_id}", self.signed_in(self.batch), methods=["GET"], name="batch"
-            ),
+            Route("/batches/{batch_id}", self.signed_in(self.batch), methods=["GET"], name="batch"),
             Route(
                 "/batches/{batch_id}/approve",
                 self.signed_in(self.approve),
@@ -102,9 +100,7 @@ class Pages:
             ),
             Route("/stuck", self.signed_in(self.stuck), methods=["GET"], name="stuck"),
             Route("/controls", self.signed_in(self.controls), methods=["GET"], name="controls"),
-            Route(
-                "/controls/freeze", self.signed_in(self.freeze), methods=["POST"], name="freeze"
-            ),
+            Route("/controls/freeze", self.signed_in(self.freeze), methods=["POST"], name="freeze"),
             Route(
                 "/controls/unfreeze",
                 self.signed_in(self.unfreeze),
@@ -135,7 +131,8 @@ class Pages:
             if session is None:
                 target = self.render.path(request, "sign_in") + ("?expired=1" if presented else "")
                 response: Response = RedirectResponse(target, status_code=303)
-                self.sessions.clear(response, request, None)
+                if presented:  # an anonymous session keeps its sign-in form's token
+                    self.sessions.clear(response, request, None)
                 return response
             if request.method == "POST":
                 refused = await self._check_form(request, session)
