@@ -14,10 +14,13 @@ from sqlalchemy.engine import Engine
 
 from finsup_dagster.ledger import db, reports
 from finsup_dagster.ledger.batching import BatchPolicy, build_batches
+from finsup_dagster.ledger.errors import LedgerError
 from finsup_dagster.ledger.schema import approvers
+from finsup_dagster.web.approvals import ApprovalsSettings
 from finsup_dagster.web.approvals.security import CSRF_REFUSED
 from finsup_dagster.web.approvals.sessions import COOKIE
 from tests.helpers.payouts import (
+    BOX_KEY,
     Approver,
     approver,
     batch_row,
@@ -292,3 +295,18 @@ def test_amounts_use_each_currency_exponent_and_the_log_filters(engine: Engine) 
     assert "revenue_events_ingested" in files and "approver_added" not in files
     assert "approver_added" in approvers_only and "revenue_events_ingested" not in approvers_only
     assert "No transaction-log rows." in one
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FINSUP_DEMO", raising=False)
+    monkeypatch.delenv("FINSUP_SECRET_KEY", raising=False)
+    with pytest.raises(LedgerError, match="FINSUP_SECRET_KEY is not set"):
+        ApprovalsSettings.from_env()
+    monkeypatch.setenv("FINSUP_SECRET_KEY", BOX_KEY)
+    monkeypatch.setenv("FINSUP_WEB_IDLE_MINUTES", "5")
+    monkeypatch.delenv("FINSUP_WEB_SESSION_HOURS", raising=False)
+    cfg = ApprovalsSettings.from_env()
+    assert (cfg.idle_minutes, cfg.session_hours, cfg.stuck_after_hours) == (5, 8, 48)
+    monkeypatch.setenv("FINSUP_WEB_SESSION_HOURS", "all day")
+    with pytest.raises(LedgerError, match="FINSUP_WEB_SESSION_HOURS must be a whole number"):
+        ApprovalsSettings.from_env()

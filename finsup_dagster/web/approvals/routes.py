@@ -220,7 +220,7 @@ class Pages:
 
     async def sign_out(self, request: Request, session: Session) -> Response:
         response = RedirectResponse(self.render.path(request, "sign_in"), status_code=303)
-        self.sessions.clear(response, request, session)
+        self.sessions.clear(response, request, session, self.cfg.clock())
         return response
 
     # --- pages ----------------------------------------------------------------------

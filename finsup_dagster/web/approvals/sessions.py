@@ -60,7 +60,8 @@ class Revoked:
         self._until: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def add(self, sid: str, until: float) -> None:
+    def add(self, sid: str, until: float, now: float) -> None:
+        self.prune(now)  # so the set holds only sessions that would still be live
         with self._lock:
             self._until[sid] = until
 
@@ -115,9 +116,11 @@ class Sessions:
             secure=secure_cookies(request),
         )
 
-    def clear(self, response: Response, request: Request, session: Session | None) -> None:
+    def clear(
+        self, response: Response, request: Request, session: Session | None, now: float = 0.0
+    ) -> None:
         if session is not None:
-            self.revoked.add(session.sid, session.signed_in_at + self.absolute_seconds)
+            self.revoked.add(session.sid, session.signed_in_at + self.absolute_seconds, now)
         response.delete_cookie(
             COOKIE, path="/", httponly=True, samesite="strict", secure=secure_cookies(request)
         )
