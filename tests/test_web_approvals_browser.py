@@ -229,6 +229,22 @@ def _chargeback(engine: Engine, batch_id: str) -> None:
     revenue.ingest(engine, [(1, event)])
 
 
+def _refunded(engine: Engine, batch_id: str) -> None:
+    """A refund naming the sale that funds the batch (same source and external id)."""
+    event = revenue.parse_event(
+        {
+            "source": "paypal",
+            "external_id": "S1",
+            "amount": "10.00",
+            "currency": "USD",
+            "occurred_at": "2026-11-21T10:00:00Z",
+            "kind": "refund",
+            "status": "confirmed",
+        }
+    )
+    revenue.ingest(engine, [(1, event)])
+
+
 REFUSALS: dict[str, tuple[str, Change | None, str]] = {
     "over limit": ("small", None, r"batch \S+ of 60\.00 USD is over small's limit of 50\.00 USD"),
     "maker is checker": ("maker", None, r"maker created batch \S+ and cannot approve it"),
@@ -243,6 +259,7 @@ REFUSALS: dict[str, tuple[str, Change | None, str]] = {
         _blocked,
         r"batch \S+ pays ann, who may not be paid now: blocked",
     ),
+    "funding reversed": ("carol", _refunded, r"batch \S+ pays earning E1 whose .*"),
     "balance no longer covers": (
         "carol",
         _chargeback,

@@ -11,12 +11,16 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
 
 from finsup_dagster.ledger import db, reports
 from finsup_dagster.ledger.batching import BatchPolicy, build_batches
 from finsup_dagster.ledger.errors import LedgerError
 from finsup_dagster.ledger.schema import approvers
-from finsup_dagster.web.approvals import ApprovalsSettings
+from finsup_dagster.web.approvals import ApprovalsSettings, approvals_app
 from finsup_dagster.web.approvals.security import CSRF_REFUSED
 from finsup_dagster.web.approvals.sessions import COOKIE
 from tests.helpers.payouts import (
@@ -29,7 +33,8 @@ from tests.helpers.payouts import (
     pending_batch,
     sale,
 )
-from tests.helpers.web import Clock, csrf_of, post_form, serve, sign_in
+from tests.helpers.web import Clock, csrf_of, post_form, serve, serve_app, sign_in
+from tests.helpers.web import settings as web_settings
 
 POLICY = BatchPolicy(
     min_item={"*": "1.00"},
@@ -310,3 +315,32 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("FINSUP_WEB_SESSION_HOURS", "all day")
     with pytest.raises(LedgerError, match="FINSUP_WEB_SESSION_HOURS must be a whole number"):
         ApprovalsSettings.from_env()
+
+
+def test_mounted_inside_another_app_its_paths_follow_the_mount(engine: Engine) -> None:
+    """As ``finsup serve`` will: other routes beside it, the page mounted at / or a prefix."""
+    carol, clock = approver(engine, "carol"), Clock()
+
+    async def healthz(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    for prefix in ("/", "/approvals"):
+        outer = Starlette(
+            routes=[
+                Route("/healthz", healthz),
+                Mount(prefix, app=approvals_app(engine, web_settings(clock))),
+            ]
+        )
+        base = prefix.rstrip("/")
+        with serve_app(outer) as url, httpx.Client(base_url=url) as client:
+            assert client.get("/healthz").text == "ok"
+            assert client.get(f"{base}/").headers["location"] == f"{base}/sign-in"
+            page = client.get(f"{base}/sign-in")
+            assert f'action="{base}/sign-in"' in page.text
+            assert f'href="{base}/static/approvals.css"' in page.text
+            signed = client.post(
+                f"{base}/sign-in",
+                data={"csrf": csrf_of(page.text), "approver": "carol", "code": clock.at(carol)},
+            )
+            assert signed.headers["location"] == f"{base}/"
+            assert f'href="{base}/batches"' in client.get(f"{base}/").text

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 import uvicorn
 from sqlalchemy.engine import Engine
+from starlette.types import ASGIApp
 
 from finsup_dagster.ledger.approvals import ApprovalPolicy
 from finsup_dagster.web.approvals import ApprovalsSettings, approvals_app
@@ -49,7 +50,13 @@ def settings(clock: Clock, **overrides: object) -> ApprovalsSettings:
 @contextmanager
 def serve(engine: Engine, clock: Clock, **overrides: object) -> Iterator[str]:
     """The approvals sub-app over ``engine``, served by uvicorn on a free port; yields its URL."""
-    app = approvals_app(engine, settings(clock, **overrides))
+    with serve_app(approvals_app(engine, settings(clock, **overrides))) as url:
+        yield url
+
+
+@contextmanager
+def serve_app(app: ASGIApp) -> Iterator[str]:
+    """Any ASGI app served by uvicorn in a daemon thread on a free port; yields its URL."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
