@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -35,7 +36,9 @@ MAX_QUERY = 128
 EXPIRED = "your session has expired: sign in again"
 UNFREEZE_DEFAULT_REASON = "cleared by an approver"  # finsup unfreeze-payouts' default
 
-Handler = Callable[[Request, Session], Awaitable[Response]]
+# Handlers are plain functions run in a worker thread: the ledger calls block (a write
+# waits for the books' write lock), and the event loop serves other requests meanwhile.
+Handler = Callable[[Request, Session, FormData], Response]
 
 
 class BadForm(Exception):
@@ -127,28 +130,32 @@ class Pages:
 
     def signed_in(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def guarded(request: Request) -> Response:
-            session, presented = self._live(request)
-            if session is None:
-                target = self.render.path(request, "sign_in") + ("?expired=1" if presented else "")
-                response: Response = RedirectResponse(target, status_code=303)
-                if presented:  # an anonymous session keeps its sign-in form's token
-                    self.sessions.clear(response, request, None)
-                return response
-            if request.method == "POST":
-                refused = await self._check_form(request, session)
-                if refused is not None:
-                    return refused
-            response = await handler(request, session)
-            if not response.headers.get("set-cookie"):
-                self.sessions.write(response, request, session)
-            return response
+            # Read here, on the loop (bounded by the app's body limit); decided in a thread.
+            form = await request.form() if request.method == "POST" else FormData()
+            return await run_in_threadpool(self._guarded, request, handler, form)
 
         return guarded
 
-    async def _check_form(self, request: Request, session: Session) -> Response | None:
+    def _guarded(self, request: Request, handler: Handler, form: FormData) -> Response:
+        session, presented = self._live(request)
+        if session is None:
+            target = self.render.path(request, "sign_in") + ("?expired=1" if presented else "")
+            response: Response = RedirectResponse(target, status_code=303)
+            if presented:  # an anonymous session keeps its sign-in form's token
+                self.sessions.clear(response, request, None)
+            return response
+        if request.method == "POST":
+            refused = self._check_form(request, session, form)
+            if refused is not None:
+                return refused
+        response = handler(request, session, form)
+        if not response.headers.get("set-cookie"):
+            self.sessions.write(response, request, session)
+        return response
+
+    def _check_form(self, request: Request, session: Session, form: FormData) -> Response | None:
         if not same_origin(request):
             return self._error(request, session, 403, CSRF_REFUSED)
-        form = await request.form()
         if not csrf_ok(session.csrf, form.get("csrf")):
             return self._error(request, session, 403, CSRF_REFUSED)
         return None
@@ -176,7 +183,7 @@ class Pages:
 
     # --- sign-in --------------------------------------------------------------------
 
-    async def sign_in_form(self, request: Request) -> Response:
+    def sign_in_form(self, request: Request) -> Response:
         live, _ = self._live(request)
         if live is not None:
             return RedirectResponse(self.render.path(request, "pending"), status_code=303)
@@ -198,11 +205,14 @@ class Pages:
         return response
 
     async def sign_in(self, request: Request) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(self._sign_in, request, form)
+
+    def _sign_in(self, request: Request, form: FormData) -> Response:
         session, _ = self.sessions.read(request)
         if session is None:
             # No token was ever handed out to this browser: nothing to compare against.
             return self._sign_in_page(request, Session.anonymous(), CSRF_REFUSED, 403)
-        form = await request.form()
         if not same_origin(request) or not csrf_ok(session.csrf, form.get("csrf")):
             return self._sign_in_page(request, session, CSRF_REFUSED, 403)
         try:
@@ -218,7 +228,7 @@ class Pages:
         self.sessions.write(response, request, session.signed_in(name, now))
         return response
 
-    async def sign_out(self, request: Request, session: Session) -> Response:
+    def sign_out(self, request: Request, session: Session, form: FormData) -> Response:
         response = RedirectResponse(self.render.path(request, "sign_in"), status_code=303)
         self.sessions.clear(response, request, session, self.cfg.clock())
         return response
@@ -244,13 +254,13 @@ class Pages:
         self.sessions.write(response, request, session)
         return response
 
-    async def pending(self, request: Request, session: Session) -> Response:
+    def pending(self, request: Request, session: Session, form: FormData) -> Response:
         with db.read(self.engine) as conn:
             batches = approval_views.pending_batches(conn)
             freeze = controls.freeze_state(conn)
         return self._page(request, session, "pending.html", {"batches": batches, "freeze": freeze})
 
-    async def batches(self, request: Request, session: Session) -> Response:
+    def batches(self, request: Request, session: Session, form: FormData) -> Response:
         with db.read(self.engine) as conn:
             rows = approval_views.other_batches(conn)
         return self._page(request, session, "batches.html", {"batches": rows})
@@ -279,10 +289,10 @@ class Pages:
             error=error,
         )
 
-    async def batch(self, request: Request, session: Session) -> Response:
+    def batch(self, request: Request, session: Session, form: FormData) -> Response:
         return self._batch_page(request, session, request.path_params["batch_id"])
 
-    async def stuck(self, request: Request, session: Session) -> Response:
+    def stuck(self, request: Request, session: Session, form: FormData) -> Response:
         hours = self.cfg.stuck_after_hours
         moment = datetime.fromtimestamp(self.cfg.clock(), UTC)
         with db.read(self.engine) as conn:
@@ -304,10 +314,10 @@ class Pages:
             error=error,
         )
 
-    async def controls(self, request: Request, session: Session) -> Response:
+    def controls(self, request: Request, session: Session, form: FormData) -> Response:
         return self._controls_page(request, session)
 
-    async def log(self, request: Request, session: Session) -> Response:
+    def log(self, request: Request, session: Session, form: FormData) -> Response:
         entity_type = request.query_params.get("entity_type", "").strip()[:MAX_QUERY]
         entity_id = request.query_params.get("entity_id", "").strip()[:MAX_QUERY]
         with db.read(self.engine) as conn:
@@ -322,9 +332,8 @@ class Pages:
 
     # --- actions --------------------------------------------------------------------
 
-    async def approve(self, request: Request, session: Session) -> Response:
+    def approve(self, request: Request, session: Session, form: FormData) -> Response:
         batch_id = request.path_params["batch_id"]
-        form = await request.form()
         approver = _signed_in_name(session)
         try:
             code = _field(form, "code")
@@ -342,9 +351,8 @@ class Pages:
         target = self.render.path(request, "batch", batch_id=batch_id)
         return self._done(request, session, target, notice)
 
-    async def deny(self, request: Request, session: Session) -> Response:
+    def deny(self, request: Request, session: Session, form: FormData) -> Response:
         batch_id = request.path_params["batch_id"]
-        form = await request.form()
         approver = _signed_in_name(session)
         try:
             code, reason = _field(form, "code"), _field(form, "reason")
@@ -356,8 +364,7 @@ class Pages:
         target = self.render.path(request, "batch", batch_id=batch_id)
         return self._done(request, session, target, f"batch {batch_id} denied")
 
-    async def freeze(self, request: Request, session: Session) -> Response:
-        form = await request.form()
+    def freeze(self, request: Request, session: Session, form: FormData) -> Response:
         try:
             reason = _field(form, "reason")
             actions.freeze(self.engine, _signed_in_name(session), reason)
@@ -368,8 +375,7 @@ class Pages:
         notice = f"payouts frozen by {session.approver}: {reason}"
         return self._done(request, session, self.render.path(request, "controls"), notice)
 
-    async def unfreeze(self, request: Request, session: Session) -> Response:
-        form = await request.form()
+    def unfreeze(self, request: Request, session: Session, form: FormData) -> Response:
         try:
             code = _field(form, "code")
             reason = _field(form, "reason", required=False).strip() or UNFREEZE_DEFAULT_REASON
