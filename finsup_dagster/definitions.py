@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from finsup_dagster import logs
 from finsup_dagster.assets import balances, ledger_replica, payouts, raw, reconciliation, revenue
 from finsup_dagster.jobs import (
     create_payout_batches_job,
@@ -9,13 +10,16 @@ from finsup_dagster.jobs import (
     submit_payout_batch,
 )
 from finsup_dagster.resources import resources_from_env
+from finsup_dagster.resources.alerts import alerts_resource_from_env
 from finsup_dagster.schedules import nightly_reconciliation_schedule
+from finsup_dagster.sensors.alerts import money_job_failure_alert, stuck_payouts_sensor
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
 from finsup_dagster.settings import load_secrets_file
 
 # Before the resources read their EnvVars: the webserver, daemon and run workers of a
 # deployment get the gateways' credentials from FINSUP_SECRETS_FILE when it is set.
 load_secrets_file()
+logs.configure_from_env()  # FINSUP_LOG_FORMAT=json: JSON lines from every Dagster process
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
@@ -24,6 +28,6 @@ defs = dg.Definitions(
     asset_checks=dg.load_asset_checks_from_modules([balances]),
     jobs=[nightly_reconciliation_job, create_payout_batches_job, submit_payout_batch],
     schedules=[nightly_reconciliation_schedule],
-    sensors=[approved_batches_sensor],
-    resources=resources_from_env(),
+    sensors=[approved_batches_sensor, stuck_payouts_sensor, money_job_failure_alert],
+    resources={**resources_from_env(), "alerts": alerts_resource_from_env()},
 )

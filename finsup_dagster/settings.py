@@ -35,12 +35,26 @@ RECONCILIATION_DEFAULTS = {
     "FINSUP_TIMEZONE": "UTC",
     "FINSUP_UNMATCHED_RATE_THRESHOLD": "0.05",
 }
+# Alerts defaults: documented in docs/alerts.md. Empty channel settings turn a channel off.
+ALERT_DEFAULTS = {
+    "FINSUP_ALERT_SLACK_WEBHOOK_URL": "",
+    "FINSUP_ALERT_PAGERDUTY_ROUTING_KEY": "",
+    "FINSUP_ALERT_PAGERDUTY_URL": "https://events.pagerduty.com/v2/enqueue",
+    "FINSUP_ALERT_WEBHOOK_URL": "",
+    "FINSUP_STUCK_AFTER_HOURS": "48",
+    "FINSUP_ALERT_REMIND_HOURS": "24",
+}
+STUCK_SENSOR_INTERVAL_DEFAULT = 300
 # The bundled sandbox's credentials (finsup sandbox serve); never PayPal's.
 SANDBOX_CLIENT_ID = "sandbox-client"
 SANDBOX_CLIENT_SECRET = "sandbox-secret"
 # Where `finsup sandbox serve` listens by default, and its one Payoneer program.
 SANDBOX_URL = "http://127.0.0.1:8765"
 SANDBOX_PAYONEER_PROGRAM_ID = "100000001"
+# The sandbox's webhook signing secrets and PayPal webhook id (docs/webhooks.md); never PayPal's.
+SANDBOX_WEBHOOK_SECRET_PAYPAL = "sandbox-webhook-secret-paypal"
+SANDBOX_WEBHOOK_SECRET_PAYONEER = "sandbox-webhook-secret-payoneer"
+SANDBOX_PAYPAL_WEBHOOK_ID = "WHSANDBOX0000000000000001"
 
 
 def deployment() -> str:
@@ -78,10 +92,18 @@ def local_defaults(home: Path) -> dict[str, str]:
         "FINSUP_BANK_DEBTOR_NAME": "finsup demo",
         "FINSUP_BANK_DEBTOR_IBAN": "GB82WEST12345698765432",
         "FINSUP_BANK_DEBTOR_BIC": "WESTGB2L",
+        # Webhooks (finsup serve): the sandbox's signatures, refused when older than 5 minutes.
+        "FINSUP_WEBHOOK_SECRET_PAYPAL": SANDBOX_WEBHOOK_SECRET_PAYPAL,
+        "FINSUP_WEBHOOK_SECRET_PAYONEER": SANDBOX_WEBHOOK_SECRET_PAYONEER,
+        "FINSUP_WEBHOOK_MAX_AGE_SECONDS": "300",
+        "FINSUP_WEBHOOK_MAX_BYTES": str(256 * 1024),
+        "FINSUP_PAYPAL_WEBHOOK_VERIFY": "hmac",
+        "FINSUP_PAYPAL_WEBHOOK_ID": SANDBOX_PAYPAL_WEBHOOK_ID,
         # Empty: checkpoints are signed with a key file under FINSUP_HOME/audit/.
         "FINSUP_AUDIT_KEY": "",
         **POLICY_DEFAULTS,
         **RECONCILIATION_DEFAULTS,
+        **ALERT_DEFAULTS,
     }
 
 
@@ -160,6 +182,34 @@ def batch_policy() -> BatchPolicy:
         max_batch_total=_amounts("FINSUP_MAX_BATCH_TOTAL"),
         dual_approval_over=_amounts("FINSUP_DUAL_APPROVAL_OVER"),
     )
+
+
+def stuck_sensor_interval_seconds() -> int:
+    """FINSUP_STUCK_SENSOR_INTERVAL_SECONDS (default 300): read when the definitions load,
+    as Dagster fixes a sensor's interval then; a bad value falls back to the default
+    rather than stopping the code location from loading."""
+    raw = os.environ.get("FINSUP_STUCK_SENSOR_INTERVAL_SECONDS", "")
+    try:
+        return max(int(raw), 30) if raw.strip() else STUCK_SENSOR_INTERVAL_DEFAULT
+    except ValueError:
+        return STUCK_SENSOR_INTERVAL_DEFAULT
+
+
+def parse_hours(raw: str, variable: str) -> float:
+    """A number of hours, zero or more, or one line naming the setting."""
+    try:
+        hours = float(raw)
+    except ValueError:
+        raise LedgerError(f"{variable} must be a number of hours, got {raw!r:.20}") from None
+    if not hours >= 0:  # also refuses NaN
+        raise LedgerError(f"{variable} must be zero or more hours, got {raw!r:.20}")
+    return hours
+
+
+def stuck_after_hours() -> float:
+    """FINSUP_STUCK_AFTER_HOURS (default 48), the CLI's threshold."""
+    name = "FINSUP_STUCK_AFTER_HOURS"
+    return parse_hours(os.environ.get(name) or ALERT_DEFAULTS[name], name)
 
 
 def approval_policy() -> ApprovalPolicy:

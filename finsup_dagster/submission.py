@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
+from finsup_dagster import logs
 from finsup_dagster.gateways.payouts import (
     GatewayBatch,
     GatewayError,
@@ -95,6 +96,7 @@ def request_for(
     )
 
 
+@logs.correlated("batch_id", "payout_submission")
 def submit(
     engine: Engine,
     gateway_for: Callable[[str], PayoutGateway],

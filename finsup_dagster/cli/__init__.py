@@ -11,8 +11,8 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from finsup_dagster import settings
-from finsup_dagster.cli import books, payouts, reconcile, sandbox  # noqa: F401 - registers the commands
+from finsup_dagster import logs, settings
+from finsup_dagster.cli import alerts, books, payouts, reconcile, sandbox, serve  # noqa: F401 - registers the commands
 from finsup_dagster.cli.common import app
 from finsup_dagster.ledger import db
 from finsup_dagster.ledger.errors import LedgerError
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings.load_secrets_file()
         settings.apply_local_defaults()
+        logs.configure_from_env()
         code = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code

@@ -18,7 +18,13 @@ from typing import Annotated, Any
 import typer
 
 from finsup_dagster.cli.common import app, fail, out
-from finsup_dagster.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_URL
+from finsup_dagster.settings import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    SANDBOX_URL,
+    SANDBOX_WEBHOOK_SECRET_PAYONEER,
+    SANDBOX_WEBHOOK_SECRET_PAYPAL,
+)
 
 DEFAULT_CLIENT_ID = SANDBOX_CLIENT_ID
 DEFAULT_CLIENT_SECRET = SANDBOX_CLIENT_SECRET
@@ -53,12 +59,27 @@ def serve(
             help="Seconds before a payout item leaves PENDING for its outcome (0: at once).",
         ),
     ] = 2.0,
+    webhook_url_paypal: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-url-paypal",
+            help="POST PayPal webhooks here [default: $FINSUP_SANDBOX_WEBHOOK_URL_PAYPAL; none].",
+        ),
+    ] = None,
+    webhook_url_payoneer: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-url-payoneer",
+            help="POST Payoneer webhooks here [default: $FINSUP_SANDBOX_WEBHOOK_URL_PAYONEER].",
+        ),
+    ] = None,
 ) -> None:
     """Serve the PayPal and Payoneer stand-in until Ctrl-C.
 
     Credentials: FINSUP_PAYPAL_CLIENT_ID / FINSUP_PAYPAL_CLIENT_SECRET and
     FINSUP_PAYONEER_CLIENT_ID / FINSUP_PAYONEER_CLIENT_SECRET (defaults
-    sandbox-client / sandbox-secret).
+    sandbox-client / sandbox-secret). Webhooks are signed with
+    FINSUP_WEBHOOK_SECRET_PAYPAL / FINSUP_WEBHOOK_SECRET_PAYONEER (docs/webhooks.md).
     """
     from finsup_dagster.gateways import sandbox as gateway_sandbox  # uvicorn is slow to import
 
@@ -69,10 +90,21 @@ def serve(
     client_secret = os.environ.get("FINSUP_PAYPAL_CLIENT_SECRET") or DEFAULT_CLIENT_SECRET
     payoneer_id = os.environ.get("FINSUP_PAYONEER_CLIENT_ID") or DEFAULT_CLIENT_ID
     payoneer_secret = os.environ.get("FINSUP_PAYONEER_CLIENT_SECRET") or DEFAULT_CLIENT_SECRET
+    urls = {
+        "paypal": webhook_url_paypal or os.environ.get("FINSUP_SANDBOX_WEBHOOK_URL_PAYPAL", ""),
+        "payoneer": webhook_url_payoneer
+        or os.environ.get("FINSUP_SANDBOX_WEBHOOK_URL_PAYONEER", ""),
+    }
+    secrets = {
+        "paypal": os.environ.get("FINSUP_WEBHOOK_SECRET_PAYPAL") or SANDBOX_WEBHOOK_SECRET_PAYPAL,
+        "payoneer": os.environ.get("FINSUP_WEBHOOK_SECRET_PAYONEER")
+        or SANDBOX_WEBHOOK_SECRET_PAYONEER,
+    }
+    hooks = ", ".join(f"{k} -> {v}" for k, v in urls.items() if v) or "none"
     out.print(
         f"gateway sandbox on http://{host}:{port} (PayPal client id {client_id}; Payoneer "
         f"client id {payoneer_id}, program {gateway_sandbox.SANDBOX_PAYONEER_PROGRAM_ID}; "
-        f"outcome delay {outcome_delay:g}s; "
+        f"outcome delay {outcome_delay:g}s; webhooks {hooks}; "
         f"data {directory / gateway_sandbox.PAYPAL_TRANSACTIONS_FILE})"
     )
     gateway_sandbox.run(
@@ -84,6 +116,8 @@ def serve(
         outcome_delay=outcome_delay,
         payoneer_client_id=payoneer_id,
         payoneer_client_secret=payoneer_secret,
+        webhook_urls=urls,
+        webhook_secrets=secrets,
     )
 
 

@@ -8,6 +8,7 @@ never commit the same money twice.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from finsup_dagster.ledger.money import exponent, format_minor
 from finsup_dagster.ledger.schema import earnings, payout_batches, payout_items
 
 PAYOUT_METHODS = ("paypal", "payoneer", "bank")
+_trail = logging.getLogger("finsup.trail")  # see state_machine: the batch id follows a payout
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,11 @@ def create_batch(
             "required_approvals": required_approvals,
             "netted_minor": netted,
         },
+    )
+    _trail.info(
+        "batch %s created",
+        batch_id,
+        extra={"batch_id": batch_id, "to_status": "pending_approval", "items": len(items)},
     )
     return batch_id
 

@@ -22,6 +22,7 @@ is clawed back.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,10 @@ from finsup_dagster.ledger import audit_log, clock, holds
 from finsup_dagster.ledger.errors import IllegalTransition, NotFound
 from finsup_dagster.ledger.journal import Account, Posting, debit_credit, post_entry
 from finsup_dagster.ledger.schema import earnings, payout_batches, payout_items
+
+# The payout trail (finsup_dagster/logs.py formats it as JSON): every status change of a
+# batch or item carries its batch id, so one id follows a payout to its last status.
+_trail = logging.getLogger("finsup.trail")
 
 BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
     "pending_approval": frozenset({"approved", "denied", "cancelled"}),
@@ -151,6 +156,13 @@ def move_batch(
         currency=batch.currency,
         detail={"from": batch.status, "to": target, "reason": reason, **(detail or {})},
     )
+    _trail.info(
+        "batch %s: %s -> %s",
+        batch_id,
+        batch.status,
+        target,
+        extra={"batch_id": batch_id, "from_status": batch.status, "to_status": target},
+    )
     cascade = _BATCH_ITEM_CASCADE.get(target)
     if cascade:
         open_items: Sequence[int] = (
@@ -232,6 +244,18 @@ def move_item(
                 )
             # Released money returns the earnings to accrued (or on hold) for a later batch.
             holds.return_to_pool(conn, item_id, actor)
+    _trail.info(
+        "item %s: %s -> %s",
+        item_id,
+        item.status,
+        target,
+        extra={
+            "batch_id": item.batch_id,
+            "item_id": item_id,
+            "from_status": item.status,
+            "to_status": target,
+        },
+    )
     audit_log.log(
         conn,
         f"item_{target}",

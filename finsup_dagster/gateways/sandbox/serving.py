@@ -77,6 +77,8 @@ def run(
     outcome_delay: float = DEFAULT_OUTCOME_DELAY,
     payoneer_client_id: str | None = None,
     payoneer_client_secret: str | None = None,
+    webhook_urls: dict[str, str] | None = None,
+    webhook_secrets: dict[str, str] | None = None,
 ) -> None:
     """Serves the sandbox in the foreground until interrupted."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -87,5 +89,7 @@ def run(
         outcome_delay=outcome_delay,
         payoneer_client_id=payoneer_client_id,
         payoneer_client_secret=payoneer_client_secret,
+        webhook_urls=webhook_urls,
+        webhook_secrets=webhook_secrets,
     )
     uvicorn.run(app, host=host, port=port, log_level="info")

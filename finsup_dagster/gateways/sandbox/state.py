@@ -107,6 +107,10 @@ class SandboxState:
     token_ttl_seconds: int = 3600
     outcome_delay: float = 2.0
     on_status_change: StatusHook | None = None
+    paypal_webhook_id: str = ""  # the id the verify-webhook-signature call must name
+    webhooks: Any = None  # the webhook sender (sandbox.webhooks.WebhookSender) when configured
+    # PayPal transmission id -> what was sent under it (answers verify-webhook-signature).
+    webhook_transmissions: dict[str, dict[str, Any]] = field(default_factory=dict)
     tokens: dict[str, tuple[float, str]] = field(default_factory=dict)  # token -> (expiry, who)
     faults: list[Fault] = field(default_factory=list)
     tokens_issued: int = 0

@@ -1,0 +1,33 @@
+"""`finsup serve`: the web side (webhook receiver, /metrics, /healthz) under uvicorn.
+
+Settings come from the environment (docs/webhooks.md): the webhook secrets
+are never command-line options, where they would show in the process list.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from finsup_dagster.cli.common import app, engine, out
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the webhook receiver (/webhooks/paypal, /webhooks/payoneer), /metrics and /healthz."""
+    import uvicorn  # slow to import: only when serving
+
+    from finsup_dagster.web import WebhookSettings, create_app
+
+    settings = WebhookSettings.from_env()  # a bad setting is one `error:` line, before binding
+    asgi = create_app(engine(), settings)
+    out.print(
+        f"finsup serve on http://{host}:{port} (PayPal webhooks verified by "
+        f"{settings.paypal_verify}; bodies up to {settings.max_bytes} bytes, "
+        f"at most {settings.max_age_seconds:g}s old)"
+    )
+    uvicorn.run(asgi, host=host, port=port, log_level="info")

@@ -1,0 +1,304 @@
+"""``POST /webhooks/paypal`` and ``POST /webhooks/payoneer``: provider statuses into the books.
+
+The order of a request, and why:
+
+1. The body is read up to ``max_bytes`` and no further (a client cannot make
+   us buffer an unbounded body); more is refused 413.
+2. The signature: HMAC over timestamp and raw body (``webhook_signing``),
+   or for PayPal in production its verify API (``webhooks_paypal``). Missing
+   or wrong -> 401; genuine but older than ``max_age_seconds`` -> 401 replay.
+3. The JSON and the event's shape -> 400 if broken.
+4. One ``db.write`` transaction (shared with the events that arrived at the
+   same time: ``writer.GroupWriter``): the raw event stored (a provider event id
+   already stored -> 200 ``duplicate``, nothing applied), its status
+   reports applied through ``payout_status.apply_report`` and the event
+   marked processed. An event for an item the books do not know yet (its
+   submission not committed) stays unprocessed for a later pass.
+5. Only after that commit: the 2xx. If applying raises, the transaction rolls
+   back and the event is stored alone (unprocessed) in a second one before
+   answering; if even that fails the answer is 500 and the provider retries.
+
+Every refusal keeps its body too (``event_id`` ``refused:<uuid>``, so a
+forged copy never takes the real event's id), with nothing applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from finsup_dagster.gateways import webhooks_payoneer, webhooks_paypal
+from finsup_dagster.gateways.exact_json import loads_exact
+from finsup_dagster.gateways.webhook_events import MalformedEvent, ParsedEvent, best_effort_type
+from finsup_dagster.gateways.webhook_signing import Verdict, verify_hmac
+from finsup_dagster.ledger import db, payout_status
+from finsup_dagster.web.config import WebhookSettings
+from finsup_dagster.web.metrics import WebhookMetrics
+from finsup_dagster.web.pending import apply_event
+from finsup_dagster.web.writer import GroupWriter
+
+log = logging.getLogger("finsup.web.webhooks")
+
+APPLY_FAILED = "apply_failed"
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, kept: bytes) -> None:
+        super().__init__("body over the limit")
+        self.kept = kept
+
+
+async def read_bounded(request: Request, limit: int) -> bytes:
+    """The body, read chunk by chunk; BodyTooLarge (holding the first ``limit`` bytes) past it."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        if size + len(chunk) > limit:
+            chunks.append(chunk[: limit - size])
+            raise BodyTooLarge(b"".join(chunks))
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    parse: Callable[[Any], ParsedEvent]
+    type_key: str  # the body's event type field, for the row of a refused body
+
+
+PROVIDERS = {
+    "paypal": Provider("paypal", webhooks_paypal.parse, webhooks_paypal.EVENT_TYPE_KEY),
+    "payoneer": Provider("payoneer", webhooks_payoneer.parse, webhooks_payoneer.EVENT_TYPE_KEY),
+}
+
+
+def _text(body: bytes) -> str:
+    return body.decode("utf-8", "replace")
+
+
+class WebhookReceiver:
+    """Verifies, stores and applies one provider webhook per request."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: WebhookSettings,
+        metrics: WebhookMetrics,
+        *,
+        paypal_verifier: webhooks_paypal.PayPalApiVerifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.paypal_verifier = paypal_verifier
+        self.writer = GroupWriter(engine)
+        if settings.paypal_verify == "api" and paypal_verifier is None:
+            self.paypal_verifier = webhooks_paypal.PayPalApiVerifier(
+                settings.paypal_base_url,
+                settings.paypal_client_id,
+                settings.paypal_client_secret,
+                settings.paypal_webhook_id,
+            )
+
+    def close(self) -> None:
+        self.writer.close()
+        if self.paypal_verifier is not None:
+            self.paypal_verifier.close()
+
+    # ------------------------------------------------------------------ the request
+
+    async def handle(self, request: Request, provider: Provider) -> Response:
+        headers = dict(request.headers)
+        try:
+            body = await read_bounded(request, self.settings.max_bytes)
+        except BodyTooLarge as exc:
+            return await self._refuse(provider, Verdict.refuse("oversized", 413), exc.kept, headers)
+        uses_api = provider.name == "paypal" and self.settings.paypal_verify == "api"
+        event: Any = None
+        if uses_api:
+            # PayPal's API verifies the event itself: it must be JSON to be sent there.
+            event = self._loads(body)
+            if event is None:
+                return await self._refuse(provider, Verdict.refuse("malformed", 400), body, headers)
+        verdict = await self._verify(provider, headers, body, uses_api)
+        if not verdict.ok:
+            return await self._refuse(provider, verdict, body, headers)
+        if event is None:
+            event = self._loads(body)
+            if event is None:
+                return await self._refuse(provider, Verdict.refuse("malformed", 400), body, headers)
+        try:
+            parsed = provider.parse(event)
+        except MalformedEvent as exc:
+            return await self._refuse(
+                provider, Verdict.refuse("malformed", 400), body, headers, event, str(exc)
+            )
+        text = _text(body)
+        outcome = await run_in_threadpool(
+            self.writer.run,
+            lambda conn: self._store_and_apply(conn, provider.name, parsed, text, headers),
+            lambda: self.record(provider.name, parsed, text, headers),
+        )
+        self.metrics.accepted.labels(provider.name, outcome).inc()
+        return JSONResponse({"status": outcome, "event_id": parsed.event_id})
+
+    @staticmethod
+    def _loads(body: bytes) -> Any:
+        try:
+            return loads_exact(body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    async def _verify(
+        self, provider: Provider, headers: Mapping[str, str], body: bytes, uses_api: bool
+    ) -> Verdict:
+        now, max_age = self.clock(), self.settings.max_age_seconds
+        if not uses_api:
+            secret = self.settings.secrets.get(provider.name, "")
+            return verify_hmac(secret, headers, body, now=now, max_age=max_age)
+        sent = webhooks_paypal.transmission_time(headers)
+        if sent is None:
+            return Verdict.refuse("missing_signature")
+        if abs(now - sent) > max_age:
+            # Checked before asking PayPal: an old transmission is refused without a call.
+            return Verdict.refuse("replay")
+        assert self.paypal_verifier is not None
+        return await run_in_threadpool(self.paypal_verifier.verify, headers, body)
+
+    async def _refuse(
+        self,
+        provider: Provider,
+        verdict: Verdict,
+        kept: bytes,
+        headers: Mapping[str, str],
+        event: Any = None,
+        detail: str | None = None,
+    ) -> Response:
+        reason = verdict.reason or "refused"
+        self.metrics.refused.labels(provider.name, reason).inc()
+        event_type = best_effort_type(event, provider.type_key)
+        text = _text(kept)
+        try:
+            await run_in_threadpool(
+                self.writer.run,
+                lambda conn: self._store_refused(
+                    conn, provider.name, reason, event_type, text, headers
+                ),
+                lambda: self.keep_refused(provider.name, reason, event_type, text, headers),
+            )
+        except Exception as exc:
+            # The refusal stands either way; the sender gets no 2xx and will retry.
+            log.warning("webhook %s refused (%s); not kept: %s", provider.name, reason, exc)
+        log.info("webhook %s refused: %s", provider.name, reason)
+        body: dict[str, Any] = {"error": reason}
+        if detail:
+            body["detail"] = detail
+        return JSONResponse(body, status_code=verdict.status)
+
+    # ------------------------------------------------------------------ the books
+
+    def keep_refused(
+        self, gateway: str, reason: str, event_type: str, body: str, headers: Mapping[str, str]
+    ) -> None:
+        with db.write(self.engine) as conn:
+            self._store_refused(conn, gateway, reason, event_type, body, headers)
+
+    @staticmethod
+    def _store_refused(
+        conn: Connection,
+        gateway: str,
+        reason: str,
+        event_type: str,
+        body: str,
+        headers: Mapping[str, str],
+    ) -> None:
+        payout_status.store_event(
+            conn,
+            gateway=gateway,
+            event_id=f"refused:{uuid.uuid4()}",
+            event_type=event_type,
+            resource_id=None,
+            body=body,
+            headers=headers,
+            signature_valid=False,
+            outcome=f"refused:{reason}",
+        )
+
+    def record(
+        self, gateway: str, parsed: ParsedEvent, body: str, headers: Mapping[str, str]
+    ) -> str:
+        """Stores and applies one accepted event in transactions of its own; returns what
+        came of it (committed)."""
+        try:
+            with db.write(self.engine) as conn:
+                return self._store_and_apply(conn, gateway, parsed, body, headers)
+        except Exception:
+            log.exception(
+                "webhook %s %s: applying failed; storing it alone", gateway, parsed.event_id
+            )
+        # Kept unprocessed for a later pass; an error here propagates: no 2xx.
+        with db.write(self.engine) as conn:
+            row_id = self._store(conn, gateway, parsed, body, headers, outcome=APPLY_FAILED)
+        return "duplicate" if row_id is None else "stored"
+
+    def _store_and_apply(
+        self,
+        conn: Connection,
+        gateway: str,
+        parsed: ParsedEvent,
+        body: str,
+        headers: Mapping[str, str],
+    ) -> str:
+        row_id = self._store(conn, gateway, parsed, body, headers)
+        if row_id is None:
+            return "duplicate"
+        return apply_event(conn, gateway, row_id, parsed)
+
+    @staticmethod
+    def _store(
+        conn: Connection,
+        gateway: str,
+        parsed: ParsedEvent,
+        body: str,
+        headers: Mapping[str, str],
+        outcome: str | None = None,
+    ) -> int | None:
+        result: int | None = payout_status.store_event(
+            conn,
+            gateway=gateway,
+            event_id=parsed.event_id,
+            event_type=parsed.event_type,
+            resource_id=parsed.resource_id,
+            body=body,
+            headers=headers,
+            signature_valid=True,
+            outcome=outcome,
+        )
+        return result
+
+
+def webhook_routes(receiver: WebhookReceiver) -> list[BaseRoute]:
+    def endpoint(provider: Provider) -> Callable[[Request], Any]:
+        async def receive(request: Request) -> Response:
+            return await receiver.handle(request, provider)
+
+        return receive
+
+    return [
+        Route(f"/webhooks/{name}", endpoint(provider), methods=["POST"])
+        for name, provider in PROVIDERS.items()
+    ]
