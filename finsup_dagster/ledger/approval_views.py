@@ -8,7 +8,6 @@ else that wants the same view, read from here.
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from finsup_dagster.ledger import stuck
 from finsup_dagster.ledger.balance import available_minor
 from finsup_dagster.ledger.schema import (
     approvals,
@@ -284,14 +284,6 @@ def entity_types(conn: Connection) -> list[str]:
     )
 
 
-def stuck_list(
-    conn: Connection, older_than: timedelta, now: datetime
-) -> list[dict[str, Any]] | None:
-    """Stuck payouts from ``ledger.stuck`` (``finsup report-stuck-payouts``'s list), or None
-    in a build that does not have that module yet: the page then says so instead of guessing."""
-    try:
-        stuck = importlib.import_module("finsup_dagster.ledger.stuck")
-    except ModuleNotFoundError:
-        return None
-    found = stuck.stuck_items(conn, older_than, now=now)
-    return [item.as_dict() for item in found]
+def stuck_list(conn: Connection, older_than: timedelta, now: datetime) -> list[dict[str, Any]]:
+    """Stuck payouts, the very list ``finsup report-stuck-payouts`` and the sensor read."""
+    return [item.as_dict() for item in stuck.stuck_items(conn, older_than, now=now)]
