@@ -20,7 +20,6 @@ from finsup_dagster.ledger.secret_box import MIN_PASSPHRASE, SecretBox
 WEB_DEFAULTS = {
     "FINSUP_WEB_IDLE_MINUTES": "15",
     "FINSUP_WEB_SESSION_HOURS": "8",
-    "FINSUP_STUCK_AFTER_HOURS": "48",
 }
 
 
@@ -33,7 +32,7 @@ class ApprovalsSettings:
     policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     idle_minutes: int = 15
     session_hours: int = 8
-    stuck_after_hours: int = 48
+    stuck_after_hours: float = 48.0  # FINSUP_STUCK_AFTER_HOURS, read as the CLI reads it
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
@@ -44,8 +43,9 @@ class ApprovalsSettings:
 
     @classmethod
     def from_env(cls, clock: Callable[[], float] = time.time) -> ApprovalsSettings:
-        """From FINSUP_SECRET_KEY (the same key the CLI opens TOTP secrets with) and
-        FINSUP_WEB_IDLE_MINUTES / FINSUP_WEB_SESSION_HOURS / FINSUP_STUCK_AFTER_HOURS."""
+        """From FINSUP_SECRET_KEY (the same key the CLI opens TOTP secrets with),
+        FINSUP_WEB_IDLE_MINUTES / FINSUP_WEB_SESSION_HOURS, and the CLI's own readers of
+        the lock-out policy and FINSUP_STUCK_AFTER_HOURS."""
         box = settings.secret_box()  # refuses a missing key in one line, as the CLI does
         key = os.environ.get("FINSUP_SECRET_KEY") or settings.demo_key_path().read_text().strip()
         return cls(
@@ -54,7 +54,7 @@ class ApprovalsSettings:
             policy=settings.approval_policy(),
             idle_minutes=_whole("FINSUP_WEB_IDLE_MINUTES"),
             session_hours=_whole("FINSUP_WEB_SESSION_HOURS"),
-            stuck_after_hours=_whole("FINSUP_STUCK_AFTER_HOURS"),
+            stuck_after_hours=settings.stuck_after_hours(),
             clock=clock,
         )
 
