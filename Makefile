@@ -16,7 +16,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export GX_ANALYTICS_ENABLED := false
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo dev test lint fmt bench clean
+.PHONY: install demo dev test lint fmt bench clean chromium
 
 # uv itself, bootstrapped from PyPI into a private venv (no curl | sh needed).
 $(UV):
@@ -48,8 +48,18 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy finsup_dagster benchmarks
 
+# The browser tests drive Debian's chromium through Playwright (never `playwright
+# install`): install the package when it is missing, as root or through sudo.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; \
+		elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+		else echo "chromium is missing: run 'apt-get install -y chromium' as root" >&2; exit 1; fi; \
+		$$SUDO apt-get install -y chromium || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }; \
+	}
+
 # Two workers: the suite is mostly waiting on databases and subprocesses.
-test: lint
+test: lint chromium
 	DAGSTER_HOME=$$(mktemp -d) $(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/pytest -n 2 --durations=15
 
