@@ -344,3 +344,24 @@ def test_mounted_inside_another_app_its_paths_follow_the_mount(engine: Engine) -
             )
             assert signed.headers["location"] == f"{base}/"
             assert f'href="{base}/batches"' in client.get(f"{base}/").text
+
+
+def test_finsup_serves_app_holds_the_page_beside_the_webhooks(engine: Engine) -> None:
+    """``finsup serve``'s own app: webhooks, metrics and health first, the page on the rest."""
+    from finsup_dagster.web import WebhookSettings, create_app
+
+    carol, clock = approver(engine, "carol"), Clock()
+    hooks = WebhookSettings(secrets={"paypal": "s1", "payoneer": "s2"}, max_bytes=4096)
+    served = create_app(engine, hooks, approvals=web_settings(clock))
+    with serve_app(served) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.post("/webhooks/paypal", content=b"{}").status_code == 401  # unsigned
+        assert "finsup_webhooks_refused_total" in client.get("/metrics").text
+        assert client.get("/").headers["location"] == "/sign-in"
+        page = client.get("/sign-in")
+        assert page.headers["x-frame-options"] == "DENY"
+        signed = client.post(
+            "/sign-in",
+            data={"csrf": csrf_of(page.text), "approver": "carol", "code": clock.at(carol)},
+        )
+        assert signed.headers["location"] == "/"

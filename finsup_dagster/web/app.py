@@ -1,4 +1,4 @@
-"""The ASGI app ``finsup serve`` runs: webhooks, ``/metrics``, ``/healthz`` (later, approvals)."""
+"""The ASGI app ``finsup serve`` runs: webhooks, ``/metrics``, ``/healthz`` and the approvals page."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from finsup_dagster.gateways.webhooks_paypal import PayPalApiVerifier
+from finsup_dagster.web.approvals import ApprovalsSettings, approvals_app
 from finsup_dagster.web.config import WebhookSettings
 from finsup_dagster.web.health import health_routes
 from finsup_dagster.web.metrics import WebhookMetrics, metrics_routes, new_registry
@@ -38,6 +39,7 @@ def create_app(
     paypal_verifier: PayPalApiVerifier | None = None,
     clock: Callable[[], float] = time.time,
     bare_endpoint: bool = False,
+    approvals: ApprovalsSettings | None = None,
 ) -> Starlette:
     """The app over the books at ``engine``; ``settings`` default to the environment's.
 
@@ -52,6 +54,10 @@ def create_app(
     routes = [*webhook_routes(receiver), *metrics_routes(registry), *health_routes(engine)]
     if bare_endpoint:
         routes += bare_routes(settings)
+    if approvals is not None:
+        # Last: the webhook, metrics and health routes are matched first; the approvals
+        # page (its own sessions, CSRF and security headers) has every other path.
+        routes.append(Mount("/", app=approvals_app(engine, approvals)))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
