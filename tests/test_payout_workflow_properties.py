@@ -99,7 +99,9 @@ BOX = SecretBox("property-test-key-material-of-at-least-32-characters")
 T0 = 1_800_000_000.0  # a multiple of 30: every approver's clock steps from here
 CREATOR = "maker"  # builds every batch, and is also an approver (who may not approve them)
 APPROVER_LIMITS = {"alice": 1_000_000, "bob": 1_000_000, "carol": 5_000, CREATOR: 1_000_000}
-OPEN_ITEM = frozenset({"pending", "submitted", "unclaimed", "held"})  # gateway not done yet
+OPEN_ITEM = frozenset(
+    {"pending", "submitted", "processing", "unclaimed", "held"}
+)  # gateway not done yet
 BENEFICIARY_NAMES = st.sampled_from(("b1", "b2", "b3", "b1", "b4", "nobody"))
 CHALLENGERS = ("nobody", "creator", "over limit", "wrong", "replay")
 DECISIONS = (

@@ -114,7 +114,12 @@ ITEM_TARGET_BATCH_STATUSES: dict[str, frozenset[str]] = {
     "submitted": frozenset({"submitting", "submitted"}),
 }
 
-LIVE_BATCH_STATUSES = frozenset(s for s, nxt in BATCH_TRANSITIONS.items() if nxt)
+# Batches whose items may still hold committed money: not yet derived from their items.
+# Named, not computed from the transitions: a finished batch can still be derived again
+# (completed -> partially_completed) without being live.
+LIVE_BATCH_STATUSES = frozenset(
+    {"pending_approval", "approved", "submitting", "submission_failed", "submitted"}
+)
 
 
 def check(transitions: dict[str, frozenset[str]], what: str, current: str, target: str) -> None:

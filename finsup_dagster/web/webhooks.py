@@ -267,8 +267,10 @@ class WebhookReceiver:
         if payout_status.is_stored(conn, gateway, parsed.event_id):
             return "duplicate"
         # Applied first, then stored with what it came to, in the same transaction: one
-        # write of the event row instead of an insert and an update (the writer lock is
-        # held, so nobody can store the same event in between).
+        # write of the event row instead of an insert and an update. The books' writer lock
+        # (BEGIN IMMEDIATE on SQLite, the chain-head row lock on PostgreSQL: db.py) is held
+        # by every writer in every process, so no copy is stored in between; the unique
+        # (gateway, event_id) is the backstop.
         outcome, closed = evaluate(conn, gateway, parsed)
         self._store(
             conn, gateway, parsed, body, headers, outcome=outcome, processed=closed, known_new=True
