@@ -31,7 +31,7 @@ from tests.helpers.status_sync import (
     item_statuses,
     submitted_batch,
 )
-from tests.helpers.webhooks import receiver, sending_sandbox
+from tests.helpers.webhooks import free_port, receiver, sending_sandbox
 
 # tag -> where the item ends (the sandbox's scripted outcomes, docs/gateways.md)
 OUTCOMES = {
@@ -49,15 +49,6 @@ OUTCOMES = {
 
 def destination(method: str, name: str, tag: str) -> str:
     return f"{name}+{tag}@example.com" if method == "paypal" else f"PAYEE-{name}-{tag.upper()}"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def item_postings(engine: Engine) -> dict[str, dict[str, int]]:

@@ -9,7 +9,6 @@ the receiver turns each into the books exactly once.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from tests.helpers.webhooks import (
     WEBHOOK_ID,
     approved,
     events,
+    free_port,
     items,
     receiver,
     sending_sandbox,
@@ -40,13 +40,6 @@ from tests.helpers.webhooks import (
     submit,
     wait_for,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def delivered(sandbox: Any, event_type: str) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from tests.helpers.payout_sandbox import (
     PAYONEER_SECRET,
     PayoutSandbox,
     submission_resources,
+    wait_until,
 )
 from tests.helpers.payouts import approve, approver, beneficiary, earning, sale
 
@@ -183,11 +185,13 @@ def sending_sandbox(
 
 
 def wait_for(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not met within {timeout}s (last: {value!r})")
-        time.sleep(0.02)
+    """``payout_sandbox.wait_until`` with the longer wait webhook deliveries need."""
+    return wait_until(check, timeout)
+
+
+def free_port() -> int:
+    """A loopback port free now, for a receiver the sandbox must know before it starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
