@@ -18,6 +18,8 @@ import dagster as dg
 import httpx
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from finsup_dagster.assets import payouts as payout_assets
@@ -26,7 +28,7 @@ from finsup_dagster.ledger import controls, db
 from finsup_dagster.ledger.schema import earning_sources, earnings, payout_batches
 from finsup_dagster.resources import LedgerResource, PayoutPolicyResource
 from finsup_dagster.sensors.earnings import earnings_landed_sensor
-from finsup_dagster.web.earnings import TOKEN_ENV, kept_reasons
+from finsup_dagster.web.earnings import TOKEN_ENV, kept_reasons, token_matches
 from tests.helpers.payouts import beneficiary, sale
 from tests.helpers.webhooks import log_actions, receiver
 
@@ -278,3 +280,11 @@ def test_a_freeze_stops_the_trigger_and_the_unfreeze_releases_it(
         controls.set_payouts_frozen(conn, False, "cfo", "audit done")
     requests, _, _ = tick(ledger, cursor)
     assert len(requests) == 1, "what landed during the freeze is batched after it"
+
+
+@given(st.text(min_size=1, max_size=80))
+def test_only_the_exact_token_opens_the_route(given_token: str) -> None:
+    assert token_matches(TOKEN, f"Bearer {TOKEN}")
+    assert token_matches(TOKEN, f"Bearer {given_token}") == (given_token.strip() == TOKEN)
+    assert not token_matches("", f"Bearer {given_token}"), "no token configured opens nothing"
+    assert not token_matches(TOKEN, given_token), "a bare token without the scheme is refused"
