@@ -26,6 +26,7 @@ from finsup_dagster.schedules import (
 )
 from finsup_dagster.sensors.alerts import money_job_failure_alert, stuck_payouts_sensor
 from finsup_dagster.sensors.approved_batches import approved_batches_sensor
+from finsup_dagster.sensors.earnings import earnings_landed_sensor
 from finsup_dagster.sensors.payout_status import payout_status_sensor
 from finsup_dagster.settings import load_secrets_file
 
@@ -52,6 +53,7 @@ defs = dg.Definitions(
         payout_status_sensor,
         stuck_payouts_sensor,
         money_job_failure_alert,
+        earnings_landed_sensor,
     ],
     resources={**resources_from_env(), "alerts": alerts_resource_from_env()},
 )

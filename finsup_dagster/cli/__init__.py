@@ -19,6 +19,7 @@ from finsup_dagster.cli import (  # noqa: F401 - registers the commands
     payouts,
     reconcile,
     sandbox,
+    secret_key,
     serve,
     statuses,
 )

@@ -3,7 +3,7 @@
 The key comes from ``FINSUP_SECRET_KEY``: either a Fernet key (as printed by
 ``finsup generate-secret-key``) or any passphrase of 32 characters or more,
 stretched with HKDF-SHA256. Losing the key means re-enrolling every approver;
-changing it too (there is no re-keying yet).
+changing it is ``finsup rotate-secret-key`` (key_rotation.py).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from finsup_dagster.gateways.webhooks_paypal import PayPalApiVerifier
 from finsup_dagster.web.approvals import ApprovalsSettings, approvals_app
 from finsup_dagster.web.config import WebhookSettings
+from finsup_dagster.web.earnings import earnings_routes
 from finsup_dagster.web.health import health_routes
 from finsup_dagster.web.metrics import WebhookMetrics, metrics_routes, new_registry
 from finsup_dagster.web.webhooks import WebhookReceiver, read_bounded, webhook_routes
@@ -52,6 +53,7 @@ def create_app(
         engine, settings, WebhookMetrics(registry), paypal_verifier=paypal_verifier, clock=clock
     )
     routes = [*webhook_routes(receiver), *metrics_routes(registry), *health_routes(engine)]
+    routes += earnings_routes(engine)  # POST /earnings, settings from the environment
     if bare_endpoint:
         routes += bare_routes(settings)
     if approvals is not None:

@@ -1,5 +1,8 @@
 """baseline: the books as of finsup 0.1 (generated from schema.py, then reviewed)
 
+Downgrade: no. Its ``downgrade()`` drops every table, the books with them:
+never run it on real books; rolling back past 0.1 means restoring a backup.
+
 Revision ID: 0001_baseline
 Revises:
 Create Date: 2026-11-25 09:22:04.343084

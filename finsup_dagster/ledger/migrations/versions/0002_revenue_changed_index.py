@@ -1,5 +1,9 @@
 """revenue_events.status_changed_at index, for the warehouse's incremental replica
 
+Downgrade: yes, lossless (an index only). The warehouse's incremental
+replica reads slower without it. Books at 0003 or later cannot come down to
+it (0003 says no).
+
 Revision ID: 0002_revenue_changed_index
 Revises: 0001_baseline
 Create Date: 2026-11-25 19:45:00

@@ -4,6 +4,16 @@ Existing rows are sealed as they stand, all under one logged entry
 (``rows_sealed`` with ``reason: migration``): from here on any edit made
 outside finsup is found by ``finsup verify-audit-chain``.
 
+Downgrade: no. Its ``downgrade()`` exists but breaks the books: it drops
+``row_seals``, which the transaction log's ``rows_sealed`` entries commit to,
+so once upgraded again the books never verify (``finsup verify-audit-chain``
+reports the seals missing) and building or submitting batches is refused.
+It would also drop the clawbacks and what holds and netting recorded. Rolling
+back past it means restoring a backup.
+Lost on downgrade: row_seals.*, clawbacks.*, earnings.hold_reason,
+earnings.held_event_hash, earnings.funding_released_by,
+earnings.funding_released_at, payout_items.netted_minor.
+
 Revision ID: 0003_seals_and_holds
 Revises: 0002_revenue_changed_index
 Create Date: 2026-12-05 15:47:42

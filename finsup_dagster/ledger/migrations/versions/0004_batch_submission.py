@@ -7,6 +7,13 @@ our own calls (``status_code``). The rows of both tables are sealed again as
 they stand, under one logged entry (``rows_sealed`` with ``reason: migration``),
 since their digests now cover the new columns.
 
+Downgrade: yes, lossy. Never take it down while a batch is ``submitting``
+or ``submission_failed``: its payload hash (what proves a resumed submission
+sends the same thing) and attempts are dropped.
+Lost on downgrade: payout_batches.submission_hash, payout_batches.status_reason,
+payout_batches.submitted_at, payout_batches.submission_attempts,
+gateway_events.status_code.
+
 Revision ID: 0004_batch_submission
 Revises: 0003_seals_and_holds
 Create Date: 2026-12-07 11:55:00

@@ -8,6 +8,12 @@ finance reader calls it; the transaction log keeps its history as written).
 (operational state, not sealed). Both sealed tables are sealed again as they
 stand, under one logged entry, since their digests now cover the new columns.
 
+Downgrade: yes, lossy. Items ``paid`` are written back as ``success`` (and
+``paid`` again by the upgrade); the providers' own statuses, the webhooks'
+headers and outcomes and the alerts' state are dropped.
+Lost on downgrade: payout_items.provider_status, gateway_events.headers,
+gateway_events.outcome, alerts.*.
+
 Revision ID: 0005_payout_statuses
 Revises: 0004_batch_submission
 Create Date: 2026-12-07 15:22:12.504870

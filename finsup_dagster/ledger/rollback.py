@@ -1,0 +1,95 @@
+"""Taking the books' schema down to an older migration, for a release rolled back.
+
+Only the migrations whose docstring says ``Downgrade: yes`` should be taken
+down, and only after reading what their ``Lost on downgrade:`` line names
+(docs/operations.md, "Upgrading and rolling back"). Take a backup first.
+
+Why not ``alembic downgrade`` as it stands: on SQLite, dropping a column
+copies the table, and with foreign keys on, dropping the old copy counts every
+row pointing at it (earnings at their payout item, items at their batch) as a
+violation that the renamed copy never clears, so the commit fails once there
+are batches. SQLite cannot switch foreign keys off inside a transaction, so
+here they are switched off on this one connection before it begins, the
+downgrade runs in one transaction, ``PRAGMA foreign_key_check`` must come back
+empty before it commits, and the connection is closed (the next one gets
+foreign keys on again). On PostgreSQL the downgrade is plain ``ALTER TABLE``.
+
+The same holds for upgrading such books again (the upgrade to 0003 copies
+tables too): ``upgrade`` does it the same way.
+
+Run it as ``python -m finsup_dagster.ledger.rollback <revision>`` (down) or
+``python -m finsup_dagster.ledger.rollback --upgrade`` (back to head), with
+``FINSUP_LEDGER_URL`` set.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from alembic import command
+from sqlalchemy.engine import Engine
+
+from finsup_dagster.ledger import db, migrate
+from finsup_dagster.ledger.errors import LedgerError
+
+
+def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
+    """Downgrades the books to ``revision`` ("base" for nothing); returns (before, after)."""
+    return _migrate(engine, revision, up=False)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Upgrades rolled-back books again, the same way (``finsup init`` copies tables with
+    foreign keys on, which fails on SQLite books that have batches: see the module doc)."""
+    return _migrate(engine, revision, up=True)
+
+
+def _migrate(engine: Engine, revision: str, up: bool) -> tuple[str | None, str | None]:
+    before = migrate.current_revision(engine)
+    cfg = migrate._config()
+    with engine.connect() as conn:
+        sqlite = db.is_sqlite(conn)
+        if sqlite:
+            # Outside any transaction (the driver autocommits): only then does it take.
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                (command.upgrade if up else command.downgrade)(cfg, revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        table = broken[0][0]
+                        raise LedgerError(
+                            f"migrating to {revision} would leave {len(broken)} rows of "
+                            f"{table} pointing at nothing; nothing was changed"
+                        )
+        finally:
+            if sqlite:
+                conn.invalidate()  # never back in the pool with foreign keys off
+    return before, migrate.current_revision(engine)
+
+
+def main(argv: list[str]) -> int:
+    """``<revision>`` downgrades to it; ``--upgrade`` goes back to head."""
+    if len(argv) != 1:
+        print(
+            "usage: python -m finsup_dagster.ledger.rollback <revision> | --upgrade",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        engine = db.make_engine()
+        if argv[0] == "--upgrade":
+            before, after = upgrade(engine)
+        else:
+            before, after = downgrade(engine, argv[0])
+    except LedgerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"books migrated from {before} to {after}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

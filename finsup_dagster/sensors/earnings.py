@@ -1,0 +1,81 @@
+"""earnings_landed_sensor: new earnings -> one ``create_payout_batches`` run, no operator.
+
+Two ways earnings arrive, one trigger: a file dropped in
+``FINSUP_HOME/landing/earnings/`` (not in the books until the job's
+``ledger/earnings`` step reads it) or ``POST /earnings`` (in the books at
+once). The cursor holds what the last request saw of both: ``earning_id``,
+the newest accrued earning not yet in a batch, and ``files``, a digest of the
+landed earnings files (name, size, modification time). When either moved,
+one run of ``create_payout_batches`` (earnings, then ``payout_batches``)
+builds batches pending approval within the payout policy's limits
+(``PayoutPolicyResource``: minimum item, maximum batch total, dual approval,
+the available balance), exactly as an operator's run would.
+
+The run key is derived from that data (``earnings:<earning id>:<files digest>``):
+a tick repeated, or a lost cursor, asks for a run Dagster already launched
+and gets none. While payouts are frozen the sensor skips and keeps its
+cursor, so what landed meanwhile is batched by the first tick after the
+unfreeze (``build_batches`` refuses under a freeze anyway).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import dagster as dg
+
+from finsup_dagster.jobs import create_payout_batches_job
+from finsup_dagster.landing import landed_files
+from finsup_dagster.ledger import db
+from finsup_dagster.ledger.controls import freeze_state
+from finsup_dagster.ledger.earnings_intake import new_earnings_mark
+from finsup_dagster.resources import LedgerResource
+
+ACTOR = "sensor:earnings_landed"
+EMPTY = {"earning_id": 0, "files": ""}
+
+
+def files_digest(ledger: LedgerResource) -> str:
+    """What the landed earnings files look like now ("" when there are none)."""
+    folder = ledger.landing / "earnings"
+    listing = []
+    for path in landed_files(ledger.landing, "earnings"):
+        stat = path.stat()
+        listing.append(f"{path.relative_to(folder)}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}")
+    if not listing:
+        return ""
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
+
+
+@dg.sensor(
+    job=create_payout_batches_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "New earnings (a file in landing/earnings or POST /earnings) -> one create_payout_batches "
+        "run, so the swarm's decisions reach approval without an operator; skips while payouts "
+        "are frozen."
+    ),
+)
+def earnings_landed_sensor(
+    context: dg.SensorEvaluationContext, ledger: LedgerResource
+) -> dg.SensorResult | dg.SkipReason:
+    cursor = {**EMPTY, **(json.loads(context.cursor) if context.cursor else {})}
+    with db.read(ledger.engine) as conn:
+        freeze = freeze_state(conn)
+        newest = new_earnings_mark(conn)
+    if freeze.frozen:
+        # The cursor stays: the first tick after the unfreeze sees everything that landed.
+        return dg.SkipReason(f"payouts are frozen (by {freeze.set_by}: {freeze.reason})")
+    seen = {"earning_id": newest, "files": files_digest(ledger)}
+    # Earnings batched since (by this job or by hand) lower the mark: not news.
+    moved = newest > cursor["earning_id"] or seen["files"] != cursor["files"]
+    has_work = newest > 0 or seen["files"] != ""
+    if not (moved and has_work):
+        return dg.SensorResult(skip_reason="no new earnings", cursor=json.dumps(seen))
+    request = dg.RunRequest(
+        run_key=f"earnings:{newest}:{seen['files'] or '-'}",
+        tags={"finsup/actor": ACTOR, "finsup/trigger": "earnings_landed"},
+    )
+    return dg.SensorResult(run_requests=[request], cursor=json.dumps(seen))
