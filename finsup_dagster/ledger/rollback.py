@@ -15,7 +15,7 @@ empty before it commits, and the connection is closed (the next one gets
 foreign keys on again). On PostgreSQL the downgrade is plain ``ALTER TABLE``.
 
 The same holds for upgrading such books again (the upgrade to 0003 copies
-tables too): ``upgrade`` does it the same way.
+tables too): ``migrate.run`` does both, and ``finsup init`` upgrades through it.
 
 Run it as ``python -m finsup_dagster.ledger.rollback <revision>`` (down) or
 ``python -m finsup_dagster.ledger.rollback --upgrade`` (back to head), with
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import sys
 
-from alembic import command
 from sqlalchemy.engine import Engine
 
 from finsup_dagster.ledger import db, migrate
@@ -39,35 +38,12 @@ def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
-    """Upgrades rolled-back books again, the same way (``finsup init`` copies tables with
-    foreign keys on, which fails on SQLite books that have batches: see the module doc)."""
+    """Upgrades rolled-back books again, the same way ``finsup init`` does."""
     return _migrate(engine, revision, up=True)
 
 
 def _migrate(engine: Engine, revision: str, up: bool) -> tuple[str | None, str | None]:
-    before = migrate.current_revision(engine)
-    cfg = migrate._config()
-    with engine.connect() as conn:
-        sqlite = db.is_sqlite(conn)
-        if sqlite:
-            # Outside any transaction (the driver autocommits): only then does it take.
-            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
-        try:
-            with conn.begin():
-                cfg.attributes["connection"] = conn
-                (command.upgrade if up else command.downgrade)(cfg, revision)
-                if sqlite:
-                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
-                    if broken:
-                        table = broken[0][0]
-                        raise LedgerError(
-                            f"migrating to {revision} would leave {len(broken)} rows of "
-                            f"{table} pointing at nothing; nothing was changed"
-                        )
-        finally:
-            if sqlite:
-                conn.invalidate()  # never back in the pool with foreign keys off
-    return before, migrate.current_revision(engine)
+    return migrate.run(engine, revision, up)
 
 
 def main(argv: list[str]) -> int:
