@@ -106,7 +106,7 @@ def quarantine(
     target = folder / path.name
     if target.exists():  # the same name refused before: keep both
         target = folder / f"{path.stem}.{file_stamp()}{path.suffix}"
-    reason = _one_line(str(error))
+    reason = one_line(str(error))
     # The reason first: a crash between the two leaves the file where it was,
     # to be refused again next run, never a quarantined file without a reason.
     target.with_name(target.name + REASON_SUFFIX).write_text(
@@ -132,7 +132,7 @@ def quarantined(home: Path, fmt: str, day: str) -> list[Quarantined]:
     for path in sorted(folder.iterdir()):
         if not is_input(path):
             continue
-        fields = _reason_fields(path.with_name(path.name + REASON_SUFFIX))
+        fields = reason_fields(path.with_name(path.name + REASON_SUFFIX))
         found.append(
             Quarantined(
                 path,
@@ -145,7 +145,8 @@ def quarantined(home: Path, fmt: str, day: str) -> list[Quarantined]:
     return found
 
 
-def _reason_fields(path: Path) -> dict[str, str]:
+def reason_fields(path: Path) -> dict[str, str]:
+    """The ``key: value`` lines of a reason file ({} when it is missing)."""
     if not path.is_file():
         return {}
     fields = {}
@@ -156,5 +157,5 @@ def _reason_fields(path: Path) -> dict[str, str]:
     return fields
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return " ".join(text.split())

@@ -34,16 +34,12 @@ from finsup_dagster.ledger.errors import LedgerError
 
 def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
     """Downgrades the books to ``revision`` ("base" for nothing); returns (before, after)."""
-    return _migrate(engine, revision, up=False)
+    return migrate.run(engine, revision, up=False)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrades rolled-back books again, the same way ``finsup init`` does."""
-    return _migrate(engine, revision, up=True)
-
-
-def _migrate(engine: Engine, revision: str, up: bool) -> tuple[str | None, str | None]:
-    return migrate.run(engine, revision, up)
+    return migrate.run(engine, revision, up=True)
 
 
 def main(argv: list[str]) -> int:

@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from finsup_dagster.gateways.exact_json import loads_exact
-from finsup_dagster.landing import REASON_SUFFIX, file_stamp
+from finsup_dagster.landing import REASON_SUFFIX, file_stamp, one_line, reason_fields
 from finsup_dagster.ledger import clock, db
 from finsup_dagster.ledger.earnings_intake import record_earnings
 from finsup_dagster.ledger.errors import InvalidInput, LedgerError
@@ -95,10 +95,6 @@ def token_matches(expected: str, header: str | None) -> bool:
     want = hashlib.sha256(expected.encode()).digest()
     got = hashlib.sha256(given.strip().encode("utf-8", "replace")).digest()
     return hmac.compare_digest(want, got)
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 class EarningsIntake:
@@ -186,11 +182,7 @@ def kept_reasons(home: Path) -> list[dict[str, str]]:
         return []
     found = []
     for path in sorted(folder.rglob("*" + REASON_SUFFIX)):
-        fields = dict(
-            line.split(": ", 1)
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if ": " in line
-        )
+        fields = reason_fields(path)
         fields["body"] = str(path.with_name(path.name.removesuffix(REASON_SUFFIX)))
         found.append(fields)
     return found
