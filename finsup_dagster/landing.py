@@ -17,6 +17,7 @@ from pathlib import Path
 from finsup_dagster.formats.common import check_date
 from finsup_dagster.ledger import clock
 from finsup_dagster.ledger.errors import InvalidInput
+from finsup_dagster.text import one_line
 
 # Landing formats and the file names each accepts (anything else is quarantined).
 SUFFIXES: dict[str, tuple[str, ...]] = {
@@ -155,7 +156,3 @@ def reason_fields(path: Path) -> dict[str, str]:
         if sep:
             fields[key] = value
     return fields
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -20,18 +20,15 @@ from finsup_dagster.alerts.message import TRIGGER, Alert
 from finsup_dagster.alerts.state import AlertState
 from finsup_dagster.ledger import clock, db
 from finsup_dagster.ledger.errors import LedgerError
+from finsup_dagster.text import one_line
 
 # The jobs that move or prove money (finsup_dagster/jobs.py; sync_payout_statuses by name).
 MONEY_JOBS = frozenset({"submit_payout_batch", "sync_payout_statuses", "nightly_reconciliation"})
 KIND = "job_failure"
 ERROR_MAX = 300
+NO_MESSAGE = "no error message"
 
 log = logging.getLogger("finsup.alerts")
-
-
-def one_line(text: str, limit: int = ERROR_MAX) -> str:
-    line = " ".join(text.split()) or "no error message"
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def job_failure_alert(
@@ -45,7 +42,7 @@ def job_failure_alert(
         key=f"job:run:{run_id}",
         kind=KIND,
         action=TRIGGER,
-        title=f"{job_name} failed (run {run_id[:8]}): {one_line(error, 120)}",
+        title=f"{job_name} failed (run {run_id[:8]}): {one_line(error, 120, NO_MESSAGE)}",
         severity="critical",
         fields=tuple(fields),
         detail={"run_id": run_id, "job_name": job_name, "error": error, "batch_id": batch_id},
@@ -64,7 +61,9 @@ def alert_job_failure(
 ) -> dict[str, str | None]:
     """Sends the alert of one failed run, then records it; channel -> error or None."""
     stamp = clock.canonical(now or datetime.now(UTC))
-    alert = job_failure_alert(run_id, job_name, one_line(error), batch_id, stamp)
+    alert = job_failure_alert(
+        run_id, job_name, one_line(error, ERROR_MAX, NO_MESSAGE), batch_id, stamp
+    )
     if engine is not None:
         try:
             with db.read(engine) as conn:

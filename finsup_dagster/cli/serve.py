@@ -1,4 +1,5 @@
-"""`finsup serve`: the web side (approvals page, webhook receiver, /metrics, /healthz) under uvicorn.
+"""`finsup serve`: the web side (approvals page, webhook receiver, the earnings intake,
+/metrics, /healthz) under uvicorn.
 
 Settings come from the environment (docs/webhooks.md): the webhook secrets
 are never command-line options, where they would show in the process list.
@@ -21,7 +22,8 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve the approvals page (/), the webhook receiver (/webhooks/paypal,
-    /webhooks/payoneer), /metrics and /healthz."""
+    /webhooks/payoneer), the swarm's earnings intake (POST /earnings, with
+    FINSUP_EARNINGS_TOKEN), /metrics and /healthz."""
     import uvicorn  # slow to import: only when serving
 
     from finsup_dagster.web import WebhookSettings, create_app

@@ -27,7 +27,6 @@ from finsup_dagster.formats.common import (
     SETTLEMENT_COLUMNS,
     Parsed,
     malformed,
-    one_line,
 )
 from finsup_dagster.formats.paypal_stl import parse_stl, write_stl
 from finsup_dagster.formats.paypal_transactions import (
@@ -37,6 +36,7 @@ from finsup_dagster.formats.paypal_transactions import (
 )
 from finsup_dagster.formats.settlement_csv import parse_settlement_csv, write_settlement_csv
 from finsup_dagster.ledger.errors import InvalidInput, MalformedFile
+from finsup_dagster.text import one_line
 
 PARSERS: dict[str, Callable[[Path], Parsed]] = {
     "paypal-stl": parse_stl,

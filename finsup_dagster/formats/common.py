@@ -22,6 +22,7 @@ from pathlib import Path
 
 from finsup_dagster.ledger import clock, money
 from finsup_dagster.ledger.errors import FooterMismatch, InvalidInput, MalformedFile
+from finsup_dagster.text import one_line
 
 SETTLEMENT_COLUMNS: tuple[str, ...] = (
     "row_number",
@@ -61,7 +62,6 @@ SETTLEMENT_KINDS = ("sale", "refund", "chargeback", "other")
 DIRECTIONS = ("credit", "debit")
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_LINE_BREAKS = re.compile(r"[\r\n]+")
 _SIGNED = re.compile(r"^(-?)(\d+(?:\.\d+)?)$")
 
 
@@ -72,11 +72,6 @@ class Parsed:
     rows: list[dict[str, object]]
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-def one_line(text: object) -> str:
-    """Messages must stay on one line: a quoted value from a file could carry a newline."""
-    return _LINE_BREAKS.sub(" ", str(text)).strip()
 
 
 def malformed(name: str, where: str | None, reason: object) -> MalformedFile:

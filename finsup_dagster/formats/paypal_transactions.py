@@ -46,13 +46,13 @@ from finsup_dagster.formats.common import (
     decode_text,
     malformed,
     mismatch,
-    one_line,
     raw_json,
     read_text,
 )
 from finsup_dagster.formats.paypal_codes import DEFAULT_CODE, revenue_kind
 from finsup_dagster.ledger import clock, money
 from finsup_dagster.ledger.errors import InvalidInput
+from finsup_dagster.text import one_line
 
 SOURCE = "paypal"
 STATUS = {"S": "confirmed", "P": "projected", "V": "reversed"}

@@ -36,6 +36,7 @@ from functools import partial
 import httpx
 
 from finsup_dagster.ledger.errors import InvalidInput, LedgerError
+from finsup_dagster.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +156,6 @@ def _total_pages(body: bytes, what: str) -> int:
     return total
 
 
-def _one_line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _describe_error(response: httpx.Response) -> str:
     """``400 INVALID_REQUEST: Date range is greater than 31 days (debug_id …)``, one line."""
     try:
@@ -181,7 +177,7 @@ def _describe_error(response: httpx.Response) -> str:
             parts.append(str(message))
         if body.get("debug_id"):
             parts.append(f"(debug_id {body['debug_id']})")
-    return _one_line(" ".join(parts))
+    return one_line(" ".join(parts), 200)
 
 
 class _Session:

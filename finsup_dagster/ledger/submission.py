@@ -58,10 +58,10 @@ from finsup_dagster.ledger.schema import (
     payout_items,
     transaction_log,
 )
+from finsup_dagster.text import has_control_or_space, one_line
 
 SUBMITTABLE = frozenset({"approved", "submitting"})
 REASON_MAX = 512
-_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]+")
 _KIND = re.compile(r"[a-z]+(\.[a-z_]+)+")
 
 
@@ -189,12 +189,6 @@ def submitting_since(conn: Connection, batch_id: str) -> str | None:
 def approval_version_of(conn: Connection, batch_id: str) -> int:
     """The approval version a submission of the batch runs under (its idempotency key's)."""
     return int(_batch(conn, batch_id).approval_version)
-
-
-def one_line(text: str, max_len: int = REASON_MAX) -> str:
-    """A provider's message as one printable line of at most ``max_len`` characters."""
-    line = _CONTROL_OR_SPACE.sub(" ", text).strip() or "no reason given"
-    return line if len(line) <= max_len else line[: max_len - 1] + "…"
 
 
 def lines_for(conn: Connection, batch_id: str) -> tuple[AttemptLine, ...]:
@@ -386,7 +380,7 @@ def record_gateway_batch_id(conn: Connection, batch_id: str, gateway_batch_id: s
 def _gateway_id(value: str | None, what: str) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > 128:
         raise InvalidInput(f"{what} must be 1-128 characters")
-    if _CONTROL_OR_SPACE.sub("", value) != value:
+    if has_control_or_space(value):
         raise InvalidInput(f"{what} must hold no spaces or control characters")
     return value
 
@@ -465,7 +459,7 @@ def record_submission_failed(conn: Connection, batch_id: str, reason: str, actor
     retries or cancels the batch.
     """
     batch = _batch(conn, batch_id)
-    line = one_line(reason)
+    line = one_line(reason, REASON_MAX, "no reason given")
     if batch.status == "submission_failed" and batch.status_reason == line:
         return  # the same failure recorded again (a resumed attempt): nothing new
     state_machine.check(

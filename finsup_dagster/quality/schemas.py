@@ -27,6 +27,7 @@ from finsup_dagster.formats.common import DIRECTIONS, SETTLEMENT_KINDS
 from finsup_dagster.ledger.errors import InvalidInput
 from finsup_dagster.ledger.revenue import KINDS as REVENUE_KINDS
 from finsup_dagster.ledger.revenue import STATUSES as REVENUE_STATUSES
+from finsup_dagster.text import one_line
 
 # ``\Z`` rather than ``$``: pandera matches with ``re.match``, and ``$`` also matches
 # before a trailing newline ("USD\n" would pass).
@@ -233,7 +234,7 @@ def validate(model: type[pa.DataFrameModel], df: pd.DataFrame, what: str) -> pd.
     except SchemaErrors as exc:
         raise InvalidInput(f"{what}: {describe_failures(exc.failure_cases, df)}") from None
     except SchemaError as exc:  # not expected in lazy mode, but kept to one line all the same
-        raise InvalidInput(f"{what}: {_one_line(str(exc))}") from None
+        raise InvalidInput(f"{what}: {one_line(str(exc), 120)}") from None
 
 
 def describe_failures(failure_cases: pd.DataFrame, df: pd.DataFrame, limit: int = 3) -> str:
@@ -272,7 +273,7 @@ def _describe(key: tuple[int, str, str], cases: list[dict[str, Any]], df: pd.Dat
         return f"missing column{'s' if len(cases) > 1 else ''} {missing}"
     if check.startswith("dtype(") and not indexes:
         expected = check[len("dtype(") : -1].strip("'\"")
-        got = _one_line(str(cases[0].get("failure_case")))
+        got = one_line(str(cases[0].get("failure_case")), 120)
         return f"column {column!r} has dtype {got}, expected {expected}"
     if column == "columns":
         names = ", ".join(dict.fromkeys(str(c.get("column")) for c in cases))
@@ -290,7 +291,7 @@ def _describe(key: tuple[int, str, str], cases: list[dict[str, Any]], df: pd.Dat
     for pattern, meaning in _MEANINGS.items():
         if check == pattern or check == f"str_matches('{pattern}')":
             return f"column {column!r} {meaning}{where}"
-    return f"column {column!r} failed {_one_line(check)}{where}"
+    return f"column {column!r} failed {one_line(check, 120)}{where}"
 
 
 _METHOD_CHECKS = {
@@ -326,7 +327,7 @@ def _row_label(index: Any, df: pd.DataFrame) -> str:
                 return str(position + 1)
     except (KeyError, TypeError, ValueError):
         pass
-    return _one_line(str(index))
+    return one_line(str(index), 120)
 
 
 def _present(value: Any) -> bool:
@@ -336,11 +337,6 @@ def _present(value: Any) -> bool:
         return not bool(pd.isna(value))
     except (TypeError, ValueError):
         return True
-
-
-def _one_line(text: str, width: int = 120) -> str:
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 __all__ = [

@@ -16,11 +16,12 @@ import dagster as dg
 from sqlalchemy.engine import Engine
 
 from finsup_dagster import settings
-from finsup_dagster.alerts.job_failure import MONEY_JOBS, alert_job_failure, one_line
+from finsup_dagster.alerts.job_failure import ERROR_MAX, MONEY_JOBS, alert_job_failure
 from finsup_dagster.alerts.stuck_alerts import check_stuck
 from finsup_dagster.ledger.errors import LedgerError
 from finsup_dagster.resources.alerts import AlertsResource
 from finsup_dagster.resources.ledger import LedgerResource
+from finsup_dagster.text import one_line
 
 
 @dg.sensor(
@@ -52,8 +53,8 @@ def failure_line(context: dg.RunFailureSensorContext) -> str:
         if error is not None and error.message.strip():
             first = error.message.strip().splitlines()[0]
             name, sep, rest = first.partition(": ")
-            return one_line(f"{name.rsplit('.', 1)[-1]}: {rest}" if sep else first)
-    return one_line(context.failure_event.message or "the run failed")
+            return one_line(f"{name.rsplit('.', 1)[-1]}: {rest}" if sep else first, ERROR_MAX)
+    return one_line(context.failure_event.message or "the run failed", ERROR_MAX)
 
 
 def _engine_or_none(ledger: LedgerResource, context: dg.RunFailureSensorContext) -> Engine | None:

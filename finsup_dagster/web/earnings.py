@@ -38,10 +38,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from finsup_dagster.gateways.exact_json import loads_exact
-from finsup_dagster.landing import REASON_SUFFIX, file_stamp, one_line, reason_fields
+from finsup_dagster.landing import REASON_SUFFIX, file_stamp, reason_fields
 from finsup_dagster.ledger import clock, db
 from finsup_dagster.ledger.earnings_intake import record_earnings
 from finsup_dagster.ledger.errors import InvalidInput, LedgerError
+from finsup_dagster.text import one_line
 from finsup_dagster.web.webhooks import BodyTooLarge, read_bounded
 
 log = logging.getLogger("finsup.web.earnings")
