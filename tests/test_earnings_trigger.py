@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from finsup_dagster.jobs import create_payout_batches_job
 from finsup_dagster.ledger import controls, db
 from finsup_dagster.ledger.schema import earning_sources, earnings, payout_batches
 from finsup_dagster.resources import LedgerResource, PayoutPolicyResource
-from finsup_dagster.sensors.earnings import earnings_landed_sensor
+from finsup_dagster.sensors.earnings import MAX_RETRIES, earnings_landed_sensor
 from finsup_dagster.web.earnings import TOKEN_ENV, kept_reasons, token_matches
 from tests.helpers.payouts import beneficiary, sale
 from tests.helpers.webhooks import log_actions, receiver
@@ -92,13 +93,26 @@ def books(engine: Engine) -> tuple[list[tuple[Any, ...]], int, int, list[str]]:
     return rows, sources, batches, [a for a in log_actions(engine) if a != "rows_sealed"]
 
 
-def tick(ledger: LedgerResource, cursor: str | None) -> tuple[list[dg.RunRequest], str | None, str]:
-    context = dg.build_sensor_context(cursor=cursor, resources={"ledger": ledger})
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A real (temporary) Dagster instance: the sensor reads its runs, the runs land in it."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def tick(
+    ledger: LedgerResource, cursor: str | None, instance: dg.DagsterInstance
+) -> tuple[list[dg.RunRequest], str | None, str]:
+    context = dg.build_sensor_context(
+        cursor=cursor, resources={"ledger": ledger}, instance=instance
+    )
     data = earnings_landed_sensor.evaluate_tick(context)
     return list(data.run_requests or []), data.cursor, data.skip_message or ""
 
 
-def run_requested(ledger: LedgerResource, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+def run_requested(
+    ledger: LedgerResource, request: dg.RunRequest, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
     """The run the sensor asked for, executed in process: its job, its tags, real resources."""
     defs = dg.Definitions(
         assets=[payout_assets.earnings, payout_assets.payout_batches],
@@ -106,7 +120,7 @@ def run_requested(ledger: LedgerResource, request: dg.RunRequest) -> dg.ExecuteI
         resources={"ledger": ledger, "payout_policy": PayoutPolicyResource()},
     )
     job = defs.resolve_job_def(create_payout_batches_job.name)
-    return job.execute_in_process(tags=request.tags)
+    return job.execute_in_process(tags=request.tags, instance=instance, raise_on_error=False)
 
 
 def test_an_earning_is_accepted_once_and_a_duplicate_changes_nothing(
@@ -216,16 +230,16 @@ def test_a_conflicting_redelivery_is_refused_and_the_first_stands(
 
 
 def test_a_posted_earning_reaches_approval_without_an_operator(
-    engine: Engine, ledger_url: str, funded: str, home: Path
+    engine: Engine, ledger_url: str, funded: str, home: Path, instance: dg.DagsterInstance
 ) -> None:
     ledger = LedgerResource(url=ledger_url, home=str(home))
-    requests, cursor, _ = tick(ledger, None)
+    requests, cursor, _ = tick(ledger, None, instance)
     assert requests == [], "no earnings, no run"
     with receiver(engine) as url:
         assert post(url, body(funded)).status_code == 201
-        requests, cursor, _ = tick(ledger, cursor)
+        requests, cursor, _ = tick(ledger, cursor, instance)
         assert len(requests) == 1
-        result = run_requested(ledger, requests[0])
+        result = run_requested(ledger, requests[0], instance)
         assert result.success
         with db.read(engine) as conn:
             [batch] = conn.execute(sa.select(payout_batches)).all()
@@ -237,14 +251,14 @@ def test_a_posted_earning_reaches_approval_without_an_operator(
         assert batch.created_by == "sensor:earnings_landed"
         # The same earning again: nothing new, no second run.
         assert post(url, body(funded)).status_code == 200
-    again, _, _ = tick(ledger, cursor)
+    again, _, _ = tick(ledger, cursor, instance)
     assert again == []
-    replay, _, _ = tick(ledger, None)  # a lost cursor: nothing accrued is left unbatched
+    replay, _, _ = tick(ledger, None, instance)  # a lost cursor: nothing accrued is left unbatched
     assert replay == []
 
 
 def test_a_landed_file_leads_to_a_run_whose_batches_wait_for_approval(
-    engine: Engine, ledger_url: str, funded: str, home: Path
+    engine: Engine, ledger_url: str, funded: str, home: Path, instance: dg.DagsterInstance
 ) -> None:
     ledger = LedgerResource(url=ledger_url, home=str(home))
     folder = ledger.landing / "earnings"
@@ -252,20 +266,81 @@ def test_a_landed_file_leads_to_a_run_whose_batches_wait_for_approval(
     (folder / "swarm.csv").write_text(
         f"external_id,beneficiary,amount,currency,event_hashes\nE-F1,ann,25.00,USD,{funded}\n"
     )
-    requests, cursor, _ = tick(ledger, None)
+    requests, cursor, _ = tick(ledger, None, instance)
     assert len(requests) == 1 and requests[0].run_key.startswith("earnings:0:")
-    repeated, _, _ = tick(ledger, None)
+    repeated, _, _ = tick(ledger, None, instance)
     assert [r.run_key for r in repeated] == [requests[0].run_key], "run keys come from data"
-    assert run_requested(ledger, requests[0]).success
+    assert run_requested(ledger, requests[0], instance).success
     with db.read(engine) as conn:
         [batch] = conn.execute(sa.select(payout_batches)).all()
     assert (batch.status, batch.total_minor) == ("pending_approval", 2500)
-    again, _, _ = tick(ledger, cursor)
+    again, _, _ = tick(ledger, cursor, instance)
     assert again == [], "the file already read and its earning batched: no second run"
 
 
+def test_a_failed_run_is_asked_for_again_a_bounded_number_of_times(
+    engine: Engine,
+    ledger_url: str,
+    funded: str,
+    home: Path,
+    tmp_path: Path,
+    instance: dg.DagsterInstance,
+) -> None:
+    ledger = LedgerResource(url=ledger_url, home=str(home))
+    # A real fault: the run's ledger is a database file that is not there to open.
+    gone = LedgerResource(url=f"sqlite:///{tmp_path}/missing/dir/ledger.db", home=str(home))
+    with receiver(engine) as url:
+        assert post(url, body(funded)).status_code == 201
+    [first], cursor, _ = tick(ledger, None, instance)
+    assert not run_requested(gone, first, instance).success
+    assert books(engine)[2] == 0
+    keys = [first.run_key]
+    for _ in range(MAX_RETRIES):
+        [retry], cursor, _ = tick(ledger, cursor, instance)
+        keys.append(retry.run_key)
+        assert not run_requested(gone, retry, instance).success
+    assert keys == [first.run_key] + [
+        f"{first.run_key}:retry:{n}" for n in range(1, MAX_RETRIES + 1)
+    ], "each retry has its own run key, derived from the data and the attempt"
+    spent, cursor, skipped = tick(ledger, cursor, instance)
+    assert spent == [] and "by hand" in skipped, skipped
+    assert tick(ledger, cursor, instance)[0] == [], "no storm once retries are spent"
+    # New earnings are a new key: the sensor tries again, and this time the ledger answers.
+    with receiver(engine) as url:
+        assert post(url, body(funded, external_id="E-2", amount="10.00")).status_code == 201
+    [fresh], cursor, _ = tick(ledger, cursor, instance)
+    assert run_requested(ledger, fresh, instance).success
+    with db.read(engine) as conn:
+        [batch] = conn.execute(sa.select(payout_batches)).all()
+    assert (batch.status, batch.total_minor) == ("pending_approval", 5000), "both earnings"
+    assert tick(ledger, cursor, instance)[0] == [], "a successful run is not retried"
+
+
+def test_one_failure_then_a_retry_that_succeeds(
+    engine: Engine,
+    ledger_url: str,
+    funded: str,
+    home: Path,
+    tmp_path: Path,
+    instance: dg.DagsterInstance,
+) -> None:
+    ledger = LedgerResource(url=ledger_url, home=str(home))
+    gone = LedgerResource(url=f"sqlite:///{tmp_path}/missing/dir/ledger.db", home=str(home))
+    with receiver(engine) as url:
+        assert post(url, body(funded)).status_code == 201
+    [first], cursor, _ = tick(ledger, None, instance)
+    assert not run_requested(gone, first, instance).success
+    [retry], cursor, _ = tick(ledger, cursor, instance)
+    assert retry.run_key == f"{first.run_key}:retry:1"
+    assert run_requested(ledger, retry, instance).success
+    with db.read(engine) as conn:
+        [batch] = conn.execute(sa.select(payout_batches)).all()
+    assert (batch.status, batch.total_minor) == ("pending_approval", 4000)
+    assert tick(ledger, cursor, instance)[0] == []
+
+
 def test_a_freeze_stops_the_trigger_and_the_unfreeze_releases_it(
-    engine: Engine, ledger_url: str, funded: str, home: Path
+    engine: Engine, ledger_url: str, funded: str, home: Path, instance: dg.DagsterInstance
 ) -> None:
     ledger = LedgerResource(url=ledger_url, home=str(home))
     with db.write(engine) as conn:
@@ -273,12 +348,12 @@ def test_a_freeze_stops_the_trigger_and_the_unfreeze_releases_it(
     with receiver(engine) as url:
         # Recording what the swarm decided is not paying: the earning is taken.
         assert post(url, body(funded)).status_code == 201
-    requests, cursor, skipped = tick(ledger, None)
+    requests, cursor, skipped = tick(ledger, None, instance)
     assert requests == [] and "frozen" in skipped and "audit week" in skipped
     assert books(engine)[2] == 0, "no batch while frozen"
     with db.write(engine) as conn:
         controls.set_payouts_frozen(conn, False, "cfo", "audit done")
-    requests, _, _ = tick(ledger, cursor)
+    requests, _, _ = tick(ledger, cursor, instance)
     assert len(requests) == 1, "what landed during the freeze is batched after it"
 
 

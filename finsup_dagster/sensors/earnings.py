@@ -16,6 +16,13 @@ a tick repeated, or a lost cursor, asks for a run Dagster already launched
 and gets none. While payouts are frozen the sensor skips and keeps its
 cursor, so what landed meanwhile is batched by the first tick after the
 unfreeze (``build_batches`` refuses under a freeze anyway).
+
+A run that failed (the ledger unreachable, a deploy mid-run) would otherwise
+leave its earnings unbatched until something new lands, since the data and so
+the run key are unchanged: the sensor asks again, as ``<key>:retry:<n>``, up
+to ``MAX_RETRIES`` times, while unbatched earnings remain. After that it says
+so on every tick until new earnings land (a new key) or an operator runs the
+job by hand.
 """
 
 from __future__ import annotations
@@ -34,6 +41,30 @@ from finsup_dagster.resources import LedgerResource
 
 ACTOR = "sensor:earnings_landed"
 EMPTY = {"earning_id": 0, "files": ""}
+KEY_TAG = "finsup/earnings_key"
+MAX_RETRIES = 3
+
+
+def _request(key: str, attempt: int) -> dg.RunRequest:
+    run_key = key if attempt == 0 else f"{key}:retry:{attempt}"
+    return dg.RunRequest(
+        run_key=run_key,
+        tags={"finsup/actor": ACTOR, "finsup/trigger": "earnings_landed", KEY_TAG: key},
+    )
+
+
+def _retry(context: dg.SensorEvaluationContext, key: str) -> dg.RunRequest | str | None:
+    """A new request when the last run for ``key`` failed; a reason when retries are spent."""
+    runs = context.instance.get_runs(filters=dg.RunsFilter(tags={KEY_TAG: key}), limit=1)
+    if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
+        return None
+    attempts = context.instance.get_runs_count(filters=dg.RunsFilter(tags={KEY_TAG: key}))
+    if attempts > MAX_RETRIES:
+        return (
+            f"the run for {key} failed {attempts} times; run create_payout_batches by hand "
+            f"once the cause is fixed (last: {runs[0].run_id})"
+        )
+    return _request(key, attempts)
 
 
 def files_digest(ledger: LedgerResource) -> str:
@@ -72,10 +103,12 @@ def earnings_landed_sensor(
     # Earnings batched since (by this job or by hand) lower the mark: not news.
     moved = newest > cursor["earning_id"] or seen["files"] != cursor["files"]
     has_work = newest > 0 or seen["files"] != ""
-    if not (moved and has_work):
+    key = f"earnings:{newest}:{seen['files'] or '-'}"
+    if not has_work:
         return dg.SensorResult(skip_reason="no new earnings", cursor=json.dumps(seen))
-    request = dg.RunRequest(
-        run_key=f"earnings:{newest}:{seen['files'] or '-'}",
-        tags={"finsup/actor": ACTOR, "finsup/trigger": "earnings_landed"},
-    )
-    return dg.SensorResult(run_requests=[request], cursor=json.dumps(seen))
+    if not moved:
+        retry = _retry(context, key)
+        if isinstance(retry, dg.RunRequest):
+            return dg.SensorResult(run_requests=[retry], cursor=json.dumps(seen))
+        return dg.SensorResult(skip_reason=retry or "no new earnings", cursor=json.dumps(seen))
+    return dg.SensorResult(run_requests=[_request(key, 0)], cursor=json.dumps(seen))
