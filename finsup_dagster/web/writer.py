@@ -102,6 +102,15 @@ class GroupWriter(Generic[T]):
             if live:
                 self._write(live)
 
+    def write_now(self, jobs: Sequence[T]) -> list[Future[Any]]:
+        """Writes ``jobs`` as one group on the calling thread, exactly as the writer thread
+        writes each group it takes (tests use it to choose a group); their futures, done."""
+        group = [_Queued(job) for job in jobs]
+        for q in group:
+            q.done.set_running_or_notify_cancel()
+        self._write(group)
+        return [q.done for q in group]
+
     def _write(self, group: list[_Queued[T]]) -> None:
         try:
             with db.write(self.engine) as conn:
