@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from finsup_dagster.gateways import webhooks_paypal
-from finsup_dagster.ledger import payout_status
+from finsup_dagster.ledger import audit_log, db, payout_status, seals
 from finsup_dagster.web import create_app
 from finsup_dagster.web.pending import apply_stored
 from finsup_dagster.web.webhooks import Accepted, Refused, WebhookReceiver
@@ -65,6 +65,16 @@ def accepted(event: dict[str, Any]) -> Accepted:
     return Accepted("paypal", webhooks_paypal.parse(json.loads(body)), body, {"x-test": "1"})
 
 
+def assert_sealed(engine: Engine) -> None:
+    """Every row the groups wrote is sealed and the chain holds: the fast paths of the seals
+    (keys from RETURNING, one-statement append) left nothing out."""
+    with db.read(engine) as conn:
+        report = seals.verify(conn)
+        chain = audit_log.verify(conn)
+    assert report.ok, report.problems
+    assert chain.ok, chain.problem
+
+
 def write_group(receiver_: WebhookReceiver, jobs: list[Any]) -> list[Any]:
     return [f.result() for f in receiver_.writer.write_now(jobs)]
 
@@ -85,6 +95,7 @@ def test_a_copy_sent_twice_in_one_group_is_a_duplicate_and_applied_once(
     assert outcomes == ["applied", "duplicate", "duplicate", "duplicate"]
     assert [i.status for i in items(engine)] == ["paid", "held"]
     assert Counter(r.event_id for r in events(engine)) == {first["id"]: 1, held_before["id"]: 1}
+    assert_sealed(engine)
 
 
 def test_one_event_failing_to_apply_costs_the_others_in_its_group_nothing(
@@ -137,6 +148,7 @@ def test_known_and_unknown_items_mix_and_two_reports_of_one_item_apply_in_order(
     kept = {r.event_id: r for r in events(engine)}
     assert kept[unknown["id"]].processed_at is None  # kept open for a later pass
     assert all(kept[e["id"]].processed_at is not None for e in group if e is not unknown)
+    assert_sealed(engine)
 
 
 def test_concurrent_deliveries_with_copies_each_get_one_answer_and_one_row(
@@ -158,3 +170,4 @@ def test_concurrent_deliveries_with_copies_each_get_one_answer_and_one_row(
         assert by_event[e["id"]] == {"unknown_item": 1, "duplicate": 2}
     assert sorted(r.event_id for r in events(engine)) == sorted(e["id"] for e in distinct)
     assert [i.status for i in items(engine)] == ["paid", "submitted"]
+    assert_sealed(engine)

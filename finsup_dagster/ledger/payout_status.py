@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from finsup_dagster.ledger import audit_log, clock, state_machine
+from finsup_dagster.ledger import audit_log, clock, seals, state_machine
 from finsup_dagster.ledger.schema import gateway_events, payout_batches, payout_items
 
 # The provider's word → finsup's item status. PayPal's words are its
@@ -373,11 +373,16 @@ def store_events(conn: Connection, rows: Sequence[EventRow]) -> list[int]:
     ]
     # executemany with RETURNING: SQLAlchemy sends it as one INSERT ... VALUES (...), (...)
     # ("insertmanyvalues"), the ids sorted back into the order of the rows.
+    # The new keys come back from RETURNING and go to the seals as they are (KEYS_RETURNED):
+    # no query for the key range before and after.
     result = conn.execute(
-        sa.insert(gateway_events).returning(gateway_events.c.id, sort_by_parameter_order=True),
+        sa.insert(gateway_events)
+        .returning(gateway_events.c.id, sort_by_parameter_order=True)
+        .execution_options(**{seals.KEYS_RETURNED: True}),
         values,
     )
     ids: list[int] = list(result.scalars())
+    seals.touch_inserted(conn, gateway_events, (str(i) for i in ids))
     return ids
 
 

@@ -46,6 +46,7 @@ from finsup_dagster.ledger.errors import LedgerError
 from finsup_dagster.ledger.schema import (
     approvals,
     approvers,
+    audit_chain_head,
     balance_reserves,
     beneficiaries,
     clawbacks,
@@ -87,6 +88,15 @@ _PREFIXES: dict[str, str] = {
 }
 _PENDING = "finsup_seals_pending"
 _IN_CHUNK = 500
+# An INSERT carrying this execution option returns its generated keys, and its caller
+# hands exactly those to ``touch_inserted``: the two queries that bracket any other
+# insert (the maximum key before, the keys above it after) are not needed. A caller
+# that forgot would leave rows unsealed, which ``verify`` names as inserted outside the
+# books: the option can cost a seal's presence only loudly, never silently.
+KEYS_RETURNED = "finsup_keys_returned"
+# Up to this many seals, PostgreSQL gets the log row, the chain head and the seals in one
+# statement (one round trip); more go by COPY.
+_ONE_STATEMENT_SEALS = 2000
 
 
 class TamperDetected(LedgerError):
@@ -203,6 +213,8 @@ def _before_execute(
         return
     pending = _pending(conn, table)
     if isinstance(statement, dml.Insert):
+        if statement.get_execution_options().get(KEYS_RETURNED):
+            return
         auto = table.autoincrement_column
         if auto is not None:
             # Generated keys are not in the statement: the new rows are those above today's
@@ -234,6 +246,8 @@ def _after_execute(
 ) -> None:
     table = _sealed_table(statement)
     if table is None or not isinstance(statement, dml.Insert) or table.autoincrement_column is None:
+        return
+    if statement.get_execution_options().get(KEYS_RETURNED):
         return
     pending = _pending(conn, table)
     marked, top = pending.insert_marks.pop()
@@ -333,6 +347,48 @@ def latest_seals(conn: Connection, table_name: str, keys: Sequence[str]) -> dict
     return out
 
 
+def _sealed_and_current(
+    conn: Connection, table: sa.Table, keys: Sequence[str]
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """``latest_seals`` and ``_current`` in one round trip (PostgreSQL, one-column keys).
+
+    Every key once, its newest seal beside it by the same lateral ``LIMIT 1`` descent
+    as ``latest_seals``, and its row as it stands by the primary key: the same two
+    answers from one statement, so the same checks follow.
+    """
+    s = row_seals.c
+    [pk] = table.primary_key.columns
+    wanted = sa.select(
+        sa.func.unnest(
+            sa.bindparam(None, list(keys), type_=postgresql.ARRAY(sa.String))
+        ).column_valued("key")
+    ).subquery("wanted")
+    newest = (
+        sa.select(s.digest.label("__seal_digest"), sa.true().label("__sealed"))
+        .where(s.table_name == table.name, s.row_key == wanted.c.key)
+        .order_by(s.seq.desc())
+        .limit(1)
+        .lateral("newest")
+    )
+    by_key = pk == (
+        wanted.c.key if isinstance(pk.type, sa.String) else sa.cast(wanted.c.key, pk.type)
+    )
+    query = sa.select(
+        wanted.c.key.label("__key"), newest.c["__seal_digest"], newest.c["__sealed"], *table.columns
+    ).select_from(wanted.outerjoin(newest, sa.true()).outerjoin(table, by_key))
+    latest: dict[str, str | None] = {}
+    now: dict[str, str] = {}
+    for row in conn.execute(query):
+        mapping = row._mapping
+        key = mapping["__key"]
+        if mapping["__sealed"]:
+            latest[key] = mapping["__seal_digest"]
+        if mapping[pk.name] is not None:
+            content = {c.name: mapping[c.name] for c in table.columns}
+            now[row_key(table, content)] = row_digest(table.name, content)
+    return latest, now
+
+
 def _tampered(table_name: str, key: str, was: str | None, sealed: str | None, known: bool) -> str:
     if not known:
         return f"{table_name} row {key} was inserted outside the books (it has no seal)"
@@ -354,7 +410,11 @@ def flush(conn: Connection, actor: str = "system") -> int:
         keys = sorted(pending.touched[name])
         if not keys:
             continue
-        latest = latest_seals(conn, name, keys)
+        if _is_pg(conn) and len(table.primary_key.columns) == 1:
+            latest, now = _sealed_and_current(conn, table, keys)
+        else:
+            latest = latest_seals(conn, name, keys)
+            now = _current(conn, table, keys)
         for key, was in pending.before[name].items():
             if key not in latest or latest[key] != was:
                 raise TamperDetected(
@@ -367,7 +427,6 @@ def flush(conn: Connection, actor: str = "system") -> int:
                     f"{name} row {key} was deleted outside the books and its key reused: "
                     "run `finsup verify-audit-chain`"
                 )
-        now = _current(conn, table, keys)
         for key in keys:
             digest = now.get(key)
             if key in latest and latest[key] == digest:
@@ -393,9 +452,10 @@ def _append(
     }
     if reason:
         detail["reason"] = reason
-    seq = audit_log.append(
-        conn, [LogRecord("rows_sealed", "ledger", "row_seals", actor=actor, detail=detail)]
-    )
+    record = LogRecord("rows_sealed", "ledger", "row_seals", actor=actor, detail=detail)
+    if _is_pg(conn) and len(lines) <= _ONE_STATEMENT_SEALS:
+        return _append_in_one(conn, record, lines)
+    seq = audit_log.append(conn, [record])
     if _is_pg(conn):
         # COPY: an executemany of a million seals costs more than the rows they seal.
         driver = conn.connection.driver_connection
@@ -411,6 +471,43 @@ def _append(
         sa.insert(row_seals),
         [{"table_name": n, "row_key": k, "seq": seq, "digest": d} for n, k, d in lines],
     )
+    return len(lines)
+
+
+def _append_in_one(
+    conn: Connection, record: LogRecord, lines: Sequence[tuple[str, str, str | None]]
+) -> int:
+    """PostgreSQL: the log row, the chain head's move and the seals in one statement.
+
+    The same rows ``audit_log.append`` and the COPY would write, in one round trip
+    instead of four: data-modifying CTEs run exactly once whether or not the main
+    statement reads them, and all of it commits or none of it does.
+    """
+    rows, seq, head_hash = audit_log.chained(conn, [record])
+    new_log = sa.insert(transaction_log).values(rows).cte("new_log")
+    new_head = (
+        sa.update(audit_chain_head)
+        .where(audit_chain_head.c.id == 1)
+        .values(seq=seq, row_hash=head_hash)
+        .cte("new_head")
+    )
+
+    def column(values: list[Any]) -> Any:
+        return sa.func.unnest(sa.bindparam(None, values, type_=postgresql.ARRAY(sa.String)))
+
+    seals_ = sa.select(
+        column([n for n, _, _ in lines]),
+        column([k for _, k, _ in lines]),
+        sa.literal(seq, sa.BigInteger),
+        column([d for _, _, d in lines]),
+    )
+    statement = (
+        sa.insert(row_seals)
+        .from_select(["table_name", "row_key", "seq", "digest"], seals_)
+        .add_cte(new_log)
+        .add_cte(new_head)
+    )
+    conn.execute(statement)
     return len(lines)
 
 
