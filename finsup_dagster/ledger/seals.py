@@ -474,6 +474,33 @@ def _append(
     return len(lines)
 
 
+_LOG_COLUMNS = (
+    "seq",
+    "occurred_at",
+    "actor",
+    "action",
+    "entity_type",
+    "entity_id",
+    "amount_minor",
+    "currency",
+    "detail",
+    "prev_hash",
+    "row_hash",
+)
+# One constant text, so psycopg prepares it once per connection and no statement is
+# built or compiled per transaction; every column is plain text or an integer, so the
+# driver's values are what Core would bind.
+_APPEND_IN_ONE = (
+    "WITH new_log AS (INSERT INTO transaction_log ("
+    + ", ".join(_LOG_COLUMNS)
+    + ") VALUES ("
+    + ", ".join(["%s"] * len(_LOG_COLUMNS))
+    + ")), new_head AS (UPDATE audit_chain_head SET seq = %s, row_hash = %s WHERE id = 1) "
+    "INSERT INTO row_seals (table_name, row_key, seq, digest) "
+    "SELECT t, k, %s, d FROM unnest(%s::text[], %s::text[], %s::text[]) AS s(t, k, d)"
+)
+
+
 def _append_in_one(
     conn: Connection, record: LogRecord, lines: Sequence[tuple[str, str, str | None]]
 ) -> int:
@@ -483,31 +510,20 @@ def _append_in_one(
     instead of four: data-modifying CTEs run exactly once whether or not the main
     statement reads them, and all of it commits or none of it does.
     """
-    rows, seq, head_hash = audit_log.chained(conn, [record])
-    new_log = sa.insert(transaction_log).values(rows).cte("new_log")
-    new_head = (
-        sa.update(audit_chain_head)
-        .where(audit_chain_head.c.id == 1)
-        .values(seq=seq, row_hash=head_hash)
-        .cte("new_head")
-    )
-
-    def column(values: list[Any]) -> Any:
-        return sa.func.unnest(sa.bindparam(None, values, type_=postgresql.ARRAY(sa.String)))
-
-    seals_ = sa.select(
-        column([n for n, _, _ in lines]),
-        column([k for _, k, _ in lines]),
-        sa.literal(seq, sa.BigInteger),
-        column([d for _, _, d in lines]),
-    )
-    statement = (
-        sa.insert(row_seals)
-        .from_select(["table_name", "row_key", "seq", "digest"], seals_)
-        .add_cte(new_log)
-        .add_cte(new_head)
-    )
-    conn.execute(statement)
+    [row], seq, head_hash = audit_log.chained(conn, [record])
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    params = [
+        *(row[c] for c in _LOG_COLUMNS),
+        seq,
+        head_hash,
+        seq,
+        [n for n, _, _ in lines],
+        [k for _, k, _ in lines],
+        [d for _, _, d in lines],
+    ]
+    with driver.cursor() as cursor:
+        cursor.execute(_APPEND_IN_ONE, params)
     return len(lines)
 
 
