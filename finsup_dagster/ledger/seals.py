@@ -46,7 +46,6 @@ from finsup_dagster.ledger.errors import LedgerError
 from finsup_dagster.ledger.schema import (
     approvals,
     approvers,
-    audit_chain_head,
     balance_reserves,
     beneficiaries,
     clawbacks,
@@ -332,16 +331,16 @@ def latest_seals(conn: Connection, table_name: str, keys: Sequence[str]) -> dict
         out.update({k: d for k, d in rows})
         return out
     for part in _chunks(keys):
-        newest_seq = (
-            sa.select(s.row_key, sa.func.max(s.seq).label("seq"))
-            .where(s.table_name == table_name, s.row_key.in_(list(part)))
-            .group_by(s.row_key)
-            .subquery()
-        )
-        found: Iterable[Any] = conn.execute(
-            sa.select(s.row_key, s.digest)
-            .join(newest_seq, sa.and_(s.row_key == newest_seq.c.row_key, s.seq == newest_seq.c.seq))
-            .where(s.table_name == table_name, s.row_key.in_(list(part)))
+        # Driver SQL (row_seals holds only text and integers: nothing for Core to convert):
+        # a statement compiled per transaction cost more than the lookup itself.
+        marks = ", ".join("?" * len(part))
+        found: Iterable[Any] = conn.exec_driver_sql(
+            "SELECT s.row_key, s.digest FROM row_seals AS s JOIN ("
+            "SELECT row_key, max(seq) AS seq FROM row_seals"
+            f" WHERE table_name = ? AND row_key IN ({marks}) GROUP BY row_key"
+            ") AS n ON s.row_key = n.row_key AND s.seq = n.seq"
+            f" WHERE s.table_name = ? AND s.row_key IN ({marks})",
+            (table_name, *part, table_name, *part),
         )
         out.update({k: d for k, d in found})
     return out
@@ -453,24 +452,20 @@ def _append(
     if reason:
         detail["reason"] = reason
     record = LogRecord("rows_sealed", "ledger", "row_seals", actor=actor, detail=detail)
-    if _is_pg(conn) and len(lines) <= _ONE_STATEMENT_SEALS:
+    if not _is_pg(conn):
+        return _append_sqlite(conn, record, lines)
+    if len(lines) <= _ONE_STATEMENT_SEALS:
         return _append_in_one(conn, record, lines)
     seq = audit_log.append(conn, [record])
-    if _is_pg(conn):
-        # COPY: an executemany of a million seals costs more than the rows they seal.
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        with (
-            driver.cursor() as cursor,
-            cursor.copy("COPY row_seals (table_name, row_key, seq, digest) FROM STDIN") as copy,
-        ):
-            for n, k, d in lines:
-                copy.write_row((n, k, seq, d))
-        return len(lines)
-    conn.execute(
-        sa.insert(row_seals),
-        [{"table_name": n, "row_key": k, "seq": seq, "digest": d} for n, k, d in lines],
-    )
+    # COPY: an executemany of a million seals costs more than the rows they seal.
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with (
+        driver.cursor() as cursor,
+        cursor.copy("COPY row_seals (table_name, row_key, seq, digest) FROM STDIN") as copy,
+    ):
+        for n, k, d in lines:
+            copy.write_row((n, k, seq, d))
     return len(lines)
 
 
@@ -524,6 +519,27 @@ def _append_in_one(
     ]
     with driver.cursor() as cursor:
         cursor.execute(_APPEND_IN_ONE, params)
+    return len(lines)
+
+
+def _append_sqlite(
+    conn: Connection, record: LogRecord, lines: Sequence[tuple[str, str, str | None]]
+) -> int:
+    """SQLite: the same log row, head and seals as ``audit_log.append`` and an insert of the
+    seals would write, as driver SQL (in-process, so the cost was Core's per statement)."""
+    rows, seq, head_hash = audit_log.chained(conn, [record])
+    marks = ", ".join("?" * len(_LOG_COLUMNS))
+    conn.exec_driver_sql(
+        f"INSERT INTO transaction_log ({', '.join(_LOG_COLUMNS)}) VALUES ({marks})",
+        [tuple(row[c] for c in _LOG_COLUMNS) for row in rows],
+    )
+    conn.exec_driver_sql(
+        "UPDATE audit_chain_head SET seq = ?, row_hash = ? WHERE id = 1", (seq, head_hash)
+    )
+    conn.exec_driver_sql(
+        "INSERT INTO row_seals (table_name, row_key, seq, digest) VALUES (?, ?, ?, ?)",
+        [(n, k, seq, d) for n, k, d in lines],
+    )
     return len(lines)
 
 
