@@ -391,9 +391,13 @@ def stored_among(conn: Connection, keys: Iterable[tuple[str, str]]) -> set[tuple
     wanted = sorted({(g, e[:128]) for g, e in keys})
     if not wanted:
         return set()
-    c = gateway_events.c
-    rows = conn.execute(
-        sa.select(c.gateway, c.event_id).where(sa.tuple_(c.gateway, c.event_id).in_(wanted))
+    # Driver SQL: two text columns come back as they are, and a statement built and
+    # compiled per group cost more than the lookup (the unique index answers it).
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    pairs = ", ".join([f"({mark}, {mark})"] * len(wanted))
+    rows = conn.exec_driver_sql(
+        f"SELECT gateway, event_id FROM gateway_events WHERE (gateway, event_id) IN ({pairs})",
+        tuple(v for pair in wanted for v in pair),
     )
     return {(str(g), str(e)) for g, e in rows}
 
