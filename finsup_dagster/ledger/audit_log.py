@@ -62,8 +62,12 @@ class LogRecord:
     detail: Mapping[str, Any] | None = None
 
 
-def append(conn: Connection, records: Iterable[LogRecord]) -> int:
-    """Appends records inside the caller's write transaction; returns the last seq."""
+def chained(
+    conn: Connection, records: Iterable[LogRecord]
+) -> tuple[list[dict[str, Any]], int, str]:
+    """The records as log rows chained onto the head (read here, under the caller's writer
+    lock): (rows, their last seq, their last hash). Written by ``append``, or by a caller
+    that sends them in one statement with writes of its own (``seals``)."""
     head = conn.execute(
         sa.select(audit_chain_head.c.seq, audit_chain_head.c.row_hash).where(
             audit_chain_head.c.id == 1
@@ -88,14 +92,20 @@ def append(conn: Connection, records: Iterable[LogRecord]) -> int:
         row["prev_hash"] = prev
         row["row_hash"] = prev = row_digest(prev, row)
         rows.append(row)
+    return rows, int(seq), str(prev)
+
+
+def append(conn: Connection, records: Iterable[LogRecord]) -> int:
+    """Appends records inside the caller's write transaction; returns the last seq."""
+    rows, seq, head_hash = chained(conn, records)
     if rows:
         conn.execute(sa.insert(transaction_log), rows)
         conn.execute(
             sa.update(audit_chain_head)
             .where(audit_chain_head.c.id == 1)
-            .values(seq=seq, row_hash=prev)
+            .values(seq=seq, row_hash=head_hash)
         )
-    return int(seq)
+    return seq
 
 
 def log(conn: Connection, action: str, entity_type: str, entity_id: str, **kw: Any) -> int:

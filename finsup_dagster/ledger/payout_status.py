@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from finsup_dagster.ledger import audit_log, clock, state_machine
+from finsup_dagster.ledger import audit_log, clock, seals, state_machine
 from finsup_dagster.ledger.schema import gateway_events, payout_batches, payout_items
 
 # The provider's word → finsup's item status. PayPal's words are its
@@ -104,8 +104,122 @@ def derived_batch_status(item_statuses: list[str]) -> str | None:
     return "failed" if "paid" not in classes else "partially_completed"
 
 
-def apply_report(conn: Connection, report: StatusReport, actor: str) -> str:
+@dataclass
+class KnownItems:
+    """The items a group of reports names, read in one query (``find_items``).
+
+    A key looked up and not found maps to None: the item is not in the books, and
+    no other query is needed to say so. An item this transaction writes is forgotten,
+    so a later report in the same group reads it again as it now stands.
+    """
+
+    by_id: dict[tuple[str, int], Row[Any] | None] = field(default_factory=dict)
+    by_gateway_id: dict[tuple[str, str], Row[Any] | None] = field(default_factory=dict)
+
+    def lookup(self, report: StatusReport) -> tuple[bool, Row[Any] | None]:
+        """(whether this map answers for the report's item, the item or None)."""
+        if report.item_id is not None:
+            key = (report.gateway, report.item_id)
+            return key in self.by_id, self.by_id.get(key)
+        if report.gateway_item_id:
+            gkey = (report.gateway, report.gateway_item_id)
+            return gkey in self.by_gateway_id, self.by_gateway_id.get(gkey)
+        return True, None
+
+    def forget(self, item_id: int) -> None:
+        for key in [k for k, row in self.by_id.items() if row is not None and row.id == item_id]:
+            del self.by_id[key]
+        for gkey in [
+            k for k, row in self.by_gateway_id.items() if row is not None and row.id == item_id
+        ]:
+            del self.by_gateway_id[gkey]
+
+
+def find_items(conn: Connection, reports: Iterable[StatusReport]) -> KnownItems:
+    """Every item the reports name, in one query, as ``_find_item`` would find each."""
+    ids: dict[str, set[int]] = {}
+    gateway_ids: dict[str, set[str]] = {}
+    for r in reports:
+        if r.item_id is not None:
+            ids.setdefault(r.gateway, set()).add(r.item_id)
+        elif r.gateway_item_id:
+            gateway_ids.setdefault(r.gateway, set()).add(r.gateway_item_id)
+    known = KnownItems()
+    if not ids and not gateway_ids:
+        return known
+    for g, v in ids.items():
+        known.by_id.update({(g, i): None for i in v})
+    for g, w in gateway_ids.items():
+        known.by_gateway_id.update({(g, i): None for i in w})
+    rows: Iterable[Any]
+    if _items_plain(conn):
+        rows = _find_items_sql(conn, ids, gateway_ids)
+    else:
+        wanted = [
+            sa.and_(payout_batches.c.method == g, payout_items.c.id.in_(sorted(v)))
+            for g, v in ids.items()
+        ] + [
+            sa.and_(payout_batches.c.method == g, payout_items.c.gateway_item_id.in_(sorted(v)))
+            for g, v in gateway_ids.items()
+        ]
+        rows = conn.execute(
+            sa.select(payout_items, payout_batches.c.method.label("batch_method"))
+            .join(payout_batches, payout_batches.c.id == payout_items.c.batch_id)
+            .where(sa.or_(*wanted))
+            .order_by(payout_items.c.id.desc())  # the lowest id last: it wins a shared id
+        )
+    for row in rows:
+        if row.id in ids.get(row.batch_method, ()):
+            known.by_id[(row.batch_method, row.id)] = row
+        if row.gateway_item_id in gateway_ids.get(row.batch_method, ()):
+            known.by_gateway_id[(row.batch_method, row.gateway_item_id)] = row
+    return known
+
+
+_PLAIN: dict[str, bool] = {}
+
+
+def _items_plain(conn: Connection) -> bool:
+    """Whether Core would convert none of payout_items' columns on this dialect (text and
+    integers), so the driver's values are the ones Core would give."""
+    dialect = conn.dialect
+    if dialect.name not in _PLAIN:
+        _PLAIN[dialect.name] = all(
+            c.type.dialect_impl(dialect).result_processor(dialect, None) is None
+            for c in payout_items.columns
+        )
+    return _PLAIN[dialect.name]
+
+
+def _find_items_sql(
+    conn: Connection, ids: Mapping[str, set[int]], gateway_ids: Mapping[str, set[str]]
+) -> Iterable[Any]:
+    """``find_items``'s query as driver SQL: built and compiled once per group, Core's
+    statement cost more than the lookup. Rows still answer to the column names."""
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, wanted in (("id", ids), ("gateway_item_id", gateway_ids)):
+        for gateway, values in wanted.items():
+            marks = ", ".join([mark] * len(values))
+            clauses.append(f"(b.method = {mark} AND i.{column} IN ({marks}))")
+            params += [gateway, *sorted(values)]
+    columns = ", ".join(f"i.{c.name}" for c in payout_items.columns)
+    return conn.exec_driver_sql(
+        f"SELECT {columns}, b.method AS batch_method FROM payout_items AS i"
+        " JOIN payout_batches AS b ON b.id = i.batch_id"
+        f" WHERE {' OR '.join(clauses)} ORDER BY i.id DESC",  # lowest id last: it wins
+        tuple(params),
+    )
+
+
+def apply_report(
+    conn: Connection, report: StatusReport, actor: str, known: KnownItems | None = None
+) -> str:
     """Applies one report inside the caller's write transaction; returns its outcome.
+
+    ``known``: the group's items read beforehand (``find_items``), so the item is not
+    looked up again; an item it does not answer for is read as usual.
 
     ``applied``: the item moved (postings, earnings and log through the state
     machine) and its batch was derived again. ``unchanged``: the item is
@@ -116,7 +230,9 @@ def apply_report(conn: Connection, report: StatusReport, actor: str) -> str:
     submitted yet (a webhook can overtake our own record of the submission).
     """
     target = item_status_for(report.gateway, report.provider_status)
-    item = _find_item(conn, report)
+    answered, item = known.lookup(report) if known is not None else (False, None)
+    if not answered:
+        item = _find_item(conn, report)
     if item is None or item.status == "pending":
         return "unknown_item"
     if target is None:
@@ -130,6 +246,8 @@ def apply_report(conn: Connection, report: StatusReport, actor: str) -> str:
         values["gateway_item_id"] = report.gateway_item_id
     if target == item.status:
         if any(getattr(item, k) != v for k, v in values.items()):
+            if known is not None:
+                known.forget(int(item.id))
             conn.execute(
                 sa.update(payout_items).where(payout_items.c.id == item.id).values(**values)
             )
@@ -137,6 +255,8 @@ def apply_report(conn: Connection, report: StatusReport, actor: str) -> str:
     if target not in state_machine.ITEM_TRANSITIONS[item.status]:
         _log_ignored(conn, item, report, actor, f"{item.status} cannot become {target}")
         return "ignored"
+    if known is not None:
+        known.forget(int(item.id))
     conn.execute(sa.update(payout_items).where(payout_items.c.id == item.id).values(**values))
     state_machine.move_item(
         conn,
@@ -220,6 +340,21 @@ def refused_event_id() -> str:
     return f"refused:{uuid.uuid4()}"
 
 
+@dataclass(frozen=True)
+class EventRow:
+    """One received event, as ``store_events`` keeps it."""
+
+    gateway: str
+    event_id: str
+    event_type: str
+    resource_id: str | None
+    body: str
+    headers: Mapping[str, str]
+    signature_valid: bool
+    outcome: str | None = None
+    processed: bool = False
+
+
 def store_event(
     conn: Connection,
     *,
@@ -241,24 +376,71 @@ def store_event(
     """
     if not known_new and is_stored(conn, gateway, event_id):
         return None
-    now = clock.now()
-    row_id: int = conn.execute(
-        sa.insert(gateway_events)
-        .values(
-            gateway=gateway,
-            event_id=event_id[:128],
-            event_type=event_type[:64],
-            resource_id=resource_id[:128] if resource_id else None,
-            payload=body,
-            headers=json.dumps(safe_headers(headers), sort_keys=True),
-            signature_valid=signature_valid,
-            received_at=now,
-            processed_at=now if processed else None,
-            outcome=outcome[:64] if outcome else None,
-        )
-        .returning(gateway_events.c.id)
-    ).scalar_one()
+    row = EventRow(
+        gateway,
+        event_id,
+        event_type,
+        resource_id,
+        body,
+        headers,
+        signature_valid,
+        outcome,
+        processed,
+    )
+    [row_id] = store_events(conn, [row])
     return row_id
+
+
+def store_events(conn: Connection, rows: Sequence[EventRow]) -> list[int]:
+    """Keeps events known to be new (``stored_among`` asked, the writer lock held) in one
+    multi-row insert; returns their row ids in the order given."""
+    if not rows:
+        return []
+    now = clock.now()
+    values = [
+        {
+            "gateway": r.gateway,
+            "event_id": r.event_id[:128],
+            "event_type": r.event_type[:64],
+            "resource_id": r.resource_id[:128] if r.resource_id else None,
+            "payload": r.body,
+            "headers": json.dumps(safe_headers(r.headers), sort_keys=True),
+            "signature_valid": r.signature_valid,
+            "received_at": now,
+            "processed_at": now if r.processed else None,
+            "outcome": r.outcome[:64] if r.outcome else None,
+        }
+        for r in rows
+    ]
+    # executemany with RETURNING: SQLAlchemy sends it as one INSERT ... VALUES (...), (...)
+    # ("insertmanyvalues"), the ids sorted back into the order of the rows.
+    # The new keys come back from RETURNING and go to the seals as they are (KEYS_RETURNED):
+    # no query for the key range before and after.
+    result = conn.execute(
+        sa.insert(gateway_events)
+        .returning(gateway_events.c.id, sort_by_parameter_order=True)
+        .execution_options(**{seals.KEYS_RETURNED: True}),
+        values,
+    )
+    ids: list[int] = list(result.scalars())
+    seals.touch_inserted(conn, gateway_events, (str(i) for i in ids))
+    return ids
+
+
+def stored_among(conn: Connection, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (gateway, event id) are already held, in one query."""
+    wanted = sorted({(g, e[:128]) for g, e in keys})
+    if not wanted:
+        return set()
+    # Driver SQL: two text columns come back as they are, and a statement built and
+    # compiled per group cost more than the lookup (the unique index answers it).
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    pairs = ", ".join([f"({mark}, {mark})"] * len(wanted))
+    rows = conn.exec_driver_sql(
+        f"SELECT gateway, event_id FROM gateway_events WHERE (gateway, event_id) IN ({pairs})",
+        tuple(v for pair in wanted for v in pair),
+    )
+    return {(str(g), str(e)) for g, e in rows}
 
 
 def is_stored(conn: Connection, gateway: str, event_id: str) -> bool:

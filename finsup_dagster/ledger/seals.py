@@ -87,6 +87,15 @@ _PREFIXES: dict[str, str] = {
 }
 _PENDING = "finsup_seals_pending"
 _IN_CHUNK = 500
+# An INSERT carrying this execution option returns its generated keys, and its caller
+# hands exactly those to ``touch_inserted``: the two queries that bracket any other
+# insert (the maximum key before, the keys above it after) are not needed. A caller
+# that forgot would leave rows unsealed, which ``verify`` names as inserted outside the
+# books: the option can cost a seal's presence only loudly, never silently.
+KEYS_RETURNED = "finsup_keys_returned"
+# Up to this many seals, PostgreSQL gets the log row, the chain head and the seals in one
+# statement (one round trip); more go by COPY.
+_ONE_STATEMENT_SEALS = 2000
 
 
 class TamperDetected(LedgerError):
@@ -203,6 +212,8 @@ def _before_execute(
         return
     pending = _pending(conn, table)
     if isinstance(statement, dml.Insert):
+        if statement.get_execution_options().get(KEYS_RETURNED):
+            return
         auto = table.autoincrement_column
         if auto is not None:
             # Generated keys are not in the statement: the new rows are those above today's
@@ -234,6 +245,8 @@ def _after_execute(
 ) -> None:
     table = _sealed_table(statement)
     if table is None or not isinstance(statement, dml.Insert) or table.autoincrement_column is None:
+        return
+    if statement.get_execution_options().get(KEYS_RETURNED):
         return
     pending = _pending(conn, table)
     marked, top = pending.insert_marks.pop()
@@ -318,19 +331,61 @@ def latest_seals(conn: Connection, table_name: str, keys: Sequence[str]) -> dict
         out.update({k: d for k, d in rows})
         return out
     for part in _chunks(keys):
-        newest_seq = (
-            sa.select(s.row_key, sa.func.max(s.seq).label("seq"))
-            .where(s.table_name == table_name, s.row_key.in_(list(part)))
-            .group_by(s.row_key)
-            .subquery()
-        )
-        found: Iterable[Any] = conn.execute(
-            sa.select(s.row_key, s.digest)
-            .join(newest_seq, sa.and_(s.row_key == newest_seq.c.row_key, s.seq == newest_seq.c.seq))
-            .where(s.table_name == table_name, s.row_key.in_(list(part)))
+        # Driver SQL (row_seals holds only text and integers: nothing for Core to convert):
+        # a statement compiled per transaction cost more than the lookup itself.
+        marks = ", ".join("?" * len(part))
+        found: Iterable[Any] = conn.exec_driver_sql(
+            "SELECT s.row_key, s.digest FROM row_seals AS s JOIN ("
+            "SELECT row_key, max(seq) AS seq FROM row_seals"
+            f" WHERE table_name = ? AND row_key IN ({marks}) GROUP BY row_key"
+            ") AS n ON s.row_key = n.row_key AND s.seq = n.seq"
+            f" WHERE s.table_name = ? AND s.row_key IN ({marks})",
+            (table_name, *part, table_name, *part),
         )
         out.update({k: d for k, d in found})
     return out
+
+
+def _sealed_and_current(
+    conn: Connection, table: sa.Table, keys: Sequence[str]
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """``latest_seals`` and ``_current`` in one round trip (PostgreSQL, one-column keys).
+
+    Every key once, its newest seal beside it by the same lateral ``LIMIT 1`` descent
+    as ``latest_seals``, and its row as it stands by the primary key: the same two
+    answers from one statement, so the same checks follow.
+    """
+    s = row_seals.c
+    [pk] = table.primary_key.columns
+    wanted = sa.select(
+        sa.func.unnest(
+            sa.bindparam(None, list(keys), type_=postgresql.ARRAY(sa.String))
+        ).column_valued("key")
+    ).subquery("wanted")
+    newest = (
+        sa.select(s.digest.label("__seal_digest"), sa.true().label("__sealed"))
+        .where(s.table_name == table.name, s.row_key == wanted.c.key)
+        .order_by(s.seq.desc())
+        .limit(1)
+        .lateral("newest")
+    )
+    by_key = pk == (
+        wanted.c.key if isinstance(pk.type, sa.String) else sa.cast(wanted.c.key, pk.type)
+    )
+    query = sa.select(
+        wanted.c.key.label("__key"), newest.c["__seal_digest"], newest.c["__sealed"], *table.columns
+    ).select_from(wanted.outerjoin(newest, sa.true()).outerjoin(table, by_key))
+    latest: dict[str, str | None] = {}
+    now: dict[str, str] = {}
+    for row in conn.execute(query):
+        mapping = row._mapping
+        key = mapping["__key"]
+        if mapping["__sealed"]:
+            latest[key] = mapping["__seal_digest"]
+        if mapping[pk.name] is not None:
+            content = {c.name: mapping[c.name] for c in table.columns}
+            now[row_key(table, content)] = row_digest(table.name, content)
+    return latest, now
 
 
 def _tampered(table_name: str, key: str, was: str | None, sealed: str | None, known: bool) -> str:
@@ -354,7 +409,11 @@ def flush(conn: Connection, actor: str = "system") -> int:
         keys = sorted(pending.touched[name])
         if not keys:
             continue
-        latest = latest_seals(conn, name, keys)
+        if _is_pg(conn) and len(table.primary_key.columns) == 1:
+            latest, now = _sealed_and_current(conn, table, keys)
+        else:
+            latest = latest_seals(conn, name, keys)
+            now = _current(conn, table, keys)
         for key, was in pending.before[name].items():
             if key not in latest or latest[key] != was:
                 raise TamperDetected(
@@ -367,7 +426,6 @@ def flush(conn: Connection, actor: str = "system") -> int:
                     f"{name} row {key} was deleted outside the books and its key reused: "
                     "run `finsup verify-audit-chain`"
                 )
-        now = _current(conn, table, keys)
         for key in keys:
             digest = now.get(key)
             if key in latest and latest[key] == digest:
@@ -393,23 +451,94 @@ def _append(
     }
     if reason:
         detail["reason"] = reason
-    seq = audit_log.append(
-        conn, [LogRecord("rows_sealed", "ledger", "row_seals", actor=actor, detail=detail)]
+    record = LogRecord("rows_sealed", "ledger", "row_seals", actor=actor, detail=detail)
+    if not _is_pg(conn):
+        return _append_sqlite(conn, record, lines)
+    if len(lines) <= _ONE_STATEMENT_SEALS:
+        return _append_in_one(conn, record, lines)
+    seq = audit_log.append(conn, [record])
+    # COPY: an executemany of a million seals costs more than the rows they seal.
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with (
+        driver.cursor() as cursor,
+        cursor.copy("COPY row_seals (table_name, row_key, seq, digest) FROM STDIN") as copy,
+    ):
+        for n, k, d in lines:
+            copy.write_row((n, k, seq, d))
+    return len(lines)
+
+
+_LOG_COLUMNS = (
+    "seq",
+    "occurred_at",
+    "actor",
+    "action",
+    "entity_type",
+    "entity_id",
+    "amount_minor",
+    "currency",
+    "detail",
+    "prev_hash",
+    "row_hash",
+)
+# One constant text, so psycopg prepares it once per connection and no statement is
+# built or compiled per transaction; every column is plain text or an integer, so the
+# driver's values are what Core would bind.
+_APPEND_IN_ONE = (
+    "WITH new_log AS (INSERT INTO transaction_log ("
+    + ", ".join(_LOG_COLUMNS)
+    + ") VALUES ("
+    + ", ".join(["%s"] * len(_LOG_COLUMNS))
+    + ")), new_head AS (UPDATE audit_chain_head SET seq = %s, row_hash = %s WHERE id = 1) "
+    "INSERT INTO row_seals (table_name, row_key, seq, digest) "
+    "SELECT t, k, %s, d FROM unnest(%s::text[], %s::text[], %s::text[]) AS s(t, k, d)"
+)
+
+
+def _append_in_one(
+    conn: Connection, record: LogRecord, lines: Sequence[tuple[str, str, str | None]]
+) -> int:
+    """PostgreSQL: the log row, the chain head's move and the seals in one statement.
+
+    The same rows ``audit_log.append`` and the COPY would write, in one round trip
+    instead of four: data-modifying CTEs run exactly once whether or not the main
+    statement reads them, and all of it commits or none of it does.
+    """
+    [row], seq, head_hash = audit_log.chained(conn, [record])
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    params = [
+        *(row[c] for c in _LOG_COLUMNS),
+        seq,
+        head_hash,
+        seq,
+        [n for n, _, _ in lines],
+        [k for _, k, _ in lines],
+        [d for _, _, d in lines],
+    ]
+    with driver.cursor() as cursor:
+        cursor.execute(_APPEND_IN_ONE, params)
+    return len(lines)
+
+
+def _append_sqlite(
+    conn: Connection, record: LogRecord, lines: Sequence[tuple[str, str, str | None]]
+) -> int:
+    """SQLite: the same log row, head and seals as ``audit_log.append`` and an insert of the
+    seals would write, as driver SQL (in-process, so the cost was Core's per statement)."""
+    rows, seq, head_hash = audit_log.chained(conn, [record])
+    marks = ", ".join("?" * len(_LOG_COLUMNS))
+    conn.exec_driver_sql(
+        f"INSERT INTO transaction_log ({', '.join(_LOG_COLUMNS)}) VALUES ({marks})",
+        [tuple(row[c] for c in _LOG_COLUMNS) for row in rows],
     )
-    if _is_pg(conn):
-        # COPY: an executemany of a million seals costs more than the rows they seal.
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        with (
-            driver.cursor() as cursor,
-            cursor.copy("COPY row_seals (table_name, row_key, seq, digest) FROM STDIN") as copy,
-        ):
-            for n, k, d in lines:
-                copy.write_row((n, k, seq, d))
-        return len(lines)
-    conn.execute(
-        sa.insert(row_seals),
-        [{"table_name": n, "row_key": k, "seq": seq, "digest": d} for n, k, d in lines],
+    conn.exec_driver_sql(
+        "UPDATE audit_chain_head SET seq = ?, row_hash = ? WHERE id = 1", (seq, head_hash)
+    )
+    conn.exec_driver_sql(
+        "INSERT INTO row_seals (table_name, row_key, seq, digest) VALUES (?, ?, ?, ?)",
+        [(n, k, seq, d) for n, k, d in lines],
     )
     return len(lines)
 

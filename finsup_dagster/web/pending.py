@@ -41,15 +41,23 @@ def apply_stored(engine: Engine, gateway: str | None = None) -> Counter[str]:
 
 
 def evaluate(
-    conn: Connection, gateway: str, parsed: ParsedEvent, row_id: int | None = None
+    conn: Connection,
+    gateway: str,
+    parsed: ParsedEvent,
+    row_id: int | None = None,
+    known: payout_status.KnownItems | None = None,
 ) -> tuple[str, bool]:
     """Applies an event's reports in the caller's transaction: (outcome, whether its row is
-    closed). Not closed when an item was not known yet: a later pass tries again."""
+    closed). Not closed when an item was not known yet: a later pass tries again.
+    ``known``: the items of the caller's group, read at once (``payout_status.find_items``)."""
     if not parsed.reports:
         return NO_REPORT_OUTCOME[parsed.kind], True
     results = {
         payout_status.apply_report(
-            conn, replace(r, event_row_id=row_id, event_id=parsed.event_id), f"webhook:{gateway}"
+            conn,
+            replace(r, event_row_id=row_id, event_id=parsed.event_id),
+            f"webhook:{gateway}",
+            known=known,
         )
         for r in parsed.reports
     }

@@ -9,12 +9,14 @@ The order of a request, and why:
    or wrong -> 401; genuine but older than ``max_age_seconds`` -> 401 replay.
 3. The JSON and the event's shape -> 400 if broken.
 4. One ``db.write`` transaction (shared with the events that arrived at the
-   same time: ``writer.GroupWriter``): a provider event id already stored ->
-   200 ``duplicate``, nothing applied; otherwise its status reports applied
-   through ``payout_status.apply_report`` and the raw event stored with what
-   that came to, processed (one insert, no update: both commit together or
-   not at all). An event for an item the books do not know yet (its
-   submission not committed) is stored unprocessed for a later pass.
+   same time: ``writer.GroupWriter``, written by ``write_group`` in a few
+   statements for the whole group): a provider event id already stored, or
+   sent twice within the group -> 200 ``duplicate``, nothing applied;
+   otherwise its status reports applied through ``payout_status.apply_report``
+   and the raw event stored with what that came to, processed (one insert, no
+   update: both commit together or not at all). An event for an item the
+   books do not know yet (its submission not committed) is stored unprocessed
+   for a later pass.
 5. Only after that commit: the 2xx. If applying raises, the transaction rolls
    back and the event is stored alone (unprocessed) in a second one before
    answering; if even that fails the answer is 500 and the provider retries.
@@ -27,8 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,30 @@ def _text(body: bytes) -> str:
     return body.decode("utf-8", "replace")
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A verified, parsed event, to store and apply."""
+
+    gateway: str
+    parsed: ParsedEvent
+    body: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A refused body, kept under an id of its own, applying nothing."""
+
+    gateway: str
+    reason: str
+    event_type: str
+    body: str
+    headers: Mapping[str, str]
+
+
+Job = Accepted | Refused
+
+
 class WebhookReceiver:
     """Verifies, stores and applies one provider webhook per request."""
 
@@ -106,7 +131,7 @@ class WebhookReceiver:
         self.metrics = metrics
         self.clock = clock
         self.paypal_verifier = paypal_verifier
-        self.writer = GroupWriter(engine)
+        self.writer: GroupWriter[Job] = GroupWriter(engine, self.write_group, self.write_alone)
         if settings.paypal_verify == "api" and paypal_verifier is None:
             self.paypal_verifier = webhooks_paypal.PayPalApiVerifier(
                 settings.paypal_base_url,
@@ -148,12 +173,7 @@ class WebhookReceiver:
             return await self._refuse(
                 provider, Verdict.refuse("malformed", 400), body, headers, event, str(exc)
             )
-        text = _text(body)
-        outcome = await run_in_threadpool(
-            self.writer.run,
-            lambda conn: self._store_and_apply(conn, provider.name, parsed, text, headers),
-            lambda: self.record(provider.name, parsed, text, headers),
-        )
+        outcome = await self.writer.submit(Accepted(provider.name, parsed, _text(body), headers))
         self.metrics.accepted.labels(provider.name, outcome).inc()
         return JSONResponse({"status": outcome, "event_id": parsed.event_id})
 
@@ -192,14 +212,9 @@ class WebhookReceiver:
         reason = verdict.reason or "refused"
         self.metrics.refused.labels(provider.name, reason).inc()
         event_type = best_effort_type(event, provider.type_key)
-        text = _text(kept)
         try:
-            await run_in_threadpool(
-                self.writer.run,
-                lambda conn: self._store_refused(
-                    conn, provider.name, reason, event_type, text, headers
-                ),
-                lambda: self.keep_refused(provider.name, reason, event_type, text, headers),
+            await self.writer.submit(
+                Refused(provider.name, reason, event_type, _text(kept), headers)
             )
         except Exception as exc:
             # The refusal stands either way; the sender gets no 2xx and will retry.
@@ -212,96 +227,95 @@ class WebhookReceiver:
 
     # ------------------------------------------------------------------ the books
 
-    def keep_refused(
-        self, gateway: str, reason: str, event_type: str, body: str, headers: Mapping[str, str]
-    ) -> None:
-        with db.write(self.engine) as conn:
-            self._store_refused(conn, gateway, reason, event_type, body, headers)
-
     @staticmethod
-    def _store_refused(
-        conn: Connection,
-        gateway: str,
-        reason: str,
-        event_type: str,
-        body: str,
-        headers: Mapping[str, str],
-    ) -> None:
-        payout_status.store_event(
-            conn,
-            gateway=gateway,
-            event_id=f"refused:{uuid.uuid4()}",
-            event_type=event_type,
-            resource_id=None,
-            body=body,
-            headers=headers,
-            signature_valid=False,
-            outcome=f"refused:{reason}",
-        )
+    def write_group(conn: Connection, jobs: Sequence[Job]) -> list[str | None]:
+        """Stores and applies a group of jobs in the caller's transaction: one outcome per
+        job (None for a refusal kept).
 
-    def record(
-        self, gateway: str, parsed: ParsedEvent, body: str, headers: Mapping[str, str]
-    ) -> str:
-        """Stores and applies one accepted event in transactions of its own; returns what
-        came of it (committed)."""
+        A few statements for the whole group, not a few per event: one query for the
+        event ids already held, one for every item the group's reports name, then the
+        reports applied in arrival order, then one multi-row insert of every row kept.
+        Applied first, then stored with what it came to: one write of each event row
+        instead of an insert and an update. The books' writer lock (BEGIN IMMEDIATE on
+        SQLite, the chain-head row lock on PostgreSQL: db.py) is held by every writer in
+        every process, so no copy is stored in between; the unique (gateway, event_id) is
+        the backstop.
+        """
+        accepted = [j for j in jobs if isinstance(j, Accepted)]
+        seen = payout_status.stored_among(conn, ((j.gateway, j.parsed.event_id) for j in accepted))
+        known = payout_status.find_items(conn, (r for j in accepted for r in j.parsed.reports))
+        rows: list[payout_status.EventRow] = []
+        results: list[str | None] = []
+        for job in jobs:
+            if isinstance(job, Refused):
+                rows.append(_refused_row(job))
+                results.append(None)
+                continue
+            key = (job.gateway, job.parsed.event_id[:128])
+            if key in seen:  # held already, or sent twice within this group
+                results.append("duplicate")
+                continue
+            seen.add(key)
+            outcome, closed = evaluate(conn, job.gateway, job.parsed, known=known)
+            rows.append(_accepted_row(job, outcome, processed=closed))
+            results.append(outcome)
+        payout_status.store_events(conn, rows)
+        return results
+
+    def write_alone(self, job: Job) -> str | None:
+        """One job in transactions of its own (its group failed); what came of it, committed."""
+        if isinstance(job, Refused):
+            with db.write(self.engine) as conn:
+                payout_status.store_events(conn, [_refused_row(job)])
+            return None
+        return self.record(job)
+
+    def record(self, job: Accepted) -> str:
+        """Stores and applies one accepted event in a transaction of its own; if applying
+        fails, stores it alone, unprocessed, in another."""
         try:
             with db.write(self.engine) as conn:
-                return self._store_and_apply(conn, gateway, parsed, body, headers)
+                outcome = self.write_group(conn, [job])[0]
+            assert outcome is not None
+            return outcome
         except Exception:
             log.exception(
-                "webhook %s %s: applying failed; storing it alone", gateway, parsed.event_id
+                "webhook %s %s: applying failed; storing it alone", job.gateway, job.parsed.event_id
             )
         # Kept unprocessed for a later pass; an error here propagates: no 2xx.
         with db.write(self.engine) as conn:
-            row_id = self._store(conn, gateway, parsed, body, headers, outcome=APPLY_FAILED)
-        return "duplicate" if row_id is None else "stored"
+            if payout_status.stored_among(conn, [(job.gateway, job.parsed.event_id)]):
+                return "duplicate"
+            payout_status.store_events(conn, [_accepted_row(job, APPLY_FAILED, processed=False)])
+        return "stored"
 
-    def _store_and_apply(
-        self,
-        conn: Connection,
-        gateway: str,
-        parsed: ParsedEvent,
-        body: str,
-        headers: Mapping[str, str],
-    ) -> str:
-        if payout_status.is_stored(conn, gateway, parsed.event_id):
-            return "duplicate"
-        # Applied first, then stored with what it came to, in the same transaction: one
-        # write of the event row instead of an insert and an update. The books' writer lock
-        # (BEGIN IMMEDIATE on SQLite, the chain-head row lock on PostgreSQL: db.py) is held
-        # by every writer in every process, so no copy is stored in between; the unique
-        # (gateway, event_id) is the backstop.
-        outcome, closed = evaluate(conn, gateway, parsed)
-        self._store(
-            conn, gateway, parsed, body, headers, outcome=outcome, processed=closed, known_new=True
-        )
-        return outcome
 
-    @staticmethod
-    def _store(
-        conn: Connection,
-        gateway: str,
-        parsed: ParsedEvent,
-        body: str,
-        headers: Mapping[str, str],
-        outcome: str | None = None,
-        processed: bool = False,
-        known_new: bool = False,
-    ) -> int | None:
-        result: int | None = payout_status.store_event(
-            conn,
-            gateway=gateway,
-            event_id=parsed.event_id,
-            event_type=parsed.event_type,
-            resource_id=parsed.resource_id,
-            body=body,
-            headers=headers,
-            signature_valid=True,
-            outcome=outcome,
-            processed=processed,
-            known_new=known_new,
-        )
-        return result
+def _accepted_row(job: Accepted, outcome: str, processed: bool) -> payout_status.EventRow:
+    p = job.parsed
+    return payout_status.EventRow(
+        gateway=job.gateway,
+        event_id=p.event_id,
+        event_type=p.event_type,
+        resource_id=p.resource_id,
+        body=job.body,
+        headers=job.headers,
+        signature_valid=True,
+        outcome=outcome,
+        processed=processed,
+    )
+
+
+def _refused_row(job: Refused) -> payout_status.EventRow:
+    return payout_status.EventRow(
+        gateway=job.gateway,
+        event_id=payout_status.refused_event_id(),
+        event_type=job.event_type,
+        resource_id=None,
+        body=job.body,
+        headers=job.headers,
+        signature_valid=False,
+        outcome=f"refused:{job.reason}",
+    )
 
 
 def webhook_routes(receiver: WebhookReceiver) -> list[BaseRoute]:

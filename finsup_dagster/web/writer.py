@@ -2,25 +2,32 @@
 
 Why: every write transaction over the books carries a fixed cost (the writer
 lock, the row seals and their log row, the commit), larger than storing one
-event. Under concurrent deliveries, one thread writes whatever has queued
-meanwhile in one ``db.write`` and releases each request only after that
-commit, so nothing is answered 2xx before it is durable, and the cost is
-shared. It also makes the process a single writer: its requests never wait
-on each other in SQLite's busy loop.
+event, and every SQL statement carries a fixed Python cost of its own. Under
+concurrent deliveries, one thread takes whatever has queued meanwhile and
+hands the whole group to ``write_group`` inside one ``db.write``, which
+writes it in a few statements for the group rather than a few per event
+(``webhooks.WebhookReceiver.write_group``). Each request is released only
+after that commit, so nothing is answered 2xx before it is durable, and the
+cost is shared. It also makes the process a single writer: its requests
+never wait on each other in SQLite's busy loop.
+
+Requests wait on an asyncio future (``submit``), not on a thread of the
+server's pool: a hundred waiting deliveries hold no threads.
 
 If a group's transaction fails, each job is run again on its own
-(``alone``), so one bad event never costs the others theirs.
+(``write_alone``), so one bad event never costs the others theirs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -28,33 +35,46 @@ from finsup_dagster.ledger import db
 
 log = logging.getLogger("finsup.web.writer")
 MAX_GROUP = 64
+T = TypeVar("T")
 
 
 @dataclass
-class Job:
-    together: Callable[[Connection], Any]  # its part of a shared transaction
-    alone: Callable[[], Any]  # the same work in transactions of its own
+class _Queued(Generic[T]):
+    job: T
     done: Future[Any] = field(default_factory=Future)
 
 
-class GroupWriter:
-    def __init__(self, engine: Engine, max_group: int = MAX_GROUP) -> None:
+class GroupWriter(Generic[T]):
+    """One writer thread; ``write_group(conn, jobs)`` returns one result per job, in order."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        write_group: Callable[[Connection, Sequence[T]], Sequence[Any]],
+        write_alone: Callable[[T], Any],
+        max_group: int = MAX_GROUP,
+    ) -> None:
         self.engine = engine
+        self.write_group = write_group
+        self.write_alone = write_alone
         self.max_group = max_group
-        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._queue: queue.Queue[_Queued[T] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="webhook-writer", daemon=True)
         self._started = False
         self._lock = threading.Lock()
 
-    def run(self, together: Callable[[Connection], Any], alone: Callable[[], Any]) -> Any:
-        """Blocks until the job's transaction committed; returns its result (or raises)."""
+    def _start(self) -> None:
         with self._lock:
             if not self._started:
                 self._thread.start()
                 self._started = True
-        job = Job(together, alone)
-        self._queue.put(job)
-        return job.done.result()
+
+    async def submit(self, job: T) -> Any:
+        """Waits (without a thread) until the job's transaction committed; its result."""
+        self._start()
+        queued: _Queued[T] = _Queued(job)
+        self._queue.put(queued)
+        return await asyncio.wrap_future(queued.done)
 
     def close(self) -> None:
         if self._started:
@@ -76,22 +96,35 @@ class GroupWriter:
                     self._queue.put(None)  # stop after this group
                     break
                 group.append(more)
-            self._write(group)
+            # A request given up on (the client went away) is not written: it got no 2xx.
+            # The rest can no longer be cancelled, so setting their results cannot fail.
+            live = [q for q in group if q.done.set_running_or_notify_cancel()]
+            if live:
+                self._write(live)
 
-    def _write(self, group: list[Job]) -> None:
+    def write_now(self, jobs: Sequence[T]) -> list[Future[Any]]:
+        """Writes ``jobs`` as one group on the calling thread, exactly as the writer thread
+        writes each group it takes (tests use it to choose a group); their futures, done."""
+        group = [_Queued(job) for job in jobs]
+        for q in group:
+            q.done.set_running_or_notify_cancel()
+        self._write(group)
+        return [q.done for q in group]
+
+    def _write(self, group: list[_Queued[T]]) -> None:
         try:
             with db.write(self.engine) as conn:
-                results = [job.together(conn) for job in group]
+                results = self.write_group(conn, [q.job for q in group])
         except Exception as exc:
             if len(group) == 1:
                 log.warning("webhook write failed (%s); retrying it alone", type(exc).__name__)
             else:
                 log.warning("a group of %d failed (%s); each alone", len(group), type(exc).__name__)
-            for job in group:
+            for q in group:
                 try:
-                    job.done.set_result(job.alone())
+                    q.done.set_result(self.write_alone(q.job))
                 except Exception as alone_exc:
-                    job.done.set_exception(alone_exc)
+                    q.done.set_exception(alone_exc)
             return
-        for job, result in zip(group, results, strict=True):
-            job.done.set_result(result)
+        for q, result in zip(group, results, strict=True):
+            q.done.set_result(result)
