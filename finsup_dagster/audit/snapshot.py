@@ -79,7 +79,7 @@ def export_snapshot(
     try:
         duck = duckdb.connect(str(tmp))
         try:
-            head = _copy_ledger(engine, duck, as_of)
+            head, unattributed = _copy_ledger(engine, duck, as_of)
             _trial_balance(duck)
             source = recon_source.copy_results(duck, warehouse, as_of)
             info = {
@@ -93,6 +93,8 @@ def export_snapshot(
                 "chain_head_seq": str(head[0]),
                 "chain_head_hash": head[1],
                 "reconciliation_source": source,
+                # Earnings of these items show accrued although they were batched then.
+                "as_of_unattributed_items": ",".join(str(i) for i in unattributed),
             }
             _manifest(duck, info)
             digest = canonical.manifest_digest(duck)
@@ -112,8 +114,9 @@ def export_snapshot(
 
 def _copy_ledger(
     engine: Engine, duck: duckdb.DuckDBPyConnection, as_of: str | None
-) -> tuple[int, str]:
-    """Every ledger table into the snapshot; returns the chain head (seq, hash) it ends at."""
+) -> tuple[tuple[int, str], list[int]]:
+    """Every ledger table into the snapshot; returns the chain head (seq, hash) it ends at
+    and, as of an instant, the released items whose earnings could not be attributed."""
     with consistent_read(engine) as conn:
         if as_of is None:
             for spec in LEDGER_TABLES:
@@ -122,7 +125,7 @@ def _copy_ledger(
                 sa.select(audit_chain_head.c.seq, audit_chain_head.c.row_hash)
             ).first()
             # The live head, not the last row: a log row deleted at the tail shows.
-            return (int(row.seq), str(row.row_hash)) if row else (0, GENESIS_HASH)
+            return ((int(row.seq), str(row.row_hash)) if row else (0, GENESIS_HASH)), []
         duck.execute("ATTACH ':memory:' AS stage")
         for spec in LEDGER_TABLES:
             copy_table(conn, duck, spec, f"stage.{spec.name}")
@@ -134,12 +137,14 @@ def _copy_ledger(
     for statement in as_of_sql.statements(as_of, seq, columns):
         duck.execute(statement)
     duck.execute("DETACH stage")
+    unattributed = as_of_sql.unattributed_items(duck)
     for temp in as_of_sql.TEMP_TABLES:
         duck.execute(f"DROP TABLE temp.{temp}")
     found = duck.execute(
         "SELECT seq, row_hash FROM transaction_log ORDER BY seq DESC LIMIT 1"
     ).fetchall()[:1]
-    return (int(found[0][0]), str(found[0][1])) if found else (0, GENESIS_HASH)
+    head = (int(found[0][0]), str(found[0][1])) if found else (0, GENESIS_HASH)
+    return head, unattributed
 
 
 def _trial_balance(duck: duckdb.DuckDBPyConnection) -> None:
