@@ -4,14 +4,16 @@ The rows come through ADBC (``adbc-driver-sqlite`` / ``adbc-driver-postgresql``)
 Arrow streams straight into DuckDB: no Python object per value, which is what the
 earlier driver-cursor copy spent most of its time on.
 
-The copy runs in a child process (``python -m finsup_dagster.audit.extract``, the
-request on stdin so no URL shows in a process list). For SQLite that is a matter
+On SQLite the copy runs in a child process (``python -m finsup_dagster.audit.extract``,
+the request on stdin so no path or URL shows in a process list). That is a matter
 of correctness: the ADBC driver links its own SQLite library, and two SQLite
 libraries in one process share that process's POSIX locks without knowing of each
 other. The second one to open a WAL database then takes the shared-memory
 "first opener" lock as its own, rebuilds the WAL index and reads the main file
 without the WAL's newer pages: stale rows (see sqlite.org/howtocorrupt.html, 2.2.1).
-A child process has its own locks. PostgreSQL takes the same path so there is one.
+A child process has its own locks; it costs the interpreter's start and the
+imports (pyarrow.dataset, by the ADBC driver manager), seconds on a loaded machine.
+PostgreSQL has no such sharing and is read in this process.
 
 Consistency: SQLite ``BEGIN`` (deferred; in WAL mode one state of the file from
 the first read to the end); PostgreSQL ``REPEATABLE READ READ ONLY``, one MVCC
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,14 +94,22 @@ def adbc_uri(engine: Engine) -> str:
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def copy_in_child(
+@dataclass(frozen=True)
+class CopyResult:
+    head: tuple[int, str] | None
+    seconds: float  # from opening the ledger to closing the DuckDB file (no process start)
+
+
+def copy_tables(
     engine: Engine,
     duck_path: Path,
     copies: list[TableCopy],
     with_head: bool = False,
-) -> tuple[int, str] | None:
-    """Copies the tables into the DuckDB file ``duck_path`` in a child process; with
-    ``with_head``, returns the live chain head (seq, hash) read in the same transaction."""
+    child: bool | None = None,
+) -> CopyResult:
+    """Copies the tables into the DuckDB file ``duck_path`` (not open in this process);
+    with ``with_head``, also the live chain head (seq, hash), read in the same
+    transaction. ``child`` defaults to True on SQLite only (see the module docstring)."""
     uri = adbc_uri(engine)
     request = {
         "backend": "sqlite" if db.is_sqlite(engine) else "postgresql",
@@ -111,6 +122,10 @@ def copy_in_child(
             else None
         ),
     }
+    if child is None:
+        child = db.is_sqlite(engine)
+    if not child:
+        return _result(run(request))
     done = subprocess.run(
         [sys.executable, "-m", "finsup_dagster.audit.extract"],
         input=json.dumps(request),
@@ -125,25 +140,32 @@ def copy_in_child(
         if secret:
             why = why.replace(str(secret), "***")
         raise RuntimeError(f"copying the ledger failed: {why}")
-    head = json.loads(done.stdout)["head"]
-    return (int(head[0]), str(head[1])) if head else None
+    return _result(json.loads(done.stdout))
 
 
-def _connect(backend: str, uri: str) -> Any:
+def _result(answer: dict[str, Any]) -> CopyResult:
+    head = answer["head"]
+    return CopyResult((int(head[0]), str(head[1])) if head else None, float(answer["seconds"]))
+
+
+def _driver(backend: str) -> Any:
+    # Imported on use: the driver manager pulls in pyarrow.dataset, seconds to load.
     if backend == "sqlite":
         import adbc_driver_sqlite.dbapi as sqlite_dbapi
 
-        return sqlite_dbapi.connect(uri, autocommit=True)
+        return sqlite_dbapi
     import adbc_driver_postgresql.dbapi as pg_dbapi
 
-    return pg_dbapi.connect(uri, autocommit=True)
+    return pg_dbapi
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
     """The child's side: one read transaction, every table streamed into DuckDB."""
     backend = request["backend"]
+    driver = _driver(backend)
+    start = time.perf_counter()
     begin = "BEGIN" if backend == "sqlite" else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-    conn = _connect(backend, request["uri"])
+    conn = driver.connect(request["uri"], autocommit=True)
     duck = duckdb.connect(request["duck_path"])
     head: list[Any] | None = None
     try:
@@ -175,7 +197,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     finally:
         duck.close()
         conn.close()
-    return {"head": head}
+    return {"head": head, "seconds": time.perf_counter() - start}
 
 
 def _masked(table: pa.Table, name: str) -> pa.Table:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from finsup_dagster.audit import as_of as as_of_sql
 from finsup_dagster.audit import canonical, recon_source
-from finsup_dagster.audit.extract import copy_in_child, plan
+from finsup_dagster.audit.extract import copy_tables, plan
 from finsup_dagster.audit.tables import BY_NAME, DERIVED_KEYS, LEDGER_TABLES, duckdb_type
 from finsup_dagster.ledger import clock
 from finsup_dagster.ledger.audit_log import GENESIS_HASH
@@ -76,7 +76,7 @@ def export_snapshot(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        # The ledger is copied (by a child process) before this process opens the file.
+        # The ledger is copied (on SQLite by a child process) before this process opens the file.
         stage = tmp.with_name(tmp.name + ".stage")
         live_head = _copy_ledger(engine, stage if as_of else tmp, as_of)
         duck = duckdb.connect(str(tmp))
@@ -123,7 +123,7 @@ def _copy_ledger(engine: Engine, path: Path, as_of: str | None) -> tuple[int, st
     """Every ledger table into the DuckDB file ``path`` (the snapshot itself, or as of an
     instant the stage it is rebuilt from); for a full snapshot, the live chain head."""
     copies = [plan(engine, spec, spec.name) for spec in LEDGER_TABLES]
-    head = copy_in_child(engine, path, copies, with_head=as_of is None)
+    head = copy_tables(engine, path, copies, with_head=as_of is None).head
     if as_of is None:
         # The live head, not the last row: a log row deleted at the tail shows.
         return head or (0, GENESIS_HASH)
