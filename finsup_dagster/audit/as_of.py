@@ -1,7 +1,8 @@
 """The books as they stood at an earlier instant, rebuilt in DuckDB from the current rows
 and the transaction log.
 
-The ledger tables are first copied whole into the in-memory schema ``stage``;
+The ledger tables are first copied whole into a staging DuckDB file, attached
+read-only as ``stage`` (and deleted once the snapshot is written);
 each snapshot table is then one query over them. With ``A`` the as-of instant
 and ``S`` the last transaction-log row at or before it:
 
