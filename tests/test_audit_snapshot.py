@@ -14,13 +14,17 @@ from typing import Any
 
 import duckdb
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from finsup_dagster.audit import canonical, snapshot
 from finsup_dagster.audit.verify import VerifyReport, verify_open, verify_snapshot
 from finsup_dagster.cli import main
-from finsup_dagster.ledger import db, migrate
+from finsup_dagster.ledger import audit_log, clock, db, journal, migrate, state_machine
+from finsup_dagster.ledger.batching import BatchPolicy, build_batches
+from finsup_dagster.ledger.schema import earnings, payout_items
 from tests.conftest import create_pg_database, drop_pg_database
+from tests.helpers import payouts as p
 from tests.helpers.audit_books import AuditBooks, build, fake_warehouse
 
 SNAPSHOT_TABLES = (
@@ -297,3 +301,93 @@ def test_a_file_that_is_no_snapshot_is_one_error_line(
     assert exit_.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ")
+
+
+def _old_style_release(engine: Engine, item_id: int) -> None:
+    """A release as books written before releases recorded ``earning_ids`` logged it.
+
+    Those rows exist in real ledgers and cannot be written by today's code, so the
+    old writer's steps (status, unlink, log row without the earnings) are replayed here.
+    """
+    with db.write(engine) as conn:
+        item = conn.execute(sa.select(payout_items).where(payout_items.c.id == item_id)).one()
+        conn.execute(
+            sa.update(payout_items).where(payout_items.c.id == item_id).values(status="failed")
+        )
+        conn.execute(
+            sa.update(earnings)
+            .where(earnings.c.payout_item_id == item_id)
+            .values(status="accrued", payout_item_id=None)
+        )
+        audit_log.log(
+            conn,
+            "item_failed",
+            "payout_item",
+            str(item_id),
+            actor="gateway",
+            amount_minor=item.amount_minor,
+            currency=item.currency,
+            detail={"batch_id": item.batch_id, "from": item.status, "to": "failed"},
+        )
+
+
+def test_as_of_an_item_released_later_shows_its_earnings_batched(
+    engine: Engine, tmp_path: Path
+) -> None:
+    h = p.sale(engine, "S1", "500.00")
+    p.beneficiary(engine, "ann")
+    p.beneficiary(engine, "bob")
+    p.earning(engine, "E1", "ann", "100.00", h)
+    p.earning(engine, "E2", "bob", "40.00", h)
+    carol = p.approver(engine, "carol")
+    [batch] = build_batches(engine, BatchPolicy(), "maker").batches
+    items = p.submitted_batch(engine, batch["batch_id"], carol)
+    owner = {
+        row.external_id: row.payout_item_id
+        for row in _ledger_rows(
+            engine, sa.select(earnings.c.external_id, earnings.c.payout_item_id)
+        )
+    }
+    with db.read(engine) as conn:
+        balances_then = journal.account_balances(conn)
+    then = clock.now()
+    with db.write(engine) as conn:
+        state_machine.move_item(conn, owner["E1"], "failed", "gateway", reason="account closed")
+    _old_style_release(engine, owner["E2"])
+
+    now_file, then_file = tmp_path / "now.duckdb", tmp_path / "then.duckdb"
+    snapshot.export_snapshot(engine, now_file)
+    snapshot.export_snapshot(engine, then_file, as_of=then)
+    for path in (now_file, then_file):
+        report = verify_snapshot(path)
+        assert report.ok, report.problems
+
+    earning_sql = "SELECT external_id, status, payout_item_id FROM earnings ORDER BY external_id"
+    assert _query(now_file, earning_sql) == [("E1", "accrued", None), ("E2", "accrued", None)]
+    # E1's release logged its earnings: committed to its item as of then. E2's did not.
+    assert _query(then_file, earning_sql) == [
+        ("E1", "batched", owner["E1"]),
+        ("E2", "accrued", None),
+    ]
+    item_status = f"SELECT status FROM payout_items WHERE id = {owner['E1']}"
+    assert _query(then_file, item_status) == [("submitted",)]
+    assert _query(now_file, item_status) == [("failed",)]
+    info = dict(_query(then_file, "SELECT key, value FROM manifest_info"))
+    assert info["as_of_unattributed_items"] == str(owner["E2"])
+    assert (
+        dict(_query(now_file, "SELECT key, value FROM manifest_info"))["as_of_unattributed_items"]
+        == ""
+    )
+    trial = {
+        (a, c): b
+        for a, c, b in _query(
+            then_file, "SELECT account, currency, balance_minor FROM trial_balance"
+        )
+    }
+    assert trial == balances_then
+    assert {i.id for i in items} == set(owner.values())
+
+
+def _ledger_rows(engine: Engine, stmt: Any) -> list[Any]:
+    with db.read(engine) as conn:
+        return list(conn.execute(stmt))

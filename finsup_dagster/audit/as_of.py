@@ -1,7 +1,8 @@
 """The books as they stood at an earlier instant, rebuilt in DuckDB from the current rows
 and the transaction log.
 
-The ledger tables are first copied whole into the in-memory schema ``stage``;
+The ledger tables are first copied whole into a staging DuckDB file, attached
+read-only as ``stage`` (and deleted once the snapshot is written);
 each snapshot table is then one query over them. With ``A`` the as-of instant
 and ``S`` the last transaction-log row at or before it:
 
@@ -19,11 +20,17 @@ and ``S`` the last transaction-log row at or before it:
 Where the log does not record a column's history it is rebuilt from what it
 implies, and docs/audit.md lists those columns: an earning's status follows
 its payout item as of then (committed: batched, paid: paid, none: accrued unless
-a hold logged before ``A`` still stands; an earning whose item was released after
-``A`` has lost the link, which no log row records, and shows accrued), an item's
-provider status is NULL when
+a hold logged before ``A`` still stands), an item's provider status is NULL when
 its status changed after ``A``, ``updated_at`` is the last log row about the row
 at or before ``A``.
+
+An earning's item as of ``A`` is its current one when that item existed then;
+else the item whose first release after ``S`` lists it in ``detail.earning_ids``
+(a release clears the link on the row, and its log row keeps what it cleared).
+An earning is only ever linked when its item is created, so an item that existed
+at ``A`` and released it later held it at ``A``. Log rows written before releases
+recorded ``earning_ids`` cannot be attributed: their earnings show accrued, and
+the snapshot names those items in ``manifest_info.as_of_unattributed_items``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import duckdb
 
 from finsup_dagster.audit.tables import LEDGER_TABLES
+from finsup_dagster.ledger.state_machine import ITEM_MONEY_CLASS
 
 
 def _lit(text: str) -> str:
@@ -126,6 +134,26 @@ def statements(as_of: str, seq: int, beneficiary_columns: dict[str, str]) -> lis
         " LEFT JOIN moves m ON m.entity_type = 'payout_item' AND m.entity_id = CAST(i.id AS VARCHAR)"
         " LEFT JOIN last_seen ls ON ls.entity_type = 'payout_item' AND ls.entity_id = CAST(i.id AS VARCHAR)"
     )
+    # Releases after S of items that existed at A: the earnings each one unlinked.
+    item_ids = (
+        "SELECT entity_id, seq, detail FROM stage.transaction_log"
+        f" WHERE seq > {s} AND entity_type = 'payout_item'"
+        " AND TRY_CAST(entity_id AS BIGINT) IN (SELECT id FROM payout_items)"
+    )
+    out.append(
+        "CREATE TEMP TABLE released AS SELECT earning_id, arg_min(item_id, seq) AS item_id"
+        " FROM (SELECT CAST(entity_id AS BIGINT) AS item_id, seq,"
+        " unnest(CAST(json_extract(detail, '$.earning_ids') AS BIGINT[])) AS earning_id"
+        f" FROM ({item_ids}) WHERE json_extract(detail, '$.earning_ids') IS NOT NULL)"
+        " GROUP BY earning_id"
+    )
+    gone = ", ".join(_lit(k) for k, c in sorted(ITEM_MONEY_CLASS.items()) if c == "released")
+    out.append(
+        "CREATE TEMP TABLE unattributed AS SELECT DISTINCT CAST(entity_id AS BIGINT) AS item_id"
+        f" FROM ({item_ids}) WHERE json_extract_string(detail, '$.to') IN ({gone})"
+        f" AND json_extract_string(detail, '$.from') NOT IN ({gone})"
+        " AND json_extract(detail, '$.earning_ids') IS NULL"
+    )
     # The last hold decision at or before S about each earning: held (on_hold or a
     # flag on a batched one), released (back to its status) or cancelled.
     holds = (
@@ -143,10 +171,11 @@ def statements(as_of: str, seq: int, beneficiary_columns: dict[str, str]) -> lis
         "CREATE TABLE earnings AS SELECT e.* REPLACE ("
         f" coalesce({money_class}, CASE WHEN h.status_then IN ('on_hold', 'cancelled')"
         " THEN h.status_then END, 'accrued') AS status,"
-        f" CASE WHEN {money_class} IS NOT NULL THEN e.payout_item_id END AS payout_item_id,"
+        f" CASE WHEN {money_class} IS NOT NULL THEN i.id END AS payout_item_id,"
         f" CASE WHEN e.funding_released_at <= {a} THEN e.funding_released_by END AS funding_released_by,"
         f" CASE WHEN e.funding_released_at <= {a} THEN e.funding_released_at END AS funding_released_at)"
-        " FROM stage.earnings e LEFT JOIN payout_items i ON i.id = e.payout_item_id"
+        " FROM stage.earnings e LEFT JOIN released r ON r.earning_id = e.id"
+        " LEFT JOIN payout_items i ON i.id = coalesce(r.item_id, e.payout_item_id)"
         f" LEFT JOIN ({holds}) h ON h.entity_id = e.external_id"
         f" WHERE e.created_at <= {a}"
     )
@@ -249,4 +278,10 @@ MUTABLE_BENEFICIARY_COLUMNS = (
 )
 
 ALL_TABLES = tuple(t.name for t in LEDGER_TABLES)
-TEMP_TABLES = ("moves", "last_seen", "last_control")
+TEMP_TABLES = ("moves", "last_seen", "released", "unattributed", "last_control")
+
+
+def unattributed_items(duck: duckdb.DuckDBPyConnection) -> list[int]:
+    """Items released after the instant by a log row that did not record its earnings."""
+    rows = duck.execute("SELECT item_id FROM temp.unattributed ORDER BY item_id").fetchall()
+    return [int(r[0]) for r in rows]

@@ -1,42 +1,61 @@
-"""Copying ledger tables into DuckDB, all of them read in one consistent transaction.
+"""Copying ledger tables into a DuckDB file, all of them read in one consistent transaction.
 
-SQLite: a deferred read transaction in WAL mode sees one state of the file from
-its first read to its end. PostgreSQL: REPEATABLE READ, read only, so every
-table is read from the same MVCC snapshot even while writers commit. Rows go
-through the driver's own cursor (a server-side cursor on PostgreSQL) into Arrow
-chunks: the SQLAlchemy row layer would cost more than the copy itself.
+The rows come through ADBC (``adbc-driver-sqlite`` / ``adbc-driver-postgresql``) as
+Arrow streams straight into DuckDB: no Python object per value, which is what the
+earlier driver-cursor copy spent most of its time on.
+
+On SQLite the copy runs in a child process (``python -m finsup_dagster.audit.extract``,
+the request on stdin so no path or URL shows in a process list). That is a matter
+of correctness: the ADBC driver links its own SQLite library, and two SQLite
+libraries in one process share that process's POSIX locks without knowing of each
+other. The second one to open a WAL database then takes the shared-memory
+"first opener" lock as its own, rebuilds the WAL index and reads the main file
+without the WAL's newer pages: stale rows (see sqlite.org/howtocorrupt.html, 2.2.1).
+A child process has its own locks; it costs the interpreter's start and the
+imports (pyarrow.dataset, by the ADBC driver manager), seconds on a loaded machine.
+PostgreSQL has no such sharing and is read in this process.
+
+Consistency: SQLite ``BEGIN`` (deferred; in WAL mode one state of the file from
+the first read to the end); PostgreSQL ``REPEATABLE READ READ ONLY``, one MVCC
+snapshot for every table even while writers commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from finsup_dagster.audit import privacy
 from finsup_dagster.audit.canonical import quote
 from finsup_dagster.audit.tables import LedgerTable, duckdb_type
 from finsup_dagster.ledger import db
+from finsup_dagster.ledger.schema import audit_chain_head
 
-CHUNK = 100_000
-_ARROW = {"BIGINT": pa.int64(), "VARCHAR": pa.string(), "BOOLEAN": pa.bool_()}
+# A first row whose every column has a value of its type: ADBC's SQLite driver
+# infers a column's Arrow type from the first rows and takes NULL for an integer,
+# so a text column starting with NULLs would fail on its first value.
+_PROBE = {"BIGINT": "0", "VARCHAR": "''", "BOOLEAN": "0"}
+_MARK = "finsup_copy_row"
 
 
-@contextmanager
-def consistent_read(engine: Engine) -> Iterator[Connection]:
-    """One read transaction over the whole ledger, the same state for every table."""
-    if db.is_sqlite(engine):
-        with db.read(engine) as conn:
-            yield conn
-        return
-    options: dict[str, Any] = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
-    with engine.connect().execution_options(**options) as conn, conn.begin():
-        yield conn
+@dataclass(frozen=True)
+class TableCopy:
+    target: str  # the DuckDB table, e.g. ``earnings`` or ``stage.earnings``
+    create: str
+    select: str  # run on the ledger
+    insert: str  # run in DuckDB over the Arrow stream ``finsup_stream``
+    mask: bool
 
 
 def create_sql(name: str, spec: LedgerTable) -> str:
@@ -44,54 +63,153 @@ def create_sql(name: str, spec: LedgerTable) -> str:
     return f"CREATE TABLE {name} ({cols})"
 
 
-def copy_table(
-    conn: Connection,
-    duck: duckdb.DuckDBPyConnection,
-    spec: LedgerTable,
-    target: str,
-) -> int:
-    """Creates ``target`` in DuckDB and fills it with the spec's columns; returns the rows."""
-    duck.execute(create_sql(target, spec))
-    columns = spec.columns
-    sql = str(sa.select(*columns).compile(dialect=conn.dialect))
-    types = [duckdb_type(c) for c in columns]
-    schema = pa.schema([(c.name, _ARROW[t]) for c, t in zip(columns, types, strict=True)])
-    booleans = [i for i, t in enumerate(types) if t == "BOOLEAN"]
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    # A named (server-side) cursor streams on PostgreSQL instead of buffering it all.
-    cursor = raw.cursor() if db.is_sqlite(conn) else raw.cursor(name=f"snapshot_{target}")
-    total = 0
-    try:
-        cursor.execute(sql)
-        while True:
-            rows = cursor.fetchmany(CHUNK)
-            if not rows:
-                break
-            total += len(rows)
-            _insert(duck, target, schema, rows, booleans)
-    finally:
-        cursor.close()
-    return total
+def plan(engine: Engine, spec: LedgerTable, target: str, typed: bool = True) -> TableCopy:
+    """The statements copying ``spec`` into ``target``; untyped is the benchmark's baseline
+    (``CREATE TABLE AS`` over the stream, DuckDB's types for Arrow's)."""
+    names = [quote(c.name) for c in spec.columns]
+    types = [duckdb_type(c) for c in spec.columns]
+    cols = ", ".join(names)
+    if db.is_sqlite(engine):
+        probe = ", ".join(f"{_PROBE[t]} AS {n}" for n, t in zip(names, types, strict=True))
+        select = (
+            f"SELECT 0 AS {_MARK}, {probe}"
+            f" UNION ALL SELECT * FROM (SELECT 1, {cols} FROM {quote(spec.name)})"
+        )
+        where = f" WHERE {_MARK} = 1"
+    else:
+        select, where = f"SELECT {cols} FROM {quote(spec.name)}", ""
+    if typed:
+        casts = ", ".join(f"CAST({n} AS {t})" for n, t in zip(names, types, strict=True))
+        create = create_sql(target, spec)
+        insert = f"INSERT INTO {target} SELECT {casts} FROM finsup_stream{where}"
+    else:
+        create = ""
+        insert = f"CREATE TABLE {target} AS SELECT {cols} FROM finsup_stream{where}"
+    return TableCopy(target, create, select, insert, typed and spec.name == "beneficiaries")
 
 
-def _insert(
-    duck: duckdb.DuckDBPyConnection,
-    target: str,
-    schema: pa.Schema,
-    rows: Sequence[Sequence[Any]],
-    booleans: Sequence[int],
-) -> None:
-    columns = [list(c) for c in zip(*rows, strict=True)]
-    for i in booleans:  # SQLite gives 0/1
-        columns[i] = [None if v is None else bool(v) for v in columns[i]]
-    privacy.mask_columns(target.rsplit(".", 1)[-1], list(schema.names), columns)
-    chunk = pa.Table.from_arrays(
-        [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)],
-        schema=schema,
+def adbc_uri(engine: Engine) -> str:
+    if db.is_sqlite(engine):
+        return str(engine.url.database)
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    head: tuple[int, str] | None
+    seconds: float  # from opening the ledger to closing the DuckDB file (no process start)
+
+
+def copy_tables(
+    engine: Engine,
+    duck_path: Path,
+    copies: list[TableCopy],
+    with_head: bool = False,
+    child: bool | None = None,
+) -> CopyResult:
+    """Copies the tables into the DuckDB file ``duck_path`` (not open in this process);
+    with ``with_head``, also the live chain head (seq, hash), read in the same
+    transaction. ``child`` defaults to True on SQLite only (see the module docstring)."""
+    uri = adbc_uri(engine)
+    request = {
+        "backend": "sqlite" if db.is_sqlite(engine) else "postgresql",
+        "uri": uri,
+        "duck_path": str(duck_path),
+        "copies": [c.__dict__ for c in copies],
+        "head": (
+            str(sa.select(audit_chain_head.c.seq, audit_chain_head.c.row_hash).compile())
+            if with_head
+            else None
+        ),
+    }
+    if child is None:
+        child = db.is_sqlite(engine)
+    if not child:
+        return _result(run(request))
+    done = subprocess.run(
+        [sys.executable, "-m", "finsup_dagster.audit.extract"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    duck.register("finsup_chunk", chunk)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        why = lines[-1] if lines else f"exit {done.returncode}"
+        secret = engine.url.password
+        if secret:
+            why = why.replace(str(secret), "***")
+        raise RuntimeError(f"copying the ledger failed: {why}")
+    return _result(json.loads(done.stdout))
+
+
+def _result(answer: dict[str, Any]) -> CopyResult:
+    head = answer["head"]
+    return CopyResult((int(head[0]), str(head[1])) if head else None, float(answer["seconds"]))
+
+
+def _driver(backend: str) -> Any:
+    # Imported on use: the driver manager pulls in pyarrow.dataset, seconds to load.
+    if backend == "sqlite":
+        import adbc_driver_sqlite.dbapi as sqlite_dbapi
+
+        return sqlite_dbapi
+    import adbc_driver_postgresql.dbapi as pg_dbapi
+
+    return pg_dbapi
+
+
+def run(request: dict[str, Any]) -> dict[str, Any]:
+    """The child's side: one read transaction, every table streamed into DuckDB."""
+    backend = request["backend"]
+    driver = _driver(backend)
+    start = time.perf_counter()
+    begin = "BEGIN" if backend == "sqlite" else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+    conn = driver.connect(request["uri"], autocommit=True)
+    duck = duckdb.connect(request["duck_path"])
+    head: list[Any] | None = None
     try:
-        duck.execute(f"INSERT INTO {target} SELECT * FROM finsup_chunk")
+        cur = conn.cursor()
+        cur.execute(begin)
+        for raw in request["copies"]:
+            copy = TableCopy(**raw)
+            cur.execute(copy.select)
+            stream: Any = cur.fetch_record_batch()
+            if copy.mask:
+                table = stream.read_all()
+                if _MARK in table.column_names:  # the probe row is no beneficiary
+                    table = table.filter(pc.equal(table.column(_MARK), 1))
+                stream = _masked(table, copy.target.rsplit(".", 1)[-1])
+            if copy.create:
+                duck.execute(copy.create)
+            duck.register("finsup_stream", stream)
+            try:
+                duck.execute(copy.insert)
+            finally:
+                duck.unregister("finsup_stream")
+        if request["head"]:
+            cur.execute(request["head"])
+            rows = cur.fetchall()
+            head = list(rows[0]) if rows else None
+        cur.execute("COMMIT")
+        cur.close()
+        duck.execute("CHECKPOINT")
     finally:
-        duck.unregister("finsup_chunk")
+        duck.close()
+        conn.close()
+    return {"head": head, "seconds": time.perf_counter() - start}
+
+
+def _masked(table: pa.Table, name: str) -> pa.Table:
+    names = list(table.column_names)
+    columns = [table.column(n).to_pylist() for n in names]
+    privacy.mask_columns(name, names, columns)
+    return pa.Table.from_arrays(
+        [pa.array(c, type=table.schema.field(n).type) for c, n in zip(columns, names, strict=True)],
+        names=names,
+    )
+
+
+if __name__ == "__main__":
+    result = run(json.loads(sys.stdin.read()))
+    sys.stdout.write(json.dumps(result))

@@ -21,11 +21,10 @@ from sqlalchemy.engine import Engine
 
 from finsup_dagster.audit import as_of as as_of_sql
 from finsup_dagster.audit import canonical, recon_source
-from finsup_dagster.audit.extract import consistent_read, copy_table
+from finsup_dagster.audit.extract import copy_tables, plan
 from finsup_dagster.audit.tables import BY_NAME, DERIVED_KEYS, LEDGER_TABLES, duckdb_type
 from finsup_dagster.ledger import clock
 from finsup_dagster.ledger.audit_log import GENESIS_HASH
-from finsup_dagster.ledger.schema import audit_chain_head
 
 
 @dataclass
@@ -77,9 +76,16 @@ def export_snapshot(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        # The ledger is copied (on SQLite by a child process) before this process opens the file.
+        stage = tmp.with_name(tmp.name + ".stage")
+        live_head = _copy_ledger(engine, stage if as_of else tmp, as_of)
         duck = duckdb.connect(str(tmp))
         try:
-            head = _copy_ledger(engine, duck, as_of)
+            if as_of is None:
+                assert live_head is not None
+                head, unattributed = live_head, list[int]()
+            else:
+                head, unattributed = _rebuild_as_of(duck, stage, as_of)
             _trial_balance(duck)
             source = recon_source.copy_results(duck, warehouse, as_of)
             info = {
@@ -93,6 +99,8 @@ def export_snapshot(
                 "chain_head_seq": str(head[0]),
                 "chain_head_hash": head[1],
                 "reconciliation_source": source,
+                # Earnings of these items show accrued although they were batched then.
+                "as_of_unattributed_items": ",".join(str(i) for i in unattributed),
             }
             _manifest(duck, info)
             digest = canonical.manifest_digest(duck)
@@ -102,30 +110,32 @@ def export_snapshot(
             duck.close()
         os.replace(tmp, out)
     except BaseException:
-        tmp.unlink(missing_ok=True)
-        Path(f"{tmp}.wal").unlink(missing_ok=True)
+        for leftover in (tmp, Path(f"{tmp}.wal"), stage, Path(f"{stage}.wal")):
+            leftover.unlink(missing_ok=True)
         raise
+    stage.unlink(missing_ok=True)
     return SnapshotResult(
         out, digest, exported_at, as_of, head[0], head[1], out.stat().st_size, manifest
     )
 
 
-def _copy_ledger(
-    engine: Engine, duck: duckdb.DuckDBPyConnection, as_of: str | None
-) -> tuple[int, str]:
-    """Every ledger table into the snapshot; returns the chain head (seq, hash) it ends at."""
-    with consistent_read(engine) as conn:
-        if as_of is None:
-            for spec in LEDGER_TABLES:
-                copy_table(conn, duck, spec, spec.name)
-            row = conn.execute(
-                sa.select(audit_chain_head.c.seq, audit_chain_head.c.row_hash)
-            ).first()
-            # The live head, not the last row: a log row deleted at the tail shows.
-            return (int(row.seq), str(row.row_hash)) if row else (0, GENESIS_HASH)
-        duck.execute("ATTACH ':memory:' AS stage")
-        for spec in LEDGER_TABLES:
-            copy_table(conn, duck, spec, f"stage.{spec.name}")
+def _copy_ledger(engine: Engine, path: Path, as_of: str | None) -> tuple[int, str] | None:
+    """Every ledger table into the DuckDB file ``path`` (the snapshot itself, or as of an
+    instant the stage it is rebuilt from); for a full snapshot, the live chain head."""
+    copies = [plan(engine, spec, spec.name) for spec in LEDGER_TABLES]
+    head = copy_tables(engine, path, copies, with_head=as_of is None).head
+    if as_of is None:
+        # The live head, not the last row: a log row deleted at the tail shows.
+        return head or (0, GENESIS_HASH)
+    return None
+
+
+def _rebuild_as_of(
+    duck: duckdb.DuckDBPyConnection, stage: Path, as_of: str
+) -> tuple[tuple[int, str], list[int]]:
+    """The snapshot's tables as of ``as_of`` from the staged copy; returns the chain head
+    it ends at and the released items whose earnings could not be attributed."""
+    duck.execute("ATTACH '" + str(stage).replace("'", "''") + "' AS stage (READ_ONLY)")
     seq = as_of_sql.cutoff_seq(duck, as_of)
     columns = {
         c: duckdb_type(BY_NAME["beneficiaries"].table.c[c])
@@ -133,13 +143,15 @@ def _copy_ledger(
     }
     for statement in as_of_sql.statements(as_of, seq, columns):
         duck.execute(statement)
+    unattributed = as_of_sql.unattributed_items(duck)
     duck.execute("DETACH stage")
     for temp in as_of_sql.TEMP_TABLES:
         duck.execute(f"DROP TABLE temp.{temp}")
     found = duck.execute(
         "SELECT seq, row_hash FROM transaction_log ORDER BY seq DESC LIMIT 1"
     ).fetchall()[:1]
-    return (int(found[0][0]), str(found[0][1])) if found else (0, GENESIS_HASH)
+    head = (int(found[0][0]), str(found[0][1])) if found else (0, GENESIS_HASH)
+    return head, unattributed
 
 
 def _trial_balance(duck: duckdb.DuckDBPyConnection) -> None:

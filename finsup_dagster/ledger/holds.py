@@ -411,19 +411,24 @@ def clear_clawbacks(conn: Connection, earning_ids: Iterable[int], actor: str, wh
         )
 
 
-def return_to_pool(conn: Connection, item_id: int, actor: str) -> None:
-    """An item's money was released: its earnings accrue again, or go on hold if unfunded."""
-    ids: list[int] = list(
+def return_to_pool(conn: Connection, item_id: int, actor: str) -> list[int]:
+    """An item's money was released: its earnings accrue again, or go on hold if unfunded.
+
+    Returns the earnings it released (ascending): the link is gone from the rows, so
+    the item's log row keeps it for whoever rebuilds the books as of an earlier instant.
+    """
+    ids: list[int] = sorted(
         conn.execute(sa.select(earnings.c.id).where(earnings.c.payout_item_id == item_id)).scalars()
     )
     if not ids:
-        return
+        return ids
     conn.execute(
         sa.update(earnings)
         .where(earnings.c.id.in_(ids))
         .values(status="accrued", payout_item_id=None)
     )
     apply_holds(conn, actor, earning_ids=ids)
+    return ids
 
 
 def ensure_batch_funded(conn: Connection, batch_id: str) -> None:

@@ -210,6 +210,9 @@ def move_item(
     )
     before, after = ITEM_MONEY_CLASS[item.status], ITEM_MONEY_CLASS[target]
     entry_id = None
+    # Set on a release only, even when empty: its absence marks a row written before
+    # releases recorded their earnings (audit/as_of.py cannot attribute those).
+    released: list[int] | None = None
     if before != after:
         debit, credit = _CLASS_POSTINGS[(before, after)]
         lines: list[Posting] = debit_credit(debit, credit, item.currency, item.amount_minor)
@@ -248,7 +251,7 @@ def move_item(
                     conn, _earning_ids(conn, item_id), actor, f"payout item {item_id} {target}"
                 )
             # Released money returns the earnings to accrued (or on hold) for a later batch.
-            holds.return_to_pool(conn, item_id, actor)
+            released = holds.return_to_pool(conn, item_id, actor)
     _trail.info(
         "item %s: %s -> %s",
         item_id,
@@ -275,6 +278,7 @@ def move_item(
             "to": target,
             "reason": reason,
             "entry_id": entry_id,
+            **({} if released is None else {"earning_ids": released}),
         },
     )
 
