@@ -134,6 +134,11 @@ def make_celery_app() -> Celery:
     from dagster_celery.make_app import make_app
     from dagster_celery.tasks import create_task
 
+    from finsup_dagster.settings import load_secrets_file
+
+    # The broker URL (with its password) may sit in FINSUP_SECRETS_FILE, as the
+    # definitions read it; the worker needs it before any definition loads.
+    load_secrets_file()
     broker = os.environ.get(BROKER_ENV) or LOCAL_BROKER
     backend = os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
     executor = CeleryExecutor.for_cli(

@@ -5,7 +5,7 @@ the Dagster instance is deploy/dagster.yaml on a fresh PostgreSQL database, the
 ledgers are PostgreSQL databases, the workers are ``celery -A
 finsup_dagster.executors:app worker`` processes (one for the warehouse queue, one
 for ledger and gateway), and the run is ``execute_job`` of the real
-``nightly_reconciliation`` for the generated sample's first day. Its books and
+``nightly_reconciliation`` for the generated sample's second day. Its books and
 reconciliation are compared with the same day run in process.
 """
 
@@ -18,11 +18,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import duckdb
+import psycopg
 import pytest
 import sqlalchemy as sa
 from dagster_duckdb import DuckDBResource
@@ -38,14 +40,15 @@ from finsup_dagster.resources import (
     resources_from_env,
 )
 from finsup_dagster.sample_data.generate import MIN_DAYS, generate_sample
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import PG_ADMIN, create_pg_database, drop_pg_database
 from tests.helpers import celery_workers
 from tests.helpers.books import count, event_rows, nonzero_balances
 from tests.helpers.nightly import nightly
 
 pytestmark = pytest.mark.slow
 
-DAY = SAMPLE_START.isoformat()
+FIRST_DAY = SAMPLE_START.isoformat()
+DAY = (SAMPLE_START + timedelta(days=1)).isoformat()
 RUN_TIMEOUT = 420  # seconds: generous on a loaded machine, bounded all the same
 MARTS = (
     "reconciliation_matches",
@@ -102,14 +105,29 @@ def books(url: str, warehouse: Path) -> dict[str, Any]:
 class Books:
     """One set of books: a landing zone with the sample, a PostgreSQL ledger, a warehouse."""
 
-    def __init__(self, root: Path, sample: Path) -> None:
+    def __init__(self, root: Path, home: Path, url: str) -> None:
+        self.root = root
         self.home = root / "home"
-        shutil.copytree(sample, self.home)
+        shutil.copytree(home, self.home)
         self.warehouse = root / "warehouse.duckdb"
-        self.url = create_pg_database()
-        engine = db.make_engine(self.url)
+        self.url = url
+
+    @classmethod
+    def new(cls, root: Path, sample: Path) -> Books:
+        books = cls(root, sample, create_pg_database())
+        engine = db.make_engine(books.url)
         migrate.upgrade(engine)
         engine.dispose()
+        return books
+
+    def copy(self, root: Path) -> Books:
+        """The same books as they stand: ledger, landing zone, audit checkpoint, warehouse."""
+        name = f"finsup_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.url.rsplit("/", 1)[1]}"')
+        copied = Books(root, self.home, self.url.rsplit("/", 1)[0] + f"/{name}")
+        shutil.copyfile(self.warehouse, copied.warehouse)
+        return copied
 
     def env(self) -> dict[str, str]:
         return {
@@ -117,6 +135,23 @@ class Books:
             "FINSUP_LEDGER_URL": self.url,
             "FINSUP_WAREHOUSE_PATH": str(self.warehouse),
         }
+
+    def run_in_process(self, day: str) -> None:
+        ledger = LedgerResource(url=self.url, home=str(self.home))
+        result = nightly(
+            {
+                "dbt": resources_from_env()["dbt"],
+                "ledger": ledger,
+                "duckdb": DuckDBResource(database=str(self.warehouse)),
+                "paypal": PayPalReportingResource(),  # no base URL: files only
+                "reconciliation_policy": ReconciliationPolicyResource(
+                    unmatched_rate_threshold="0.05"
+                ),
+            },
+            day,
+        )
+        ledger.engine.dispose()
+        assert result.success, day
 
     def state(self) -> dict[str, Any]:
         return books(self.url, self.warehouse)
@@ -127,35 +162,27 @@ class Books:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The sample, the in-process run's books, an instance on PostgreSQL and a vhost."""
+    """The books after the first sample day, the second day run in process on a copy of
+    them, an instance on PostgreSQL and a vhost."""
     root = tmp_path_factory.mktemp("celery")
     sample = root / "sample"
     generate_sample(sample, root / "sandbox", start=SAMPLE_START, days=MIN_DAYS)
     created: list[Books] = []
     instance_url = create_pg_database()
     try:
-        baseline = Books(root / "in_process", sample)
+        # The first day only lands revenue (settlements come the day after): it is the
+        # starting point; the day under test, the second, settles and confirms it.
+        start = Books.new(root / "first_day", sample)
+        created.append(start)
+        start.run_in_process(FIRST_DAY)
+        baseline = start.copy(root / "in_process")
         created.append(baseline)
-        ledger = LedgerResource(url=baseline.url, home=str(baseline.home))
-        result = nightly(
-            {
-                "dbt": resources_from_env()["dbt"],
-                "ledger": ledger,
-                "duckdb": DuckDBResource(database=str(baseline.warehouse)),
-                "paypal": PayPalReportingResource(),  # no base URL: files only
-                "reconciliation_policy": ReconciliationPolicyResource(
-                    unmatched_rate_threshold="0.05"
-                ),
-            },
-            DAY,
-        )
-        ledger.engine.dispose()
-        assert result.success
+        baseline.run_in_process(DAY)
         home = celery_workers.dagster_home(root / "dagster_home")
         with celery_workers.vhost() as broker:
             yield {
                 "root": root,
-                "sample": sample,
+                "start": start,
                 "expected": baseline.state(),
                 "books": created,
                 "dagster_home": home,
@@ -175,7 +202,7 @@ def celery_books(
     """Fresh books, the instance, and two celery workers whose environment points at both."""
     root = stack["root"] / request.node.name
     root.mkdir()
-    target = Books(root, stack["sample"])
+    target = stack["start"].copy(root)
     stack["books"].append(target)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("FINSUP_", "DAGSTER_"))},
