@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from dagster_duckdb import DuckDBResource
 
 from finsup_dagster import executors, queues, settings
+from finsup_dagster.assets.raw import WAREHOUSE_POOL
 from finsup_dagster.demo import SAMPLE_START
 from finsup_dagster.ledger import db, migrate
 from finsup_dagster.ledger.schema import journal_entries, transaction_log
@@ -338,7 +339,11 @@ def test_a_worker_killed_mid_step_fails_the_run_and_a_reexecution_converges(
     # The killed step never handed its warehouse pool slot back. The daemon frees it
     # (deploy/dagster.yaml, run_monitoring.free_slots_after_run_end_seconds); there is
     # no daemon here, so do what it does.
-    assert instance.event_log_storage.free_concurrency_slots_for_run(failed.run_id) == 1
+    storage = instance.event_log_storage
+    held = storage.get_concurrency_info(WAREHOUSE_POOL).claimed_slots
+    assert [(c.run_id, c.step_key) for c in held] == [(failed.run_id, victim)], held
+    storage.free_concurrency_slots_for_run(failed.run_id)
+    assert not storage.get_concurrency_info(WAREHOUSE_POOL).claimed_slots
 
     again = execute(
         instance, reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance)
