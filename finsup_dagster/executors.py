@@ -142,7 +142,12 @@ def make_celery_app() -> Celery:
     broker = os.environ.get(BROKER_ENV) or LOCAL_BROKER
     backend = os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
     executor = CeleryExecutor.for_cli(
-        broker=broker, backend=backend, config_source=celery_settings()
+        broker=broker,
+        backend=backend,
+        # Imported once by the worker before it forks its pool processes: each step, and
+        # a pool process started again after one died, begins with the definitions loaded.
+        include=["finsup_dagster.definitions"],
+        config_source=celery_settings(),
     )
     celery = make_app(executor.app_args())
     create_task(celery)  # the task that runs one step: dagster_celery's execute_plan
