@@ -353,3 +353,18 @@ def test_a_worker_killed_mid_step_fails_the_run_and_a_reexecution_converges(
     assert not any(k.startswith("raw_") for k in step_pids(instance, again.run_id))
     # Same books as one clean in-process run: nothing booked or logged twice.
     assert target.state() == stack["expected"]
+
+
+def test_the_executor_is_chosen_per_job_then_for_all_then_multiprocess() -> None:
+    env = {"FINSUP_EXECUTOR": "in_process", "FINSUP_EXECUTOR_NIGHTLY_RECONCILIATION": "celery"}
+    assert executors.kind_for("nightly_reconciliation", env) == "celery"
+    assert executors.kind_for("submit_payout_batch", env) == "in_process"
+    assert executors.kind_for(None, env) == "in_process"
+    assert executors.kind_for("nightly_reconciliation", {}) == "multiprocess"
+    with pytest.raises(ValueError, match=r"FINSUP_EXECUTOR_AUDIT_SNAPSHOT='kubernetes'"):
+        executors.kind_for("audit_snapshot", {"FINSUP_EXECUTOR_AUDIT_SNAPSHOT": "kubernetes"})
+    # The broker's URL holds its password: a run's config names the variable instead.
+    config = executors.celery_run_config({executors.BROKER_ENV: "pyamqp://u:secret@h//"})
+    assert config["broker"] == {"env": executors.BROKER_ENV}
+    assert "secret" not in repr(config)
+    assert executors.celery_run_config({})["broker"] == executors.LOCAL_BROKER
