@@ -16,7 +16,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export GX_ANALYTICS_ENABLED := false
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo dev test lint fmt bench clean chromium
+.PHONY: install demo dev test lint fmt bench clean chromium rabbitmq
 
 # uv itself, bootstrapped from PyPI into a private venv (no curl | sh needed).
 $(UV):
@@ -58,8 +58,24 @@ chromium:
 		$$SUDO apt-get install -y chromium || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }; \
 	}
 
+# The celery executor's test (tests/test_celery_executor.py) needs RabbitMQ on
+# 127.0.0.1:5672: start the server when nothing answers there (Debian's package,
+# installed when missing, as for chromium), and wait until it takes connections.
+rabbitmq:
+	@if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; \
+		elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+		else echo "RabbitMQ is not answering on 127.0.0.1:5672: run 'rabbitmq-server -detached' as root" >&2; exit 1; fi; \
+		command -v rabbitmq-server >/dev/null 2>&1 || PATH=$$PATH:/usr/sbin command -v rabbitmq-server >/dev/null 2>&1 || \
+			$$SUDO apt-get install -y rabbitmq-server || { $$SUDO apt-get update && $$SUDO apt-get install -y rabbitmq-server; }; \
+		echo "starting RabbitMQ (rabbitmq-server -detached)"; \
+		$$SUDO env PATH=$$PATH:/usr/sbin rabbitmq-server -detached || $$SUDO service rabbitmq-server start; \
+		for i in $$(seq 1 90); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done; \
+		(exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null || { echo "RabbitMQ did not start: see /var/log/rabbitmq/" >&2; exit 1; }; \
+	fi
+
 # Two workers: the suite is mostly waiting on databases and subprocesses.
-test: lint chromium
+test: lint chromium rabbitmq
 	DAGSTER_HOME=$$(mktemp -d) $(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/pytest -n 2 --durations=15
 

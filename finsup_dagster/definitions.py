@@ -12,6 +12,7 @@ from finsup_dagster.assets import (
     reconciliation,
     revenue,
 )
+from finsup_dagster.executors import executor_for
 from finsup_dagster.jobs import (
     create_payout_batches_job,
     nightly_reconciliation_job,
@@ -56,4 +57,6 @@ defs = dg.Definitions(
         earnings_landed_sensor,
     ],
     resources={**resources_from_env(), "alerts": alerts_resource_from_env()},
+    # Jobs that name no executor (the UI's ad hoc materialisations): FINSUP_EXECUTOR.
+    executor=executor_for(None),
 )

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from finsup_dagster import submission
+from finsup_dagster import queues, submission
+from finsup_dagster.executors import executor_for
 from finsup_dagster.ledger.money import format_minor
 from finsup_dagster.ledger.verification import ensure_intact
 from finsup_dagster.resources import LedgerResource
@@ -21,6 +22,7 @@ from finsup_dagster.resources.gateways import (
 nightly_reconciliation_job = dg.define_asset_job(
     "nightly_reconciliation",
     selection=dg.AssetSelection.groups("ingestion", "reconciliation", "balances"),
+    executor_def=executor_for("nightly_reconciliation"),
     description=(
         "Land the day's revenue and settlement files, reconcile them with dbt, confirm "
         "settled revenue with fee postings, and compute the available balance."
@@ -31,6 +33,7 @@ nightly_reconciliation_job = dg.define_asset_job(
 create_payout_batches_job = dg.define_asset_job(
     "create_payout_batches",
     selection=dg.AssetSelection.assets(["ledger", "earnings"], ["ledger", "payout_batches"]),
+    executor_def=executor_for("create_payout_batches"),
     description="Take in landed earnings, then build payout batches from accrued earnings, pending approval.",
 )
 
@@ -50,7 +53,7 @@ class SubmitBatchConfig(dg.Config):
         "payload hash stored first, the gateway asked what it holds before anything is "
         "sent, its ids recorded; a refusal leaves the batch submission_failed, reserved."
     ),
-    tags={"finsup/queue": "gateway"},
+    tags=queues.GATEWAY_TAGS,
 )
 def submit_batch(
     context: dg.OpExecutionContext,
@@ -107,7 +110,8 @@ def submit_batch(
 
 
 @dg.job(
-    description="Submit one approved payout batch to its gateway (PayPal, Payoneer or a bank file)."
+    description="Submit one approved payout batch to its gateway (PayPal, Payoneer or a bank file).",
+    executor_def=executor_for("submit_payout_batch"),
 )
 def submit_payout_batch() -> None:
     submit_batch()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from finsup_dagster import statuses
+from finsup_dagster import queues, statuses
+from finsup_dagster.executors import executor_for
 from finsup_dagster.ledger.verification import ensure_intact
 from finsup_dagster.resources import LedgerResource
 from finsup_dagster.resources.gateways import (
@@ -37,7 +38,7 @@ class SyncStatusesConfig(dg.Config):
         "transaction per batch); cancels items unclaimed past FINSUP_UNCLAIMED_RELEASE_DAYS "
         "at the provider before releasing them; applies stored webhook events left waiting."
     ),
-    tags={"finsup/queue": "gateway"},
+    tags=queues.GATEWAY_TAGS,
 )
 def sync_statuses(
     context: dg.OpExecutionContext,
@@ -102,7 +103,8 @@ def _metadata(result: statuses.SyncResult) -> dict[str, dg.MetadataValue]:
     description=(
         "Poll the payout gateways for the statuses of submitted batches and book them "
         "(completed, partially_completed, failed), releasing long-unclaimed items."
-    )
+    ),
+    executor_def=executor_for("sync_payout_statuses"),
 )
 def sync_payout_statuses() -> None:
     sync_statuses()

@@ -11,11 +11,13 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from finsup_dagster import queues
 from finsup_dagster.assets.metadata import markdown_table
 from finsup_dagster.assets.raw import WAREHOUSE_POOL
 from finsup_dagster.assets.revenue import OWNERS
 from finsup_dagster.audit.snapshot import export_snapshot
 from finsup_dagster.audit.tax_report import tax_rows, write_csv
+from finsup_dagster.executors import executor_for
 from finsup_dagster.ledger import clock, db
 from finsup_dagster.resources import LedgerResource
 
@@ -36,6 +38,7 @@ class SnapshotConfig(dg.Config):
     kinds={"duckdb", "python"},
     owners=OWNERS,
     pool=WAREHOUSE_POOL,
+    op_tags=queues.WAREHOUSE_TAGS,
     description=(
         "The auditor's snapshot: every ledger table, the trial balance, the transaction log "
         "with its chain and the reconciliation results in one DuckDB file under "
@@ -131,4 +134,5 @@ audit_snapshot_job = dg.define_asset_job(
     "audit_snapshot",
     selection=dg.AssetSelection.assets(audit_snapshot),
     description="Write the auditor's snapshot of the books under FINSUP_HOME/snapshots.",
+    executor_def=executor_for("audit_snapshot"),
 )

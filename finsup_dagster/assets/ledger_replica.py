@@ -3,6 +3,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from finsup_dagster import queues
 from finsup_dagster.assets.metadata import markdown_table
 from finsup_dagster.assets.raw import WAREHOUSE_POOL
 from finsup_dagster.assets.revenue import revenue_events
@@ -20,6 +21,7 @@ OWNERS = ["team:finance-engineering"]
     kinds={"duckdb", "python"},
     owners=OWNERS,
     pool=WAREHOUSE_POOL,
+    op_tags=queues.WAREHOUSE_TAGS,
     description=(
         "revenue_events, journal_entries, postings and transaction_log copied from the ledger "
         "into warehouse schema `ledger`, incrementally: each run copies what changed since "

@@ -11,7 +11,7 @@ import duckdb as duck
 from dagster_duckdb import DuckDBResource
 from dagster_pandera import pandera_schema_to_dagster_type
 
-from finsup_dagster import landing
+from finsup_dagster import landing, queues
 from finsup_dagster.assets.metadata import markdown_table, money_by_currency
 from finsup_dagster.assets.partitions import daily
 from finsup_dagster.gateways.paypal_reporting import GatewayError, fetch_transaction_pages
@@ -106,6 +106,7 @@ def build_raw_asset(fmt: str) -> dg.AssetsDefinition:
         check_specs=_check_specs(fmt),
         partitions_def=daily,
         pool=WAREHOUSE_POOL,
+        op_tags=queues.WAREHOUSE_TAGS,
     )
     def _asset(
         context: dg.AssetExecutionContext,

@@ -15,6 +15,7 @@ from dagster_dbt import (
 )
 from dagster_duckdb import DuckDBResource
 
+from finsup_dagster import queues
 from finsup_dagster.assets.dbt_output import quietly
 from finsup_dagster.assets.metadata import markdown_table, money_by_currency
 from finsup_dagster.assets.partitions import daily
@@ -56,6 +57,7 @@ TRANSLATOR = FinsupDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_as
     dagster_dbt_translator=TRANSLATOR,
     partitions_def=daily,
     pool=WAREHOUSE_POOL,
+    op_tags=queues.WAREHOUSE_TAGS,
     name="reconciliation_models",
     # run_date is one day: a backfill runs each day on its own, in order.
     backfill_policy=dg.BackfillPolicy.multi_run(1),
@@ -90,6 +92,7 @@ def reconciliation_models(
     owners=OWNERS,
     partitions_def=daily,
     pool=WAREHOUSE_POOL,
+    op_tags=queues.WAREHOUSE_TAGS,
     description=(
         "The day's matches applied to the books: projected events become confirmed, gateway "
         "fees are posted. Events never matched stay projected. Metadata: match rate and a "

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from finsup_dagster import queues
 from finsup_dagster.assets.metadata import markdown_table, money_by_currency
 from finsup_dagster.assets.partitions import daily
 from finsup_dagster.assets.raw import WAREHOUSE_POOL, raw_key
@@ -31,6 +32,7 @@ OWNERS = ["team:finance-engineering"]
     owners=OWNERS,
     partitions_def=daily,
     pool=WAREHOUSE_POOL,
+    op_tags=queues.WAREHOUSE_TAGS,
     description=(
         "Canonical revenue events in the ledger, from the day's raw revenue rows (revenue "
         "files and PayPal API pages). Idempotent by event_hash; status only moves forward; "
