@@ -86,6 +86,7 @@ def main(argv: list[str]) -> int:
         parsed = dbtRunner().invoke(argv[2:])
         if not parsed.success:
             return exit_code(parsed.success, parsed.exception)
+        assert isinstance(parsed.result, Manifest), parsed.result  # what ``parse`` returns
         tmp = f"{argv[1]}.{os.getpid()}"
         # The manifest's public fields only: its own pickling (``__reduce_ex__``) passes
         # its fields by position and misses one in dbt 1.11; the lookups it caches are
