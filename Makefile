@@ -23,9 +23,11 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS) || $(PYTHON) -m pip install --quiet --target $(TOOLS) uv==$(UV_VERSION)
 	[ -x $(UV) ] || $(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
-# Everything pinned in uv.lock, the project included (editable).
+# Everything pinned in uv.lock, the project included (editable). Bytecode compiled at
+# install: PYTHONDONTWRITEBYTECODE may be set, and then every dbt, dagster and finsup
+# subprocess of the tests would compile its imports again (dagster's import: 5.2 s -> 2.9 s CPU).
 $(BIN)/finsup: $(UV) uv.lock pyproject.toml
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	@touch $@
 
 # dagster-dbt reads the dbt manifest when the definitions load: parse it once here.

@@ -32,9 +32,9 @@ from finsup_dagster.resources import (
     LedgerResource,
     PayPalReportingResource,
     ReconciliationPolicyResource,
-    resources_from_env,
 )
 from finsup_dagster.warehouse import reports
+from tests.helpers.dbt_runner import dbt_resource
 from tests.helpers.nightly import checks, nightly, warehouse
 
 DAY = "2026-11-21"
@@ -174,7 +174,7 @@ def test_a_copied_row_is_one_more_duplicate_settlement_never_a_quarantine(
         ledger = LedgerResource(url=f"sqlite:///{root / 'ledger.db'}", home=str(root / "home"))
         migrate.upgrade(ledger.engine)
         resources = {
-            "dbt": resources_from_env()["dbt"],
+            "dbt": dbt_resource(),
             "ledger": ledger,
             "duckdb": DuckDBResource(database=str(root / "warehouse.duckdb")),
             "paypal": PayPalReportingResource(base_url="", client_id="x", client_secret="y"),

@@ -25,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finsup_dagster.resources.dbt import dbt_command
 from finsup_dagster.sample_data.expected import MatchEvent, MatchLine, match_night
 from finsup_dagster.warehouse import raw, replica
+from tests.helpers.dbt_runner import dbt_command
 from tests.helpers.warehouse_rows import insert_raw_line, insert_replica_event
 
 MODEL = "reconciliation_match_keys"

@@ -28,9 +28,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from finsup_dagster.resources.dbt import dbt_command
 from finsup_dagster.sample_data.expected import MatchEvent
 from finsup_dagster.warehouse import raw, replica
+from tests.helpers.dbt_runner import dbt_command
 from tests.helpers.warehouse_rows import insert_raw_line, insert_replica_event
 
 START = date(2025, 3, 1)

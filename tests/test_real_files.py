@@ -26,9 +26,9 @@ from finsup_dagster.resources import (
     LedgerResource,
     PayPalReportingResource,
     ReconciliationPolicyResource,
-    resources_from_env,
 )
 from finsup_dagster.warehouse import reports
+from tests.helpers.dbt_runner import dbt_resource
 from tests.helpers.nightly import checks, metadata, nightly, warehouse
 from tests.helpers.settlement_rows import sale_line as _line
 
@@ -99,7 +99,7 @@ def day_of_files(ledger_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     ledger = LedgerResource(url=ledger_url, home=str(home))
     migrate.upgrade(ledger.engine)
     yield {
-        "dbt": resources_from_env()["dbt"],
+        "dbt": dbt_resource(),
         "ledger": ledger,
         "duckdb": DuckDBResource(database=str(tmp_path / "warehouse.duckdb")),
         "paypal": PayPalReportingResource(base_url="", client_id="x", client_secret="y"),

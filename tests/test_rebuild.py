@@ -33,11 +33,11 @@ from finsup_dagster.resources import (
     LedgerResource,
     PayPalReportingResource,
     ReconciliationPolicyResource,
-    resources_from_env,
 )
 from finsup_dagster.sample_data.generate import MIN_DAYS, generate_sample
 from finsup_dagster.warehouse import raw, replica, version
 from finsup_dagster.warehouse.connection import connect
+from tests.helpers.dbt_runner import dbt_resource
 from tests.helpers.nightly import CLIENT, nightly
 
 NIGHTS = [(SAMPLE_START + timedelta(days=n)).isoformat() for n in range(MIN_DAYS)]
@@ -118,7 +118,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, A
             "warehouse": warehouse,
             "ledger": ledger,
             "resources": {
-                "dbt": resources_from_env()["dbt"],
+                "dbt": dbt_resource(),
                 "ledger": ledger,
                 "duckdb": DuckDBResource(database=str(warehouse)),
                 "paypal": PayPalReportingResource(

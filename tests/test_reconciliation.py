@@ -26,11 +26,11 @@ from finsup_dagster.resources import (
     LedgerResource,
     PayPalReportingResource,
     ReconciliationPolicyResource,
-    resources_from_env,
 )
 from finsup_dagster.resources.dbt import DBT_PROJECT_DIR
 from finsup_dagster.schedules import nightly_reconciliation_schedule
 from finsup_dagster.warehouse import reports
+from tests.helpers.dbt_runner import dbt_resource
 from tests.helpers.nightly import CLIENT, NIGHTLY_ASSETS, checks, metadata, nightly, warehouse
 from tests.helpers.reconciliation_scenario import (
     DAY1,
@@ -53,7 +53,7 @@ def pipeline(ledger_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     migrate.upgrade(ledger.engine)
     with serve_in_thread(create_app(sandbox_dir, *CLIENT)) as base_url:
         yield {
-            "dbt": resources_from_env()["dbt"],
+            "dbt": dbt_resource(),
             "ledger": ledger,
             "duckdb": DuckDBResource(database=str(tmp_path / "warehouse.duckdb")),
             "paypal": PayPalReportingResource(
