@@ -4,7 +4,7 @@ The rows come through ADBC (``adbc-driver-sqlite`` / ``adbc-driver-postgresql``)
 Arrow streams straight into DuckDB: no Python object per value, which is what the
 earlier driver-cursor copy spent most of its time on.
 
-On SQLite the copy runs in a child process (``python -m finsup_dagster.audit.extract``,
+On SQLite the copy runs in a child process (``python -m finsup_dagster.audit.adbc_copy``,
 the request on stdin so no path or URL shows in a process list). That is a matter
 of correctness: the ADBC driver links its own SQLite library, and two SQLite
 libraries in one process share that process's POSIX locks without knowing of each
@@ -12,7 +12,9 @@ other. The second one to open a WAL database then takes the shared-memory
 "first opener" lock as its own, rebuilds the WAL index and reads the main file
 without the WAL's newer pages: stale rows (see sqlite.org/howtocorrupt.html, 2.2.1).
 A child process has its own locks; it costs the interpreter's start and the
-imports (pyarrow.dataset, by the ADBC driver manager), seconds on a loaded machine.
+imports, which ``adbc_copy`` keeps to DuckDB, pyarrow and ADBC's driver manager
+(about 0.5 s; SQLAlchemy and ADBC's DB-API layer, which pulls in pyarrow.dataset
+and pandas, took 3–4 s and up to 7 s on a loaded machine).
 PostgreSQL has no such sharing and is read in this process.
 
 Consistency: SQLite ``BEGIN`` (deferred; in WAL mode one state of the file from
@@ -25,18 +27,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from finsup_dagster.audit import privacy
+from finsup_dagster.audit import adbc_copy
 from finsup_dagster.audit.canonical import quote
 from finsup_dagster.audit.tables import LedgerTable, duckdb_type
 from finsup_dagster.ledger import db
@@ -46,7 +44,7 @@ from finsup_dagster.ledger.schema import audit_chain_head
 # infers a column's Arrow type from the first rows and takes NULL for an integer,
 # so a text column starting with NULLs would fail on its first value.
 _PROBE = {"BIGINT": "0", "VARCHAR": "''", "BOOLEAN": "0"}
-_MARK = "finsup_copy_row"
+_MARK = adbc_copy.MARK
 
 
 @dataclass(frozen=True)
@@ -125,9 +123,9 @@ def copy_tables(
     if child is None:
         child = db.is_sqlite(engine)
     if not child:
-        return _result(run(request))
+        return _result(adbc_copy.run(request))
     done = subprocess.run(
-        [sys.executable, "-m", "finsup_dagster.audit.extract"],
+        [sys.executable, "-m", "finsup_dagster.audit.adbc_copy"],
         input=json.dumps(request),
         capture_output=True,
         text=True,
@@ -146,70 +144,3 @@ def copy_tables(
 def _result(answer: dict[str, Any]) -> CopyResult:
     head = answer["head"]
     return CopyResult((int(head[0]), str(head[1])) if head else None, float(answer["seconds"]))
-
-
-def _driver(backend: str) -> Any:
-    # Imported on use: the driver manager pulls in pyarrow.dataset, seconds to load.
-    if backend == "sqlite":
-        import adbc_driver_sqlite.dbapi as sqlite_dbapi
-
-        return sqlite_dbapi
-    import adbc_driver_postgresql.dbapi as pg_dbapi
-
-    return pg_dbapi
-
-
-def run(request: dict[str, Any]) -> dict[str, Any]:
-    """The child's side: one read transaction, every table streamed into DuckDB."""
-    backend = request["backend"]
-    driver = _driver(backend)
-    start = time.perf_counter()
-    begin = "BEGIN" if backend == "sqlite" else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-    conn = driver.connect(request["uri"], autocommit=True)
-    duck = duckdb.connect(request["duck_path"])
-    head: list[Any] | None = None
-    try:
-        cur = conn.cursor()
-        cur.execute(begin)
-        for raw in request["copies"]:
-            copy = TableCopy(**raw)
-            cur.execute(copy.select)
-            stream: Any = cur.fetch_record_batch()
-            if copy.mask:
-                table = stream.read_all()
-                if _MARK in table.column_names:  # the probe row is no beneficiary
-                    table = table.filter(pc.equal(table.column(_MARK), 1))
-                stream = _masked(table, copy.target.rsplit(".", 1)[-1])
-            if copy.create:
-                duck.execute(copy.create)
-            duck.register("finsup_stream", stream)
-            try:
-                duck.execute(copy.insert)
-            finally:
-                duck.unregister("finsup_stream")
-        if request["head"]:
-            cur.execute(request["head"])
-            rows = cur.fetchall()
-            head = list(rows[0]) if rows else None
-        cur.execute("COMMIT")
-        cur.close()
-        duck.execute("CHECKPOINT")
-    finally:
-        duck.close()
-        conn.close()
-    return {"head": head, "seconds": time.perf_counter() - start}
-
-
-def _masked(table: pa.Table, name: str) -> pa.Table:
-    names = list(table.column_names)
-    columns = [table.column(n).to_pylist() for n in names]
-    privacy.mask_columns(name, names, columns)
-    return pa.Table.from_arrays(
-        [pa.array(c, type=table.schema.field(n).type) for c, n in zip(columns, names, strict=True)],
-        names=names,
-    )
-
-
-if __name__ == "__main__":
-    result = run(json.loads(sys.stdin.read()))
-    sys.stdout.write(json.dumps(result))
