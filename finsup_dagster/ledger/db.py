@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
-from finsup_dagster.ledger import seals
+from finsup_dagster.ledger import audit_log, seals
 from finsup_dagster.ledger.errors import LedgerError, SchemaNotReady
 from finsup_dagster.ledger.schema import audit_chain_head
 
@@ -118,9 +118,24 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         engine = sa.create_engine(url, **kwargs)
         _configure_sqlite(engine)
     else:
-        engine = sa.create_engine(url, pool_pre_ping=True, **kwargs)
+        kwargs.setdefault("pool_pre_ping", True)
+        engine = sa.create_engine(url, **kwargs)
     seals.install(engine)
     return engine
+
+
+def for_one_writer(engine: Engine) -> Engine:
+    """The engine a long-lived writer thread opens its ``write`` transactions on.
+
+    PostgreSQL: the same books without the pool's pre-ping, which cost two round trips
+    (BEGIN and ``SELECT 1``) before every write. Not needed there: the writer lock's
+    read is the first statement of every ``write``, and a dropped connection fails it
+    with an ``OperationalError``, which ``_begin_locked`` retries on a fresh connection.
+    Dispose of it when the writer stops. SQLite: the engine itself (nothing to save).
+    """
+    if is_sqlite(engine):
+        return engine
+    return make_engine(engine.url.render_as_string(hide_password=False), pool_pre_ping=False)
 
 
 def is_sqlite(conn: Connection | Engine) -> bool:
@@ -150,11 +165,21 @@ def write(engine: Engine, retries: int = 8) -> Iterator[Connection]:
         seals.flush(conn)
     except BaseException:
         seals.discard(conn)
+        conn.info.pop(audit_log.HEAD_AT_LOCK, None)
         conn.rollback()
         conn.close()
         raise
+    # conn.info lives as long as the pooled connection: never leave a head read behind.
+    conn.info.pop(audit_log.HEAD_AT_LOCK, None)
     conn.commit()
     conn.close()
+
+
+_LOCK_HEAD = (
+    sa.select(audit_chain_head.c.seq, audit_chain_head.c.row_hash)
+    .where(audit_chain_head.c.id == 1)
+    .with_for_update()
+)
 
 
 def _begin_locked(engine: Engine, retries: int) -> Connection:
@@ -163,11 +188,8 @@ def _begin_locked(engine: Engine, retries: int) -> Connection:
         conn = engine.connect()
         try:
             conn.begin()
-            row = conn.execute(
-                sa.select(audit_chain_head.c.seq)
-                .where(audit_chain_head.c.id == 1)
-                .with_for_update()
-            ).first()
+            # The hash too: the lock's read is the head the chain continues from.
+            row = conn.execute(_LOCK_HEAD).first()
         except (OperationalError, ProgrammingError) as exc:
             conn.rollback()
             conn.close()
@@ -183,6 +205,7 @@ def _begin_locked(engine: Engine, retries: int) -> Connection:
             conn.rollback()
             conn.close()
             raise SchemaNotReady("the books are not initialised: run `finsup init`")
+        conn.info[audit_log.HEAD_AT_LOCK] = (row.seq, row.row_hash)
         return conn
     raise AssertionError("unreachable")
 
