@@ -162,7 +162,7 @@ def write(engine: Engine, retries: int = 8) -> Iterator[Connection]:
     seals.begin(conn)
     try:
         yield conn
-        seals.flush(conn)
+        seals.flush(conn, commit=True)
     except BaseException:
         seals.discard(conn)
         conn.info.pop(audit_log.HEAD_AT_LOCK, None)
@@ -182,22 +182,56 @@ _LOCK_HEAD = (
 )
 
 
+# The same statement as driver SQL, for PostgreSQL's pipelined BEGIN (``_lock_head``).
+_LOCK_HEAD_SQL = "SELECT seq, row_hash FROM audit_chain_head WHERE id = 1 FOR UPDATE"
+
+
+def _lock_head(conn: Connection) -> tuple[int, str] | None:
+    """Takes the writer lock; the head it locked (None: no head row).
+
+    PostgreSQL: psycopg starts the transaction with a BEGIN of its own, one round trip
+    before the lock's. In pipeline mode the BEGIN and the lock go in one flush and come
+    back in one answer. The lock is still taken before this returns, and the head read
+    under it, exactly as before.
+    """
+    if is_sqlite(conn):
+        row = conn.execute(_LOCK_HEAD).first()
+        return None if row is None else (row.seq, row.row_hash)
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    try:
+        with driver.cursor() as cursor:
+            with driver.pipeline():
+                cursor.execute(_LOCK_HEAD_SQL)
+            found = cursor.fetchone()
+    except Exception as exc:
+        if isinstance(exc, conn.dialect.loaded_dbapi.OperationalError):
+            # A dropped connection: never handed out again, the caller retries on a fresh one.
+            conn.invalidate()
+        raise
+    return None if found is None else (int(found[0]), str(found[1]))
+
+
 def _begin_locked(engine: Engine, retries: int) -> Connection:
     _exists_or_refuse(engine)
+    driver_errors, driver_programming = _driver_errors(engine)
+    caught: tuple[type[Exception], ...] = (OperationalError, ProgrammingError, *driver_errors)
     for attempt in range(retries + 1):
         conn = engine.connect()
         try:
             conn.begin()
             # The hash too: the lock's read is the head the chain continues from.
-            row = conn.execute(_LOCK_HEAD).first()
-        except (OperationalError, ProgrammingError) as exc:
+            row = _lock_head(conn)
+        except caught as exc:
             conn.rollback()
             conn.close()
-            if is_missing_table(exc):
+            if _missing_table(exc):
                 raise SchemaNotReady("the books are not initialised: run `finsup init`") from None
             # SQLite already waited busy_timeout; PostgreSQL lock waits do not
             # raise. What is left is a transient fault worth one more try.
             if attempt == retries or isinstance(exc, ProgrammingError):
+                raise
+            if driver_programming is not None and isinstance(exc, driver_programming):
                 raise
             time.sleep(0.05 * (attempt + 1))
             continue
@@ -205,9 +239,23 @@ def _begin_locked(engine: Engine, retries: int) -> Connection:
             conn.rollback()
             conn.close()
             raise SchemaNotReady("the books are not initialised: run `finsup init`")
-        conn.info[audit_log.HEAD_AT_LOCK] = (row.seq, row.row_hash)
+        conn.info[audit_log.HEAD_AT_LOCK] = row
         return conn
     raise AssertionError("unreachable")
+
+
+def _driver_errors(engine: Engine) -> tuple[tuple[type[Exception], ...], type[Exception] | None]:
+    """The driver's own errors that ``_lock_head``'s driver-level statement raises: all that
+    are caught, and the one that is never retried (a fault of the statement, not a glitch)."""
+    if is_sqlite(engine):
+        return (), None
+    dbapi = engine.dialect.loaded_dbapi
+    return (dbapi.OperationalError, dbapi.ProgrammingError), dbapi.ProgrammingError
+
+
+def _missing_table(exc: Exception) -> bool:
+    text = str(exc.orig if isinstance(exc, DBAPIError) else exc).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
 
 
 def is_missing_table(exc: DBAPIError) -> bool:
