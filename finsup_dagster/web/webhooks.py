@@ -255,8 +255,12 @@ class WebhookReceiver:
         the backstop.
         """
         accepted = [j for j in jobs if isinstance(j, Accepted)]
-        seen = payout_status.stored_among(conn, ((j.gateway, j.parsed.event_id) for j in accepted))
-        known = payout_status.find_items(conn, (r for j in accepted for r in j.parsed.reports))
+        # Both reads in one round trip on PostgreSQL (a pipeline), one after the other elsewhere.
+        seen, known = payout_status.stored_and_items(
+            conn,
+            ((j.gateway, j.parsed.event_id) for j in accepted),
+            (r for j in accepted for r in j.parsed.reports),
+        )
         rows: list[payout_status.EventRow] = []
         results: list[str | None] = []
         for job in jobs:
