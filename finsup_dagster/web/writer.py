@@ -20,8 +20,11 @@ a group is written: PostgreSQL's ``commit_delay``/``commit_siblings`` idea.
 Without it, the first request back after a commit is written alone while the
 others are still being verified, and the groups alternate small and large
 (measured at 4 clients on PostgreSQL: 1, 3, 1, 3, two events a group on
-average). Nothing is waited for when no request is on its way, so a lone
-delivery is written at once.
+average). It also waits for as many jobs as the commits of the last
+``ACTIVE_WINDOW_SECONDS`` answered: those senders are likely to deliver again, and
+the first one back is otherwise written alone before the others reach the server.
+Nothing is waited for when no request is on its way and nobody was answered lately,
+so a lone delivery is written at once.
 
 If a group's transaction fails, each job is run again on its own
 (``write_alone``), so one bad event never costs the others theirs.
