@@ -16,7 +16,9 @@ the last test sends concurrent deliveries over real sockets instead.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +32,7 @@ from finsup_dagster.ledger import audit_log, db, payout_status, seals
 from finsup_dagster.web import create_app
 from finsup_dagster.web.pending import apply_stored
 from finsup_dagster.web.webhooks import Accepted, Refused, WebhookReceiver
+from finsup_dagster.web.writer import GroupWriter
 from tests.helpers.payout_sandbox import payout_sandbox
 from tests.helpers.webhooks import (
     approved,
@@ -171,3 +174,74 @@ def test_concurrent_deliveries_with_copies_each_get_one_answer_and_one_row(
     assert sorted(r.event_id for r in events(engine)) == sorted(e["id"] for e in distinct)
     assert [i.status for i in items(engine)] == ["paid", "submitted"]
     assert_sealed(engine)
+
+
+# ---------------------------------------------------------------- how the writer forms groups
+
+
+class _Recording:
+    """A writer over the real books whose groups are noted (each written in a real
+    db.write transaction that stores nothing), to see which jobs shared one."""
+
+    def __init__(self, engine: Engine, linger: float) -> None:
+        self.groups: list[list[str]] = []
+        self.writer: GroupWriter[str] = GroupWriter(
+            engine, self.write_group, lambda job: job, linger=linger
+        )
+
+    def write_group(self, _conn: Any, jobs: Any) -> list[str]:
+        self.groups.append(list(jobs))
+        return list(jobs)
+
+
+def test_a_request_on_its_way_joins_the_group_being_formed(engine: Engine) -> None:
+    rec = _Recording(engine, linger=2.0)
+
+    async def deliveries() -> list[str]:
+        with rec.writer.on_its_way() as first, rec.writer.on_its_way() as second:
+            one = asyncio.ensure_future(rec.writer.submit("one", first))
+            await asyncio.sleep(0.1)  # still verifying the second when the first is queued
+            two = asyncio.ensure_future(rec.writer.submit("two", second))
+            return list(await asyncio.gather(one, two))
+
+    try:
+        assert asyncio.run(deliveries()) == ["one", "two"]
+    finally:
+        rec.writer.close()
+    assert rec.groups == [["one", "two"]]
+
+
+def test_a_request_that_never_submits_does_not_hold_the_group_back(engine: Engine) -> None:
+    rec = _Recording(engine, linger=30.0)
+
+    async def deliveries() -> tuple[str, float]:
+        started = time.monotonic()
+        with rec.writer.on_its_way() as first:
+            with rec.writer.on_its_way():  # refused before it reached the books
+                one = asyncio.ensure_future(rec.writer.submit("one", first))
+                await asyncio.sleep(0.1)
+            return await one, time.monotonic() - started
+
+    try:
+        outcome, took = asyncio.run(deliveries())
+    finally:
+        rec.writer.close()
+    assert outcome == "one"
+    assert took < 10.0  # not the 30 s linger: it stopped waiting when the other left
+    assert rec.groups == [["one"]]
+
+
+def test_a_lone_delivery_is_written_at_once(engine: Engine) -> None:
+    rec = _Recording(engine, linger=30.0)
+
+    async def delivery() -> float:
+        started = time.monotonic()
+        with rec.writer.on_its_way() as token:
+            await rec.writer.submit("one", token)
+        return time.monotonic() - started
+
+    try:
+        assert asyncio.run(delivery()) < 10.0  # nothing on its way, nobody answered lately
+    finally:
+        rec.writer.close()
+    assert rec.groups == [["one"]]

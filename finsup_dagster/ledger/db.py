@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
-from finsup_dagster.ledger import seals
+from finsup_dagster.ledger import audit_log, seals
 from finsup_dagster.ledger.errors import LedgerError, SchemaNotReady
 from finsup_dagster.ledger.schema import audit_chain_head
 
@@ -118,9 +118,24 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         engine = sa.create_engine(url, **kwargs)
         _configure_sqlite(engine)
     else:
-        engine = sa.create_engine(url, pool_pre_ping=True, **kwargs)
+        kwargs.setdefault("pool_pre_ping", True)
+        engine = sa.create_engine(url, **kwargs)
     seals.install(engine)
     return engine
+
+
+def for_one_writer(engine: Engine) -> Engine:
+    """The engine a long-lived writer thread opens its ``write`` transactions on.
+
+    PostgreSQL: the same books without the pool's pre-ping, which cost two round trips
+    (BEGIN and ``SELECT 1``) before every write. Not needed there: the writer lock's
+    read is the first statement of every ``write``, and a dropped connection fails it
+    with an ``OperationalError``, which ``_begin_locked`` retries on a fresh connection.
+    Dispose of it when the writer stops. SQLite: the engine itself (nothing to save).
+    """
+    if is_sqlite(engine):
+        return engine
+    return make_engine(engine.url.render_as_string(hide_password=False), pool_pre_ping=False)
 
 
 def is_sqlite(conn: Connection | Engine) -> bool:
@@ -147,35 +162,76 @@ def write(engine: Engine, retries: int = 8) -> Iterator[Connection]:
     seals.begin(conn)
     try:
         yield conn
-        seals.flush(conn)
+        seals.flush(conn, commit=True)
     except BaseException:
         seals.discard(conn)
+        conn.info.pop(audit_log.HEAD_AT_LOCK, None)
         conn.rollback()
         conn.close()
         raise
+    # conn.info lives as long as the pooled connection: never leave a head read behind.
+    conn.info.pop(audit_log.HEAD_AT_LOCK, None)
     conn.commit()
     conn.close()
 
 
+_LOCK_HEAD = (
+    sa.select(audit_chain_head.c.seq, audit_chain_head.c.row_hash)
+    .where(audit_chain_head.c.id == 1)
+    .with_for_update()
+)
+
+
+# The same statement as driver SQL, for PostgreSQL's pipelined BEGIN (``_lock_head``).
+_LOCK_HEAD_SQL = "SELECT seq, row_hash FROM audit_chain_head WHERE id = 1 FOR UPDATE"
+
+
+def _lock_head(conn: Connection) -> tuple[int, str] | None:
+    """Takes the writer lock; the head it locked (None: no head row).
+
+    PostgreSQL: psycopg starts the transaction with a BEGIN of its own, one round trip
+    before the lock's. In pipeline mode the BEGIN and the lock go in one flush and come
+    back in one answer. The lock is still taken before this returns, and the head read
+    under it, exactly as before.
+    """
+    if is_sqlite(conn):
+        row = conn.execute(_LOCK_HEAD).first()
+        return None if row is None else (row.seq, row.row_hash)
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    try:
+        with driver.cursor() as cursor:
+            with driver.pipeline():
+                cursor.execute(_LOCK_HEAD_SQL)
+            found = cursor.fetchone()
+    except Exception as exc:
+        if isinstance(exc, conn.dialect.loaded_dbapi.OperationalError):
+            # A dropped connection: never handed out again, the caller retries on a fresh one.
+            conn.invalidate()
+        raise
+    return None if found is None else (int(found[0]), str(found[1]))
+
+
 def _begin_locked(engine: Engine, retries: int) -> Connection:
     _exists_or_refuse(engine)
+    driver_errors, driver_programming = _driver_errors(engine)
+    caught: tuple[type[Exception], ...] = (OperationalError, ProgrammingError, *driver_errors)
     for attempt in range(retries + 1):
         conn = engine.connect()
         try:
             conn.begin()
-            row = conn.execute(
-                sa.select(audit_chain_head.c.seq)
-                .where(audit_chain_head.c.id == 1)
-                .with_for_update()
-            ).first()
-        except (OperationalError, ProgrammingError) as exc:
+            # The hash too: the lock's read is the head the chain continues from.
+            row = _lock_head(conn)
+        except caught as exc:
             conn.rollback()
             conn.close()
-            if is_missing_table(exc):
+            if _missing_table(exc):
                 raise SchemaNotReady("the books are not initialised: run `finsup init`") from None
             # SQLite already waited busy_timeout; PostgreSQL lock waits do not
             # raise. What is left is a transient fault worth one more try.
             if attempt == retries or isinstance(exc, ProgrammingError):
+                raise
+            if driver_programming is not None and isinstance(exc, driver_programming):
                 raise
             time.sleep(0.05 * (attempt + 1))
             continue
@@ -183,8 +239,23 @@ def _begin_locked(engine: Engine, retries: int) -> Connection:
             conn.rollback()
             conn.close()
             raise SchemaNotReady("the books are not initialised: run `finsup init`")
+        conn.info[audit_log.HEAD_AT_LOCK] = row
         return conn
     raise AssertionError("unreachable")
+
+
+def _driver_errors(engine: Engine) -> tuple[tuple[type[Exception], ...], type[Exception] | None]:
+    """The driver's own errors that ``_lock_head``'s driver-level statement raises: all that
+    are caught, and the one that is never retried (a fault of the statement, not a glitch)."""
+    if is_sqlite(engine):
+        return (), None
+    dbapi = engine.dialect.loaded_dbapi
+    return (dbapi.OperationalError, dbapi.ProgrammingError), dbapi.ProgrammingError
+
+
+def _missing_table(exc: Exception) -> bool:
+    text = str(exc.orig if isinstance(exc, DBAPIError) else exc).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
 
 
 def is_missing_table(exc: DBAPIError) -> bool:

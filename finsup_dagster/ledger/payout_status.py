@@ -137,20 +137,9 @@ class KnownItems:
 
 def find_items(conn: Connection, reports: Iterable[StatusReport]) -> KnownItems:
     """Every item the reports name, in one query, as ``_find_item`` would find each."""
-    ids: dict[str, set[int]] = {}
-    gateway_ids: dict[str, set[str]] = {}
-    for r in reports:
-        if r.item_id is not None:
-            ids.setdefault(r.gateway, set()).add(r.item_id)
-        elif r.gateway_item_id:
-            gateway_ids.setdefault(r.gateway, set()).add(r.gateway_item_id)
-    known = KnownItems()
+    ids, gateway_ids, known = _items_wanted(reports)
     if not ids and not gateway_ids:
         return known
-    for g, v in ids.items():
-        known.by_id.update({(g, i): None for i in v})
-    for g, w in gateway_ids.items():
-        known.by_gateway_id.update({(g, i): None for i in w})
     rows: Iterable[Any]
     if _items_plain(conn):
         rows = _find_items_sql(conn, ids, gateway_ids)
@@ -168,12 +157,69 @@ def find_items(conn: Connection, reports: Iterable[StatusReport]) -> KnownItems:
             .where(sa.or_(*wanted))
             .order_by(payout_items.c.id.desc())  # the lowest id last: it wins a shared id
         )
+    _fill(known, ids, gateway_ids, rows)
+    return known
+
+
+def stored_and_items(
+    conn: Connection, keys: Iterable[tuple[str, str]], reports: Iterable[StatusReport]
+) -> tuple[set[tuple[str, str]], KnownItems]:
+    """``stored_among(keys)`` and ``find_items(reports)``, the same two queries and answers.
+
+    On PostgreSQL both go in one pipeline flush (psycopg's pipeline mode) and come back
+    in one answer: one round trip a group instead of two. Read in the caller's
+    transaction, under its writer lock, in this order, exactly as one after the other.
+    """
+    wanted = sorted({(g, e[:128]) for g, e in keys})
+    reports = list(reports)
+    if conn.dialect.name != "postgresql" or not wanted or not _items_plain(conn):
+        return stored_among(conn, wanted), find_items(conn, reports)
+    ids, gateway_ids, known = _items_wanted(reports)
+    if not ids and not gateway_ids:
+        return stored_among(conn, wanted), known
+    from psycopg.rows import namedtuple_row
+
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as held, driver.cursor(row_factory=namedtuple_row) as items:
+        with driver.pipeline():
+            held.execute(*_stored_sql("%s", wanted))
+            items.execute(*_items_sql("%s", ids, gateway_ids))
+        seen = {(str(g), str(e)) for g, e in held.fetchall()}
+        # Rows answer to the column names as _find_items_sql's do, with the same values.
+        _fill(known, ids, gateway_ids, items.fetchall())
+    return seen, known
+
+
+def _items_wanted(
+    reports: Iterable[StatusReport],
+) -> tuple[dict[str, set[int]], dict[str, set[str]], KnownItems]:
+    ids: dict[str, set[int]] = {}
+    gateway_ids: dict[str, set[str]] = {}
+    for r in reports:
+        if r.item_id is not None:
+            ids.setdefault(r.gateway, set()).add(r.item_id)
+        elif r.gateway_item_id:
+            gateway_ids.setdefault(r.gateway, set()).add(r.gateway_item_id)
+    known = KnownItems()
+    for g, v in ids.items():
+        known.by_id.update({(g, i): None for i in v})
+    for g, w in gateway_ids.items():
+        known.by_gateway_id.update({(g, i): None for i in w})
+    return ids, gateway_ids, known
+
+
+def _fill(
+    known: KnownItems,
+    ids: Mapping[str, set[int]],
+    gateway_ids: Mapping[str, set[str]],
+    rows: Iterable[Any],
+) -> None:
     for row in rows:
         if row.id in ids.get(row.batch_method, ()):
             known.by_id[(row.batch_method, row.id)] = row
         if row.gateway_item_id in gateway_ids.get(row.batch_method, ()):
             known.by_gateway_id[(row.batch_method, row.gateway_item_id)] = row
-    return known
 
 
 _PLAIN: dict[str, bool] = {}
@@ -197,6 +243,12 @@ def _find_items_sql(
     """``find_items``'s query as driver SQL: built and compiled once per group, Core's
     statement cost more than the lookup. Rows still answer to the column names."""
     mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    return conn.exec_driver_sql(*_items_sql(mark, ids, gateway_ids))
+
+
+def _items_sql(
+    mark: str, ids: Mapping[str, set[int]], gateway_ids: Mapping[str, set[str]]
+) -> tuple[str, tuple[Any, ...]]:
     clauses: list[str] = []
     params: list[Any] = []
     for column, wanted in (("id", ids), ("gateway_item_id", gateway_ids)):
@@ -205,7 +257,7 @@ def _find_items_sql(
             clauses.append(f"(b.method = {mark} AND i.{column} IN ({marks}))")
             params += [gateway, *sorted(values)]
     columns = ", ".join(f"i.{c.name}" for c in payout_items.columns)
-    return conn.exec_driver_sql(
+    return (
         f"SELECT {columns}, b.method AS batch_method FROM payout_items AS i"
         " JOIN payout_batches AS b ON b.id = i.batch_id"
         f" WHERE {' OR '.join(clauses)} ORDER BY i.id DESC",  # lowest id last: it wins
@@ -435,12 +487,16 @@ def stored_among(conn: Connection, keys: Iterable[tuple[str, str]]) -> set[tuple
     # Driver SQL: two text columns come back as they are, and a statement built and
     # compiled per group cost more than the lookup (the unique index answers it).
     mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    rows = conn.exec_driver_sql(*_stored_sql(mark, wanted))
+    return {(str(g), str(e)) for g, e in rows}
+
+
+def _stored_sql(mark: str, wanted: Sequence[tuple[str, str]]) -> tuple[str, tuple[str, ...]]:
     pairs = ", ".join([f"({mark}, {mark})"] * len(wanted))
-    rows = conn.exec_driver_sql(
+    return (
         f"SELECT gateway, event_id FROM gateway_events WHERE (gateway, event_id) IN ({pairs})",
         tuple(v for pair in wanted for v in pair),
     )
-    return {(str(g), str(e)) for g, e in rows}
 
 
 def is_stored(conn: Connection, gateway: str, event_id: str) -> bool:

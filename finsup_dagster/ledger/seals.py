@@ -398,8 +398,14 @@ def _tampered(table_name: str, key: str, was: str | None, sealed: str | None, kn
     return f"{table_name} row {key} was altered outside the books (it does not match its seal)"
 
 
-def flush(conn: Connection, actor: str = "system") -> int:
-    """Seals what this transaction wrote; returns how many seals. Refuses tampered rows."""
+def flush(conn: Connection, actor: str = "system", *, commit: bool = False) -> int:
+    """Seals what this transaction wrote; returns how many seals. Refuses tampered rows.
+
+    ``commit``: the caller commits straight after (``db.write``). On PostgreSQL the
+    statement that writes the seals then goes with the COMMIT in one flush
+    (``_append_in_one``). The caller still calls ``commit()``, which finds nothing left
+    to commit, or commits the other paths.
+    """
     pending: Pending | None = conn.info.pop(_PENDING, None)
     if pending is None:
         return 0
@@ -435,11 +441,15 @@ def flush(conn: Connection, actor: str = "system") -> int:
             lines.append((name, key, digest))
     if not lines:
         return 0
-    return _append(conn, lines, actor, reason=None)
+    return _append(conn, lines, actor, reason=None, commit=commit)
 
 
 def _append(
-    conn: Connection, lines: Sequence[tuple[str, str, str | None]], actor: str, reason: str | None
+    conn: Connection,
+    lines: Sequence[tuple[str, str, str | None]],
+    actor: str,
+    reason: str | None,
+    commit: bool = False,
 ) -> int:
     counts: dict[str, int] = defaultdict(int)
     for name, _, _ in lines:
@@ -455,7 +465,7 @@ def _append(
     if not _is_pg(conn):
         return _append_sqlite(conn, record, lines)
     if len(lines) <= _ONE_STATEMENT_SEALS:
-        return _append_in_one(conn, record, lines)
+        return _append_in_one(conn, record, lines, commit)
     seq = audit_log.append(conn, [record])
     # COPY: an executemany of a million seals costs more than the rows they seal.
     driver = conn.connection.driver_connection
@@ -497,13 +507,22 @@ _APPEND_IN_ONE = (
 
 
 def _append_in_one(
-    conn: Connection, record: LogRecord, lines: Sequence[tuple[str, str, str | None]]
+    conn: Connection,
+    record: LogRecord,
+    lines: Sequence[tuple[str, str, str | None]],
+    commit: bool = False,
 ) -> int:
     """PostgreSQL: the log row, the chain head's move and the seals in one statement.
 
     The same rows ``audit_log.append`` and the COPY would write, in one round trip
     instead of four: data-modifying CTEs run exactly once whether or not the main
     statement reads them, and all of it commits or none of it does.
+
+    ``commit``: the statement and the COMMIT go in one pipeline flush, one round trip
+    instead of two. This returns only once the COMMIT's answer is back, so nothing is
+    acknowledged before it is durable. If the statement fails, the server skips the
+    COMMIT (the transaction is aborted, the error raised here, the caller rolls back);
+    if the COMMIT fails, its error is raised here.
     """
     [row], seq, head_hash = audit_log.chained(conn, [record])
     driver = conn.connection.driver_connection
@@ -518,7 +537,12 @@ def _append_in_one(
         [d for _, _, d in lines],
     ]
     with driver.cursor() as cursor:
-        cursor.execute(_APPEND_IN_ONE, params)
+        if not commit:
+            cursor.execute(_APPEND_IN_ONE, params)
+            return len(lines)
+        with driver.pipeline():
+            cursor.execute(_APPEND_IN_ONE, params)
+            cursor.execute("COMMIT")
     return len(lines)
 
 

@@ -47,7 +47,7 @@ from finsup_dagster.ledger import db, payout_status
 from finsup_dagster.web.config import WebhookSettings
 from finsup_dagster.web.metrics import WebhookMetrics
 from finsup_dagster.web.pending import evaluate
-from finsup_dagster.web.writer import GroupWriter
+from finsup_dagster.web.writer import Coming, GroupWriter
 
 log = logging.getLogger("finsup.web.webhooks")
 
@@ -148,32 +148,44 @@ class WebhookReceiver:
     # ------------------------------------------------------------------ the request
 
     async def handle(self, request: Request, provider: Provider) -> Response:
+        # On its way to the writer from now on: a group being formed waits for it briefly.
+        with self.writer.on_its_way() as coming:
+            return await self._handle(request, provider, coming)
+
+    async def _handle(self, request: Request, provider: Provider, coming: Coming) -> Response:
         headers = dict(request.headers)
         try:
             body = await read_bounded(request, self.settings.max_bytes)
         except BodyTooLarge as exc:
-            return await self._refuse(provider, Verdict.refuse("oversized", 413), exc.kept, headers)
+            return await self._refuse(
+                coming, provider, Verdict.refuse("oversized", 413), exc.kept, headers
+            )
         uses_api = provider.name == "paypal" and self.settings.paypal_verify == "api"
         event: Any = None
         if uses_api:
             # PayPal's API verifies the event itself: it must be JSON to be sent there.
             event = self._loads(body)
             if event is None:
-                return await self._refuse(provider, Verdict.refuse("malformed", 400), body, headers)
+                return await self._refuse(
+                    coming, provider, Verdict.refuse("malformed", 400), body, headers
+                )
         verdict = await self._verify(provider, headers, body, uses_api)
         if not verdict.ok:
-            return await self._refuse(provider, verdict, body, headers)
+            return await self._refuse(coming, provider, verdict, body, headers)
         if event is None:
             event = self._loads(body)
             if event is None:
-                return await self._refuse(provider, Verdict.refuse("malformed", 400), body, headers)
+                return await self._refuse(
+                    coming, provider, Verdict.refuse("malformed", 400), body, headers
+                )
         try:
             parsed = provider.parse(event)
         except MalformedEvent as exc:
             return await self._refuse(
-                provider, Verdict.refuse("malformed", 400), body, headers, event, str(exc)
+                coming, provider, Verdict.refuse("malformed", 400), body, headers, event, str(exc)
             )
-        outcome = await self.writer.submit(Accepted(provider.name, parsed, _text(body), headers))
+        job = Accepted(provider.name, parsed, _text(body), headers)
+        outcome = await self.writer.submit(job, coming)
         self.metrics.accepted.labels(provider.name, outcome).inc()
         return JSONResponse({"status": outcome, "event_id": parsed.event_id})
 
@@ -202,6 +214,7 @@ class WebhookReceiver:
 
     async def _refuse(
         self,
+        coming: Coming,
         provider: Provider,
         verdict: Verdict,
         kept: bytes,
@@ -214,7 +227,7 @@ class WebhookReceiver:
         event_type = best_effort_type(event, provider.type_key)
         try:
             await self.writer.submit(
-                Refused(provider.name, reason, event_type, _text(kept), headers)
+                Refused(provider.name, reason, event_type, _text(kept), headers), coming
             )
         except Exception as exc:
             # The refusal stands either way; the sender gets no 2xx and will retry.
@@ -242,8 +255,12 @@ class WebhookReceiver:
         the backstop.
         """
         accepted = [j for j in jobs if isinstance(j, Accepted)]
-        seen = payout_status.stored_among(conn, ((j.gateway, j.parsed.event_id) for j in accepted))
-        known = payout_status.find_items(conn, (r for j in accepted for r in j.parsed.reports))
+        # Both reads in one round trip on PostgreSQL (a pipeline), one after the other elsewhere.
+        seen, known = payout_status.stored_and_items(
+            conn,
+            ((j.gateway, j.parsed.event_id) for j in accepted),
+            (r for j in accepted for r in j.parsed.reports),
+        )
         rows: list[payout_status.EventRow] = []
         results: list[str | None] = []
         for job in jobs:
