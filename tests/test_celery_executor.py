@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,11 +42,10 @@ from finsup_dagster.resources import (
     LedgerResource,
     PayPalReportingResource,
     ReconciliationPolicyResource,
-    resources_from_env,
 )
 from finsup_dagster.sample_data.generate import MIN_DAYS, generate_sample
 from tests.conftest import PG_ADMIN, create_pg_database, drop_pg_database
-from tests.helpers import celery_workers
+from tests.helpers import celery_workers, dbt_runner
 from tests.helpers.books import count, event_rows, nonzero_balances
 from tests.helpers.nightly import nightly
 
@@ -152,7 +152,7 @@ class Books:
         ledger = LedgerResource(url=self.url, home=str(self.home))
         result = nightly(
             {
-                "dbt": resources_from_env()["dbt"],
+                "dbt": dbt_runner.dbt_resource(),
                 "ledger": ledger,
                 "duckdb": DuckDBResource(database=str(self.warehouse)),
                 "paypal": PayPalReportingResource(),  # no base URL: files only
@@ -168,6 +168,10 @@ class Books:
     def state(self) -> dict[str, Any]:
         return books(self.url, self.warehouse)
 
+    def reference_state(self, day: str) -> dict[str, Any]:
+        self.run_in_process(day)
+        return self.state()
+
     def drop(self) -> None:
         drop_pg_database(self.url)
 
@@ -178,10 +182,15 @@ class Stack:
 
     root: Path
     start: Books  # the books after the first sample day
-    expected: dict[str, Any]  # the second day's books, run in process on a copy of start
+    reference: Future[dict[str, Any]]  # the second day's books, run in process on a copy
     instance: dg.DagsterInstance
     workers: dict[str, celery_workers.Worker]
     books: list[Books]  # every set of books made, dropped at the end
+
+    @property
+    def expected(self) -> dict[str, Any]:
+        """The in-process run's books and reconciliation, once that run has finished."""
+        return self.reference.result(timeout=RUN_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -224,15 +233,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             start.run_in_process(FIRST_DAY)
             baseline = start.copy(root / "in_process")
             created.append(baseline)
-            baseline.run_in_process(DAY)
-            expected = baseline.state()
+            # The reference run goes on in a thread while the first test's run is on the
+            # workers: its books are separate (own ledger, home and warehouse, an
+            # ephemeral instance), and most of its time is dbt, a process of its own.
+            background = cleanup.enter_context(ThreadPoolExecutor(max_workers=1))
+            reference = background.submit(baseline.reference_state, DAY)
             # The runs (started here) read the same instance and broker as the workers.
             for key, value in env.items():
                 if key.startswith(("FINSUP_", "DAGSTER_")):
                     monkeypatch.setenv(key, value)
             celery_workers.wait_ready(started)
             instance = cleanup.enter_context(dg.DagsterInstance.get())
-            yield Stack(root, start, expected, instance, started, created)
+            yield Stack(root, start, reference, instance, started, created)
     finally:
         for b in created:
             b.drop()
@@ -247,6 +259,13 @@ def target(stack: Stack, request: pytest.FixtureRequest) -> Books:
     books = stack.start.copy(root)
     stack.books.append(books)
     return books
+
+
+def dbt_config() -> dict[str, Any]:
+    """The tests' dbt resource as run config (a resource's config is given whole)."""
+    dbt = dbt_runner.dbt_resource()
+    fields = ("project_dir", "profiles_dir", "profile", "target", "state_path", "dbt_executable")
+    return {k: getattr(dbt, k) for k in fields if getattr(dbt, k) is not None}
 
 
 def run_config(books: Books) -> dict[str, Any]:
@@ -264,6 +283,9 @@ def run_config(books: Books) -> dict[str, Any]:
                 }
             },
             "duckdb": {"config": {"database": str(books.warehouse)}},
+            # The tests' dbt (one prepared parse, tests/helpers/dbt_runner.py), as the
+            # in-process reference runs use: the same models built, without a parse a build.
+            "dbt": {"config": dbt_config()},
         },
     }
 
