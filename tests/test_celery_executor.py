@@ -234,11 +234,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             start.run_in_process(FIRST_DAY)
             baseline = start.copy(root / "in_process")
             created.append(baseline)
-            # The reference run goes on in a thread while the first test's run is on the
-            # workers: its books are separate (own ledger, home and warehouse, an
-            # ephemeral instance), and most of its time is dbt, a process of its own.
-            background = cleanup.enter_context(ThreadPoolExecutor(max_workers=1))
-            reference = background.submit(baseline.reference_state, DAY)
             # The run's executor (in this process) looks for finished steps and submits
             # the next ones once a second; the nightly's steps mostly wait on each other
             # (one warehouse writer at a time), so a tenth of that takes ~1 s off each
@@ -248,8 +243,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             for key, value in env.items():
                 if key.startswith(("FINSUP_", "DAGSTER_")):
                     monkeypatch.setenv(key, value)
-            celery_workers.wait_ready(started)
+            # Before the thread below: two threads importing the same modules at once
+            # (SQLAlchemy's ORM, first used by the instance) can see them half-initialised.
             instance = cleanup.enter_context(dg.DagsterInstance.get())
+            # The reference run goes on in a thread while the first test's run is on the
+            # workers: its books are separate (own ledger, home and warehouse, an
+            # ephemeral instance), it imports nothing the first day's run did not, and
+            # most of its time is dbt, a process of its own.
+            background = cleanup.enter_context(ThreadPoolExecutor(max_workers=1))
+            reference = background.submit(baseline.reference_state, DAY)
+            celery_workers.wait_ready(started)
             yield Stack(root, start, reference, instance, started, created)
     finally:
         for b in created:
