@@ -7,6 +7,11 @@ finsup_dagster.executors:app worker`` processes (one for the warehouse queue, on
 for ledger and gateway), and the run is ``execute_job`` of the real
 ``nightly_reconciliation`` for the generated sample's second day. Its books and
 reconciliation are compared with the same day run in process.
+
+The workers are started once for the module and serve both tests: a run names its
+books (ledger, home, warehouse) and the dbt to build with in its run config, so the
+workers' environment holds the instance and the broker only. dbt, in the reference
+runs and on the workers alike, is the tests' prepared parse (tests/helpers/dbt_runner.py).
 """
 
 from __future__ import annotations
