@@ -113,6 +113,11 @@ def _create(init_context: dg.InitExecutorContext) -> dg.Executor:
 
 def executor_for(job_name: str | None) -> dg.ExecutorDefinition:
     """The executor ``finsup`` with the job's default (see the module docstring)."""
+    from finsup_dagster.settings import load_secrets_file
+
+    # Jobs are built when their module is imported, before definitions.py loads the
+    # secrets file: FINSUP_EXECUTOR* and the broker URL may be set only there.
+    load_secrets_file()
     return dg.ExecutorDefinition(
         name="finsup",
         config_schema=dg.Field(

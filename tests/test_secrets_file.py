@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,34 @@ def test_the_cli_refuses_a_bad_secrets_file_in_one_line(finsup_env: Path, tmp_pa
     proc = run("available-balance", env={**os.environ, "FINSUP_SECRETS_FILE": str(path)})
     assert_one_line_error(proc, "is not NAME=value")
     assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_the_jobs_executor_and_broker_come_from_the_file_too(tmp_path: Path) -> None:
+    """The jobs are built when their modules are imported, before definitions.py reads
+    the file: a deployment that keeps the executor choice and the broker URL (with its
+    password) in the file must still get them, in a fresh process as a worker would."""
+    path = secrets_file(
+        tmp_path,
+        "FINSUP_EXECUTOR=celery\nFINSUP_CELERY_BROKER_URL=pyamqp://finsup:"
+        f"{SECRET}@broker.internal:5672/finsup\n",
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FINSUP_EXECUTOR", "FINSUP_CELERY"))
+    }
+    env.update(FINSUP_SECRETS_FILE=str(path), DAGSTER_HOME=str(tmp_path))
+    probe = (
+        "import json\n"
+        "from finsup_dagster.definitions import defs\n"
+        "job = defs.resolve_job_def('nightly_reconciliation')\n"
+        "print(json.dumps(job.executor_def.config_schema.default_value))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    default = json.loads(done.stdout.strip().splitlines()[-1])
+    assert list(default) == ["celery"]
+    # Named by its variable, so the password is never copied into a run's stored config.
+    assert default["celery"]["broker"] == {"env": "FINSUP_CELERY_BROKER_URL"}
+    assert SECRET not in done.stdout + done.stderr
