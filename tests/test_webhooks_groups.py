@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from finsup_dagster.gateways import webhooks_paypal
 from finsup_dagster.ledger import audit_log, db, payout_status, seals
+from finsup_dagster.ledger.schema import payout_items
 from finsup_dagster.web import create_app
 from finsup_dagster.web.pending import apply_stored
 from finsup_dagster.web.webhooks import Accepted, Refused, WebhookReceiver
@@ -245,3 +247,25 @@ def test_a_lone_delivery_is_written_at_once(engine: Engine) -> None:
     finally:
         rec.writer.close()
     assert rec.groups == [["one"]]
+
+
+def test_a_gateway_id_learnt_in_a_group_finds_its_item_later_in_that_group(
+    engine: Engine, two_items: list[tuple[int, str]]
+) -> None:
+    """As if each report were applied alone: the first report records PayPal's item id, and
+    a later one in the same group that names the item only by that id finds it."""
+    (ann, ann_gid), _ = two_items
+    # The books do not know PayPal's id yet (a provider may give it only with the first
+    # status): cleared through the books' own write path, so it is sealed, not tampering.
+    with db.write(engine) as conn:
+        conn.execute(
+            sa.update(payout_items).where(payout_items.c.id == ann).values(gateway_item_id=None)
+        )
+    held = paypal_item_event(ann, "ONHOLD", "PAYMENT.PAYOUTS-ITEM.HELD", gateway_item_id=ann_gid)
+    paid_by_gateway_id = paypal_item_event("not-ours", gateway_item_id=ann_gid)
+    paid_by_gateway_id["resource"]["payout_item"].pop("sender_item_id")
+    outcomes = write_group(real_receiver(engine), [accepted(held), accepted(paid_by_gateway_id)])
+    assert outcomes == ["applied", "applied"]
+    [ann_now, _] = items(engine)
+    assert (ann_now.status, ann_now.gateway_item_id) == ("paid", ann_gid)
+    assert_sealed(engine)

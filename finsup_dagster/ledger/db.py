@@ -235,6 +235,12 @@ def _begin_locked(engine: Engine, retries: int) -> Connection:
                 raise
             time.sleep(0.05 * (attempt + 1))
             continue
+        except BaseException:
+            # Anything else (an unexpected driver error, an interrupt): the connection
+            # goes back closed, never half-begun.
+            conn.rollback()
+            conn.close()
+            raise
         if row is None:
             conn.rollback()
             conn.close()

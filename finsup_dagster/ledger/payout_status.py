@@ -126,7 +126,11 @@ class KnownItems:
             return gkey in self.by_gateway_id, self.by_gateway_id.get(gkey)
         return True, None
 
-    def forget(self, item_id: int) -> None:
+    def forget(self, item_id: int, gateway_key: tuple[str, str] | None = None) -> None:
+        """Drops the item's entries; ``gateway_key`` too, when this write gives the item
+        that gateway id (looked up earlier in the group, it was found to be no item)."""
+        if gateway_key is not None:
+            self.by_gateway_id.pop(gateway_key, None)
         for key in [k for k, row in self.by_id.items() if row is not None and row.id == item_id]:
             del self.by_id[key]
         for gkey in [
@@ -294,12 +298,14 @@ def apply_report(
         _log_ignored(conn, item, report, actor, "gateway item id differs from the one recorded")
         return "ignored"
     values: dict[str, Any] = {"provider_status": report.provider_status[:32]}
+    gateway_key = None
     if report.gateway_item_id and item.gateway_item_id is None:
         values["gateway_item_id"] = report.gateway_item_id
+        gateway_key = (report.gateway, report.gateway_item_id)
     if target == item.status:
         if any(getattr(item, k) != v for k, v in values.items()):
             if known is not None:
-                known.forget(int(item.id))
+                known.forget(int(item.id), gateway_key)
             conn.execute(
                 sa.update(payout_items).where(payout_items.c.id == item.id).values(**values)
             )
@@ -308,7 +314,7 @@ def apply_report(
         _log_ignored(conn, item, report, actor, f"{item.status} cannot become {target}")
         return "ignored"
     if known is not None:
-        known.forget(int(item.id))
+        known.forget(int(item.id), gateway_key)
     conn.execute(sa.update(payout_items).where(payout_items.c.id == item.id).values(**values))
     state_machine.move_item(
         conn,

@@ -139,6 +139,15 @@ class GroupWriter(Generic[T]):
         if self._started:
             self._queue.put(None)
             self._thread.join(timeout=10)
+        # Anything queued after the stop was never written: it fails (a 500, so the
+        # provider delivers it again) rather than waiting for ever.
+        while True:
+            try:
+                left = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if left is not None and left.done.set_running_or_notify_cancel():
+                left.done.set_exception(RuntimeError("the webhook writer stopped first"))
         if self._writes is not self.engine:
             self._writes.dispose()
 
@@ -171,8 +180,17 @@ class GroupWriter(Generic[T]):
             # A request given up on (the client went away) is not written: it got no 2xx.
             # The rest can no longer be cancelled, so setting their results cannot fail.
             live = [q for q in group if q.done.set_running_or_notify_cancel()]
-            if live:
+            if not live:
+                continue
+            try:
                 self._write(live)
+            except BaseException as exc:
+                # The thread must outlive any fault: a dead writer would leave every later
+                # request waiting for ever. Nothing unanswered here got a 2xx.
+                log.exception("the webhook writer failed outside a transaction; going on")
+                for q in live:
+                    if not q.done.done():
+                        q.done.set_exception(exc)
 
     def write_now(self, jobs: Sequence[T]) -> list[Future[Any]]:
         """Writes ``jobs`` as one group on the calling thread, exactly as the writer thread
@@ -187,6 +205,8 @@ class GroupWriter(Generic[T]):
         try:
             with db.write(self._writes) as conn:
                 results = self.write_group(conn, [q.job for q in group])
+                if len(results) != len(group):  # checked before the commit, not after
+                    raise RuntimeError(f"{len(results)} results for a group of {len(group)}")
         except Exception as exc:
             if len(group) == 1:
                 log.warning("webhook write failed (%s); retrying it alone", type(exc).__name__)
