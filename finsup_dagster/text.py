@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]+")
+# Unicode whitespace too (no-break space, line and paragraph separators), as str.split sees it.
+_CONTROL_OR_SPACE = re.compile(r"[\s\x00-\x20\x7f-\x9f]+")
 
 
 def one_line(text: object, limit: int | None = None, empty: str = "") -> str:

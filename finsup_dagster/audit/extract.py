@@ -30,6 +30,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote as url_quote
+from urllib.parse import quote_plus
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -123,7 +125,12 @@ def copy_tables(
     if child is None:
         child = db.is_sqlite(engine)
     if not child:
-        return _result(adbc_copy.run(request))
+        try:
+            return _result(adbc_copy.run(request))
+        except Exception as exc:
+            raise RuntimeError(
+                f"copying the ledger failed: {_redacted(str(exc), engine)}"
+            ) from None
     done = subprocess.run(
         [sys.executable, "-m", "finsup_dagster.audit.adbc_copy"],
         input=json.dumps(request),
@@ -134,11 +141,18 @@ def copy_tables(
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         why = lines[-1] if lines else f"exit {done.returncode}"
-        secret = engine.url.password
-        if secret:
-            why = why.replace(str(secret), "***")
-        raise RuntimeError(f"copying the ledger failed: {why}")
+        raise RuntimeError(f"copying the ledger failed: {_redacted(why, engine)}")
     return _result(json.loads(done.stdout))
+
+
+def _redacted(text: str, engine: Engine) -> str:
+    """``text`` without the ledger's password, as typed or as the URI carries it (encoded)."""
+    secret = engine.url.password
+    if not secret:
+        return text
+    for form in {str(secret), quote_plus(str(secret)), url_quote(str(secret), safe="")}:
+        text = text.replace(form, "***")
+    return text
 
 
 def _result(answer: dict[str, Any]) -> CopyResult:
