@@ -28,6 +28,7 @@ from finsup_dagster.jobs import create_payout_batches_job
 from finsup_dagster.ledger import controls, db
 from finsup_dagster.ledger.schema import earning_sources, earnings, payout_batches
 from finsup_dagster.resources import LedgerResource, PayoutPolicyResource
+from finsup_dagster.sensors import earnings as earnings_sensor
 from finsup_dagster.sensors.earnings import MAX_RETRIES, earnings_landed_sensor
 from finsup_dagster.web.earnings import TOKEN_ENV, kept_reasons, token_matches
 from tests.helpers.payouts import beneficiary, sale
@@ -285,7 +286,9 @@ def test_a_failed_run_is_asked_for_again_a_bounded_number_of_times(
     home: Path,
     tmp_path: Path,
     instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(earnings_sensor, "RETRY_BACKOFF_SECONDS", 0)  # no waiting in the test
     ledger = LedgerResource(url=ledger_url, home=str(home))
     # A real fault: the run's ledger is a database file that is not there to open.
     gone = LedgerResource(url=f"sqlite:///{tmp_path}/missing/dir/ledger.db", home=str(home))
@@ -323,7 +326,9 @@ def test_one_failure_then_a_retry_that_succeeds(
     home: Path,
     tmp_path: Path,
     instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(earnings_sensor, "RETRY_BACKOFF_SECONDS", 0)  # no waiting in the test
     ledger = LedgerResource(url=ledger_url, home=str(home))
     gone = LedgerResource(url=f"sqlite:///{tmp_path}/missing/dir/ledger.db", home=str(home))
     with receiver(engine) as url:
@@ -337,6 +342,28 @@ def test_one_failure_then_a_retry_that_succeeds(
         [batch] = conn.execute(sa.select(payout_batches)).all()
     assert (batch.status, batch.total_minor) == ("pending_approval", 4000)
     assert tick(ledger, cursor, instance)[0] == []
+
+
+def test_a_retry_waits_for_its_back_off(
+    engine: Engine,
+    ledger_url: str,
+    funded: str,
+    home: Path,
+    tmp_path: Path,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ledger = LedgerResource(url=ledger_url, home=str(home))
+    gone = LedgerResource(url=f"sqlite:///{tmp_path}/missing/dir/ledger.db", home=str(home))
+    with receiver(engine) as url:
+        assert post(url, body(funded)).status_code == 201
+    [first], cursor, _ = tick(ledger, None, instance)
+    assert not run_requested(gone, first, instance).success
+    waiting, cursor, skipped = tick(ledger, cursor, instance)
+    assert waiting == [] and "asking again in" in skipped, "a short outage does not use it up"
+    monkeypatch.setattr(earnings_sensor, "RETRY_BACKOFF_SECONDS", 0)  # the minute has passed
+    [retry], _, _ = tick(ledger, cursor, instance)
+    assert retry.run_key == f"{first.run_key}:retry:1"
 
 
 def test_a_freeze_stops_the_trigger_and_the_unfreeze_releases_it(

@@ -20,7 +20,8 @@ unfreeze (``build_batches`` refuses under a freeze anyway).
 A run that failed (the ledger unreachable, a deploy mid-run) would otherwise
 leave its earnings unbatched until something new lands, since the data and so
 the run key are unchanged: the sensor asks again, as ``<key>:retry:<n>``, up
-to ``MAX_RETRIES`` times, while unbatched earnings remain. After that it says
+to ``MAX_RETRIES`` times, while unbatched earnings remain, the n-th retry no
+sooner than n × ``RETRY_BACKOFF_SECONDS`` after the failed run ended. After that it says
 so on every tick until new earnings land (a new key) or an operator runs the
 job by hand.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import dagster as dg
 
@@ -43,6 +45,7 @@ ACTOR = "sensor:earnings_landed"
 EMPTY = {"earning_id": 0, "files": ""}
 KEY_TAG = "finsup/earnings_key"
 MAX_RETRIES = 3
+RETRY_BACKOFF_SECONDS = 60
 
 
 def _request(key: str, attempt: int) -> dg.RunRequest:
@@ -55,15 +58,20 @@ def _request(key: str, attempt: int) -> dg.RunRequest:
 
 def _retry(context: dg.SensorEvaluationContext, key: str) -> dg.RunRequest | str | None:
     """A new request when the last run for ``key`` failed; a reason when retries are spent."""
-    runs = context.instance.get_runs(filters=dg.RunsFilter(tags={KEY_TAG: key}), limit=1)
-    if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
+    records = context.instance.get_run_records(filters=dg.RunsFilter(tags={KEY_TAG: key}), limit=1)
+    if not records or records[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
         return None
+    last = records[0]
     attempts = context.instance.get_runs_count(filters=dg.RunsFilter(tags={KEY_TAG: key}))
     if attempts > MAX_RETRIES:
         return (
             f"the run for {key} failed {attempts} times; run create_payout_batches by hand "
-            f"once the cause is fixed (last: {runs[0].run_id})"
+            f"once the cause is fixed (last: {last.dagster_run.run_id})"
         )
+    # Backing off (1, 2, 3 minutes): a short outage must not use up every retry at once.
+    due = (last.end_time or time.time()) + RETRY_BACKOFF_SECONDS * attempts
+    if time.time() < due:
+        return f"the run for {key} failed; asking again in {int(due - time.time()) + 1} s"
     return _request(key, attempts)
 
 
