@@ -462,3 +462,23 @@ def test_writes_to_sealed_tables_outside_a_books_transaction_are_refused(engine:
         engine.begin() as conn,
     ):
         conn.execute(_webhook("WH-2", "x"))
+
+
+def test_an_insert_that_promises_its_keys_and_never_hands_them_over_is_refused(
+    engine: Engine,
+) -> None:
+    """The KEYS_RETURNED fast path skips the key-range queries around an insert; a writer
+    that then forgot to hand the keys to the seals would commit unsealed rows. The write
+    is refused before its commit, and the books keep nothing of it."""
+    statement = _webhook("WH-OWED", "x").execution_options(**{seals.KEYS_RETURNED: True})
+    with (
+        pytest.raises(seals.UnsealedWrite, match="never handed to touch_inserted"),
+        db.write(engine) as conn,
+    ):
+        conn.execute(statement.returning(gateway_events.c.id))
+    with db.read(engine) as conn:
+        kept = conn.execute(
+            sa.select(gateway_events.c.id).where(gateway_events.c.event_id == "WH-OWED")
+        ).all()
+        assert kept == []
+        assert seals.verify(conn).ok

@@ -169,6 +169,8 @@ class Pending:
     before: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     inserted: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     insert_marks: list[Any] = field(default_factory=list)
+    # Tables a KEYS_RETURNED insert wrote whose keys ``touch_inserted`` has not had yet.
+    keys_owed: set[str] = field(default_factory=set)
 
 
 def begin(conn: Connection) -> None:
@@ -193,6 +195,7 @@ def touch_inserted(conn: Connection, table: sa.Table, keys: Iterable[str]) -> No
     """For writers that bypass Core (bulk inserts): these rows are new in this transaction."""
     pending = _pending(conn, table)
     new = set(keys)
+    pending.keys_owed.discard(table.name)
     pending.inserted[table.name] |= new - pending.touched[table.name]
     pending.touched[table.name] |= new
 
@@ -213,6 +216,7 @@ def _before_execute(
     pending = _pending(conn, table)
     if isinstance(statement, dml.Insert):
         if statement.get_execution_options().get(KEYS_RETURNED):
+            pending.keys_owed.add(table.name)
             return
         auto = table.autoincrement_column
         if auto is not None:
@@ -409,6 +413,12 @@ def flush(conn: Connection, actor: str = "system", *, commit: bool = False) -> i
     pending: Pending | None = conn.info.pop(_PENDING, None)
     if pending is None:
         return 0
+    if pending.keys_owed:
+        # Refused before the commit: those rows would otherwise go in unsealed.
+        raise UnsealedWrite(
+            f"rows inserted into {', '.join(sorted(pending.keys_owed))} with KEYS_RETURNED "
+            "were never handed to touch_inserted"
+        )
     lines: list[tuple[str, str, str | None]] = []
     for name in sorted(pending.touched):
         table = BY_NAME[name]
