@@ -7,11 +7,6 @@ finsup_dagster.executors:app worker`` processes (one for the warehouse queue, on
 for ledger and gateway), and the run is ``execute_job`` of the real
 ``nightly_reconciliation`` for the generated sample's second day. Its books and
 reconciliation are compared with the same day run in process.
-
-The workers are started once for the module and serve both tests: a run names its
-books (ledger, home, warehouse) and the dbt to build with in its run config, so the
-workers' environment holds the instance and the broker only. dbt, in the reference
-runs and on the workers alike, is the tests' prepared parse (tests/helpers/dbt_runner.py).
 """
 
 from __future__ import annotations
@@ -24,9 +19,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +28,6 @@ import duckdb
 import psycopg
 import pytest
 import sqlalchemy as sa
-from dagster_celery import core_execution_loop
 from dagster_duckdb import DuckDBResource
 
 from finsup_dagster import executors, queues, settings
@@ -48,10 +39,11 @@ from finsup_dagster.resources import (
     LedgerResource,
     PayPalReportingResource,
     ReconciliationPolicyResource,
+    resources_from_env,
 )
 from finsup_dagster.sample_data.generate import MIN_DAYS, generate_sample
 from tests.conftest import PG_ADMIN, create_pg_database, drop_pg_database
-from tests.helpers import celery_workers, dbt_runner
+from tests.helpers import celery_workers
 from tests.helpers.books import count, event_rows, nonzero_balances
 from tests.helpers.nightly import nightly
 
@@ -158,7 +150,7 @@ class Books:
         ledger = LedgerResource(url=self.url, home=str(self.home))
         result = nightly(
             {
-                "dbt": dbt_runner.dbt_resource(),
+                "dbt": resources_from_env()["dbt"],
                 "ledger": ledger,
                 "duckdb": DuckDBResource(database=str(self.warehouse)),
                 "paypal": PayPalReportingResource(),  # no base URL: files only
@@ -174,91 +166,39 @@ class Books:
     def state(self) -> dict[str, Any]:
         return books(self.url, self.warehouse)
 
-    def reference_state(self, day: str) -> dict[str, Any]:
-        self.run_in_process(day)
-        return self.state()
-
     def drop(self) -> None:
         drop_pg_database(self.url)
 
 
-@dataclass
-class Stack:
-    """What both tests share: the reference books, the instance, the two workers."""
-
-    root: Path
-    start: Books  # the books after the first sample day
-    reference: Future[dict[str, Any]]  # the second day's books, run in process on a copy
-    instance: dg.DagsterInstance
-    workers: dict[str, celery_workers.Worker]
-    books: list[Books]  # every set of books made, dropped at the end
-
-    @property
-    def expected(self) -> dict[str, Any]:
-        """The in-process run's books and reconciliation, once that run has finished."""
-        return self.reference.result(timeout=RUN_TIMEOUT)
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The reference books, an instance on PostgreSQL, a vhost and two celery workers.
-
-    One set of workers serves both tests: each run names its books (ledger, home,
-    warehouse) in its run config, so nothing about the books is in the workers'
-    environment. They are started first and import the definitions while this process
-    runs the two reference days in process.
-    """
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The books after the first sample day, the second day run in process on a copy of
+    them, an instance on PostgreSQL and a vhost."""
     root = tmp_path_factory.mktemp("celery")
+    sample = root / "sample"
+    generate_sample(sample, root / "sandbox", start=SAMPLE_START, days=MIN_DAYS)
     created: list[Books] = []
     instance_url = create_pg_database()
     try:
-        with ExitStack() as cleanup, pytest.MonkeyPatch.context() as monkeypatch:
-            broker = cleanup.enter_context(celery_workers.vhost())
-            # Placeholders for the variables every resource reads; the runs' config names
-            # the real books. A run that ignored it would book into this empty home's
-            # SQLite ledger, and the comparison with the expected books would fail.
-            placeholder = root / "workers_home"
-            placeholder.mkdir()
-            env = {
-                **{
-                    k: v for k, v in os.environ.items() if not k.startswith(("FINSUP_", "DAGSTER_"))
-                },
-                # What `finsup` sets for an unset variable on this machine; files only for PayPal.
-                **settings.local_defaults(placeholder),
-                **celery_workers.instance_env(instance_url),
-                "DAGSTER_HOME": str(celery_workers.dagster_home(root / "dagster_home")),
-                executors.BROKER_ENV: broker,
+        # The first day only lands revenue (settlements come the day after): it is the
+        # starting point; the day under test, the second, settles and confirms it.
+        start = Books.new(root / "first_day", sample)
+        created.append(start)
+        start.run_in_process(FIRST_DAY)
+        baseline = start.copy(root / "in_process")
+        created.append(baseline)
+        baseline.run_in_process(DAY)
+        home = celery_workers.dagster_home(root / "dagster_home")
+        with celery_workers.vhost() as broker:
+            yield {
+                "root": root,
+                "start": start,
+                "expected": baseline.state(),
+                "books": created,
+                "dagster_home": home,
+                "instance_env": celery_workers.instance_env(instance_url),
+                "broker": broker,
             }
-            started = cleanup.enter_context(celery_workers.workers(WORKERS, env, root, wait=False))
-            sample = root / "sample"
-            generate_sample(sample, root / "sandbox", start=SAMPLE_START, days=MIN_DAYS)
-            # The first day only lands revenue (settlements come the day after): it is the
-            # starting point; the day under test, the second, settles and confirms it.
-            start = Books.new(root / "first_day", sample)
-            created.append(start)
-            start.run_in_process(FIRST_DAY)
-            baseline = start.copy(root / "in_process")
-            created.append(baseline)
-            # The run's executor (in this process) looks for finished steps and submits
-            # the next ones once a second; the nightly's steps mostly wait on each other
-            # (one warehouse writer at a time), so a tenth of that takes ~1 s off each
-            # step. How the steps are sent, run and reported is unchanged.
-            monkeypatch.setattr(core_execution_loop, "TICK_SECONDS", 0.1)
-            # The runs (started here) read the same instance and broker as the workers.
-            for key, value in env.items():
-                if key.startswith(("FINSUP_", "DAGSTER_")):
-                    monkeypatch.setenv(key, value)
-            # Before the thread below: two threads importing the same modules at once
-            # (SQLAlchemy's ORM, first used by the instance) can see them half-initialised.
-            instance = cleanup.enter_context(dg.DagsterInstance.get())
-            # The reference run goes on in a thread while the first test's run is on the
-            # workers: its books are separate (own ledger, home and warehouse, an
-            # ephemeral instance), it imports nothing the first day's run did not, and
-            # most of its time is dbt, a process of its own.
-            background = cleanup.enter_context(ThreadPoolExecutor(max_workers=1))
-            reference = background.submit(baseline.reference_state, DAY)
-            celery_workers.wait_ready(started)
-            yield Stack(root, start, reference, instance, started, created)
     finally:
         for b in created:
             b.drop()
@@ -266,42 +206,36 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def target(stack: Stack, request: pytest.FixtureRequest) -> Books:
-    """Fresh books for one test: a copy of the books after the first day."""
-    root = stack.root / request.node.name
+def celery_books(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[tuple[Books, dg.DagsterInstance, dict[str, celery_workers.Worker]]]:
+    """Fresh books, the instance, and two celery workers whose environment points at both."""
+    root = stack["root"] / request.node.name
     root.mkdir()
-    books = stack.start.copy(root)
-    stack.books.append(books)
-    return books
-
-
-def dbt_config() -> dict[str, Any]:
-    """The tests' dbt resource as run config (a resource's config is given whole)."""
-    dbt = dbt_runner.dbt_resource()
-    fields = ("project_dir", "profiles_dir", "profile", "target", "state_path", "dbt_executable")
-    return {k: getattr(dbt, k) for k in fields if getattr(dbt, k) is not None}
-
-
-def run_config(books: Books) -> dict[str, Any]:
-    """Celery, and the books this run writes (the workers' environment names none)."""
-    return {
-        "execution": {"config": {"celery": executors.celery_run_config()}},
-        "resources": {
-            # A test ledger's URL holds no password; a deployment keeps its ledger in
-            # FINSUP_LEDGER_URL instead, which the workers' environment has.
-            "ledger": {
-                "config": {
-                    "url": books.url,
-                    "home": str(books.home),
-                    "audit_key": {"env": "FINSUP_AUDIT_KEY"},
-                }
-            },
-            "duckdb": {"config": {"database": str(books.warehouse)}},
-            # The tests' dbt (one prepared parse, tests/helpers/dbt_runner.py), as the
-            # in-process reference runs use: the same models built, without a parse a build.
-            "dbt": {"config": dbt_config()},
-        },
+    target = stack["start"].copy(root)
+    stack["books"].append(target)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("FINSUP_", "DAGSTER_"))},
+        # What `finsup` sets for an unset variable on this machine; files only for PayPal.
+        **settings.local_defaults(target.home),
+        **target.env(),
+        **stack["instance_env"],
+        "DAGSTER_HOME": str(stack["dagster_home"]),
+        executors.BROKER_ENV: stack["broker"],
     }
+    # The run (started here) reads the same variables as the workers.
+    for key, value in env.items():
+        if key.startswith(("FINSUP_", "DAGSTER_")):
+            monkeypatch.setenv(key, value)
+    with (
+        celery_workers.workers(WORKERS, env, root) as started,
+        dg.DagsterInstance.get() as instance,
+    ):
+        yield target, instance, started
+
+
+def run_config() -> dict[str, Any]:
+    return {"execution": {"config": {"celery": executors.celery_run_config()}}}
 
 
 def step_pids(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
@@ -311,16 +245,13 @@ def step_pids(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
 
 
 def execute(
-    instance: dg.DagsterInstance,
-    books: Books,
-    tags: dict[str, str] | None = None,
-    **kwargs: Any,
+    instance: dg.DagsterInstance, tags: dict[str, str] | None = None, **kwargs: Any
 ) -> dg.DagsterRun:
     """``execute_job`` of the nightly job for DAY through celery; returns the stored run."""
     with dg.execute_job(
         dg.reconstructable(nightly_job),
         instance=instance,
-        run_config=run_config(books),
+        run_config=run_config(),
         tags={"dagster/partition": DAY, **(tags or {})},
         **kwargs,
     ) as result:
@@ -331,12 +262,13 @@ def execute(
 
 
 def test_the_nightly_job_runs_on_celery_workers_and_books_what_in_process_books(
-    stack: Stack, target: Books
+    stack: dict[str, Any],
+    celery_books: tuple[Books, dg.DagsterInstance, dict[str, celery_workers.Worker]],
 ) -> None:
-    instance, started = stack.instance, stack.workers
+    target, instance, started = celery_books
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
 
-    run = execute(instance, target)
+    run = execute(instance)
 
     assert run.status == dg.DagsterRunStatus.SUCCESS, started["wh"].output()[-3000:]
     pids = step_pids(instance, run.run_id)
@@ -358,19 +290,20 @@ def test_the_nightly_job_runs_on_celery_workers_and_books_what_in_process_books(
         worker = started["wh"] if want == queues.WAREHOUSE else started["books"]
         assert pid in worker.pids_seen, (step, pid, {w.name: w.pids_seen for w in started.values()})
     assert "reconciliation_models" in pids and queues.LEDGER in queue_of.values()
-    assert target.state() == stack.expected
+    assert target.state() == stack["expected"]
 
 
 def test_a_worker_killed_mid_step_fails_the_run_and_a_reexecution_converges(
-    stack: Stack, target: Books
+    stack: dict[str, Any],
+    celery_books: tuple[Books, dg.DagsterInstance, dict[str, celery_workers.Worker]],
 ) -> None:
-    instance, started = stack.instance, stack.workers
+    target, instance, started = celery_books
     token = uuid.uuid4().hex
     outcome: dict[str, Any] = {}
 
     def orchestrate() -> None:
         try:
-            outcome["run"] = execute(instance, target, tags={"finsup/test": token})
+            outcome["run"] = execute(instance, tags={"finsup/test": token})
         except BaseException as exc:  # reported by the assertion below
             outcome["error"] = exc
 
@@ -413,15 +346,13 @@ def test_a_worker_killed_mid_step_fails_the_run_and_a_reexecution_converges(
     assert not storage.get_concurrency_info(WAREHOUSE_POOL).claimed_slots
 
     again = execute(
-        instance,
-        target,
-        reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance),
+        instance, reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance)
     )
     assert again.status == dg.DagsterRunStatus.SUCCESS, started["wh"].output()[-3000:]
     assert victim in step_pids(instance, again.run_id)
     assert not any(k.startswith("raw_") for k in step_pids(instance, again.run_id))
     # Same books as one clean in-process run: nothing booked or logged twice.
-    assert target.state() == stack.expected
+    assert target.state() == stack["expected"]
 
 
 def test_the_executor_is_chosen_per_job_then_for_all_then_multiprocess() -> None:

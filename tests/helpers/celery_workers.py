@@ -140,25 +140,14 @@ def _wait_ready(worker: Worker, timeout: float) -> None:
     raise AssertionError(f"worker {worker.name} not ready in {timeout}s: {worker.output()[-3000:]}")
 
 
-def wait_ready(started: Mapping[str, Worker], timeout: float = 180) -> None:
-    """Returns once every worker consumes from its queues and has its pool process."""
-    for worker in started.values():
-        _wait_ready(worker, timeout)
-
-
 @contextmanager
 def workers(
     specs: Sequence[tuple[str, Sequence[str]]],
     env: Mapping[str, str],
     log_dir: Path,
     ready_timeout: float = 180,
-    wait: bool = True,
 ) -> Iterator[dict[str, Worker]]:
-    """Starts one celery worker (one pool process) per (name, queues); kills them all after.
-
-    ``wait=False`` yields as soon as the processes are started, so the caller can do
-    its own work while they import the definitions; it calls ``wait_ready`` before use.
-    """
+    """Starts one celery worker (one pool process) per (name, queues); kills them all after."""
     started: dict[str, Worker] = {}
     try:
         for name, queue_names in specs:
@@ -188,8 +177,8 @@ def workers(
                     start_new_session=True,  # its own process group: killed whole below
                 )
             started[name] = Worker(name, tuple(queue_names), proc, log)
-        if wait:
-            wait_ready(started, ready_timeout)
+        for worker in started.values():
+            _wait_ready(worker, ready_timeout)
         yield started
     finally:
         for worker in started.values():
