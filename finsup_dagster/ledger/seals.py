@@ -489,19 +489,8 @@ def _append(
     return len(lines)
 
 
-_LOG_COLUMNS = (
-    "seq",
-    "occurred_at",
-    "actor",
-    "action",
-    "entity_type",
-    "entity_id",
-    "amount_minor",
-    "currency",
-    "detail",
-    "prev_hash",
-    "row_hash",
-)
+# Every column of the log, from its table: a column added there is never left out here.
+_LOG_COLUMNS = tuple(c.name for c in transaction_log.columns)
 # One constant text, so psycopg prepares it once per connection and no statement is
 # built or compiled per transaction; every column is plain text or an integer, so the
 # driver's values are what Core would bind.
