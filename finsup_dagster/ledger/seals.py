@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import dml
+from sqlalchemy.sql.selectable import LateralFromClause
 
 from finsup_dagster.ledger import audit_log
 from finsup_dagster.ledger.audit_log import LogRecord
@@ -306,6 +307,27 @@ def _current(conn: Connection, table: sa.Table, keys: Sequence[str]) -> dict[str
     return out
 
 
+def _newest_seal_per_key(
+    table_name: str, keys: Sequence[str], *columns: sa.ColumnElement[Any]
+) -> tuple[sa.Subquery, LateralFromClause]:
+    """PostgreSQL: the keys as a relation ``wanted.key`` and, per key, ``columns`` of its
+    newest seal by a lateral ``ORDER BY seq DESC LIMIT 1`` (one primary-key descent each)."""
+    s = row_seals.c
+    wanted = sa.select(
+        sa.func.unnest(
+            sa.bindparam(None, list(keys), type_=postgresql.ARRAY(sa.String))
+        ).column_valued("key")
+    ).subquery("wanted")
+    newest = (
+        sa.select(*columns)
+        .where(s.table_name == table_name, s.row_key == wanted.c.key)
+        .order_by(s.seq.desc())
+        .limit(1)
+        .lateral("newest")
+    )
+    return wanted, newest
+
+
 def latest_seals(conn: Connection, table_name: str, keys: Sequence[str]) -> dict[str, str | None]:
     """key → digest of its latest seal (None: sealed as deleted); keys never sealed are absent.
 
@@ -314,21 +336,9 @@ def latest_seals(conn: Connection, table_name: str, keys: Sequence[str]) -> dict
     can turn into a scan of the table's seals); elsewhere the newest seq per key, with
     the keys bounding both sides of the join.
     """
-    s = row_seals.c
     out: dict[str, str | None] = {}
     if _is_pg(conn):
-        wanted = sa.select(
-            sa.func.unnest(
-                sa.bindparam(None, list(keys), type_=postgresql.ARRAY(sa.String))
-            ).column_valued("key")
-        ).subquery("wanted")
-        newest = (
-            sa.select(s.digest)
-            .where(s.table_name == table_name, s.row_key == wanted.c.key)
-            .order_by(s.seq.desc())
-            .limit(1)
-            .lateral("newest")
-        )
+        wanted, newest = _newest_seal_per_key(table_name, keys, row_seals.c.digest)
         rows: Iterable[Any] = conn.execute(
             sa.select(wanted.c.key, newest.c.digest).select_from(wanted.join(newest, sa.true()))
         )
@@ -359,19 +369,9 @@ def _sealed_and_current(
     as ``latest_seals``, and its row as it stands by the primary key: the same two
     answers from one statement, so the same checks follow.
     """
-    s = row_seals.c
     [pk] = table.primary_key.columns
-    wanted = sa.select(
-        sa.func.unnest(
-            sa.bindparam(None, list(keys), type_=postgresql.ARRAY(sa.String))
-        ).column_valued("key")
-    ).subquery("wanted")
-    newest = (
-        sa.select(s.digest.label("__seal_digest"), sa.true().label("__sealed"))
-        .where(s.table_name == table.name, s.row_key == wanted.c.key)
-        .order_by(s.seq.desc())
-        .limit(1)
-        .lateral("newest")
+    wanted, newest = _newest_seal_per_key(
+        table.name, keys, row_seals.c.digest.label("__seal_digest"), sa.true().label("__sealed")
     )
     by_key = pk == (
         wanted.c.key if isinstance(pk.type, sa.String) else sa.cast(wanted.c.key, pk.type)
