@@ -279,6 +279,26 @@ def test_a_landed_file_leads_to_a_run_whose_batches_wait_for_approval(
     assert again == [], "the file already read and its earning batched: no second run"
 
 
+def failed_first_run(
+    engine: Engine,
+    ledger_url: str,
+    funded: str,
+    home: Path,
+    tmp_path: Path,
+    instance: dg.DagsterInstance,
+) -> tuple[LedgerResource, LedgerResource, dg.RunRequest, str | None]:
+    """An earning posted and the sensor's first run failed for a real fault: the run's
+    ledger is a database file that is not there to open. (good ledger, gone ledger, the
+    first request, the cursor after it)."""
+    ledger = LedgerResource(url=ledger_url, home=str(home))
+    gone = LedgerResource(url=f"sqlite:///{tmp_path}/missing/dir/ledger.db", home=str(home))
+    with receiver(engine) as url:
+        assert post(url, body(funded)).status_code == 201
+    [first], cursor, _ = tick(ledger, None, instance)
+    assert not run_requested(gone, first, instance).success
+    return ledger, gone, first, cursor
+
+
 def test_a_failed_run_is_asked_for_again_a_bounded_number_of_times(
     engine: Engine,
     ledger_url: str,
@@ -289,13 +309,9 @@ def test_a_failed_run_is_asked_for_again_a_bounded_number_of_times(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(earnings_sensor, "RETRY_BACKOFF_SECONDS", 0)  # no waiting in the test
-    ledger = LedgerResource(url=ledger_url, home=str(home))
-    # A real fault: the run's ledger is a database file that is not there to open.
-    gone = LedgerResource(url=f"sqlite:///{tmp_path}/missing/dir/ledger.db", home=str(home))
-    with receiver(engine) as url:
-        assert post(url, body(funded)).status_code == 201
-    [first], cursor, _ = tick(ledger, None, instance)
-    assert not run_requested(gone, first, instance).success
+    ledger, gone, first, cursor = failed_first_run(
+        engine, ledger_url, funded, home, tmp_path, instance
+    )
     assert books(engine)[2] == 0
     keys = [first.run_key]
     for _ in range(MAX_RETRIES):
@@ -329,12 +345,9 @@ def test_one_failure_then_a_retry_that_succeeds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(earnings_sensor, "RETRY_BACKOFF_SECONDS", 0)  # no waiting in the test
-    ledger = LedgerResource(url=ledger_url, home=str(home))
-    gone = LedgerResource(url=f"sqlite:///{tmp_path}/missing/dir/ledger.db", home=str(home))
-    with receiver(engine) as url:
-        assert post(url, body(funded)).status_code == 201
-    [first], cursor, _ = tick(ledger, None, instance)
-    assert not run_requested(gone, first, instance).success
+    ledger, _, first, cursor = failed_first_run(
+        engine, ledger_url, funded, home, tmp_path, instance
+    )
     [retry], cursor, _ = tick(ledger, cursor, instance)
     assert retry.run_key == f"{first.run_key}:retry:1"
     assert run_requested(ledger, retry, instance).success
@@ -353,12 +366,9 @@ def test_a_retry_waits_for_its_back_off(
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ledger = LedgerResource(url=ledger_url, home=str(home))
-    gone = LedgerResource(url=f"sqlite:///{tmp_path}/missing/dir/ledger.db", home=str(home))
-    with receiver(engine) as url:
-        assert post(url, body(funded)).status_code == 201
-    [first], cursor, _ = tick(ledger, None, instance)
-    assert not run_requested(gone, first, instance).success
+    ledger, _, first, cursor = failed_first_run(
+        engine, ledger_url, funded, home, tmp_path, instance
+    )
     waiting, cursor, skipped = tick(ledger, cursor, instance)
     assert waiting == [] and "asking again in" in skipped, "a short outage does not use it up"
     monkeypatch.setattr(earnings_sensor, "RETRY_BACKOFF_SECONDS", 0)  # the minute has passed
