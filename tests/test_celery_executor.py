@@ -45,7 +45,7 @@ from finsup_dagster.sample_data.generate import MIN_DAYS, generate_sample
 from tests.conftest import PG_ADMIN, create_pg_database, drop_pg_database
 from tests.helpers import celery_workers
 from tests.helpers.books import count, event_rows, nonzero_balances
-from tests.helpers.nightly import nightly
+from tests.helpers.nightly import mart_rows, nightly
 
 pytestmark = pytest.mark.slow
 
@@ -87,19 +87,7 @@ def books(url: str, warehouse: Path) -> dict[str, Any]:
         engine.dispose()
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         for table in MARTS:
-            cols = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_schema ="
-                    " 'main' AND table_name = ? ORDER BY ordinal_position",
-                    [table],
-                ).fetchall()
-                # The warehouse's own numbering and build time differ between two warehouses.
-                if not r[0].endswith(("_key", "landing_seq")) and r[0] != "built_at"
-            ]
-            state[table] = conn.execute(
-                f"SELECT {', '.join(cols)} FROM main.{table} ORDER BY ALL"
-            ).fetchall()
+            state[table] = mart_rows(conn, table)
     assert state["reconciliation_matches"], "the sample day reconciles something"
     return state
 

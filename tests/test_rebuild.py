@@ -38,7 +38,7 @@ from finsup_dagster.sample_data.generate import MIN_DAYS, generate_sample
 from finsup_dagster.warehouse import raw, replica, version
 from finsup_dagster.warehouse.connection import connect
 from tests.helpers.dbt_runner import dbt_resource
-from tests.helpers.nightly import CLIENT, nightly
+from tests.helpers.nightly import CLIENT, mart_rows, nightly
 
 NIGHTS = [(SAMPLE_START + timedelta(days=n)).isoformat() for n in range(MIN_DAYS)]
 # What an analyst reads, and what the next night starts from. Keys and build times are
@@ -64,21 +64,7 @@ def snapshot(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     with duckdb.connect(str(path), read_only=True) as conn:
         out = {}
         for table in MARTS:
-            cols = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_schema ="
-                    " 'main' AND table_name = ? ORDER BY ordinal_position",
-                    [table],
-                ).fetchall()
-                if not r[0].endswith(("_key", "landing_seq"))
-                and r[0] not in ("built_at", *SKIP.get(table, ()))
-            ]
-            assert cols, table
-            listed = ", ".join(cols)
-            out[table] = conn.execute(
-                f"SELECT {listed} FROM main.{table} {WHERE.get(table, '')} ORDER BY ALL"
-            ).fetchall()
+            out[table] = mart_rows(conn, table, SKIP.get(table, ()), WHERE.get(table, ""))
         return out
 
 

@@ -53,3 +53,23 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetC
 
 def warehouse(resources: dict[str, Any]) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(resources["duckdb"].database, read_only=True)
+
+
+def mart_rows(
+    conn: duckdb.DuckDBPyConnection, table: str, skip: tuple[str, ...] = (), where: str = ""
+) -> list[tuple[Any, ...]]:
+    """A mart's rows, sorted, without the columns two warehouses of the same books differ
+    in (their own surrogate keys and landing numbers, the build time) or ``skip``."""
+    cols = [
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema ="
+            " 'main' AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+        if not r[0].endswith(("_key", "landing_seq")) and r[0] not in ("built_at", *skip)
+    ]
+    assert cols, table
+    return conn.execute(
+        f"SELECT {', '.join(cols)} FROM main.{table} {where} ORDER BY ALL"
+    ).fetchall()
